@@ -1,0 +1,499 @@
+"""Fine-tuning memory accounting: a component model of GPU memory for full fine-tuning, LoRA and QLoRA.
+
+The model follows what the software actually allocates (transformers + peft + trl + bitsandbytes, as pinned in
+``envs/gpu-finetune.txt``), not a rule of thumb:
+
+* **weights** - every parameter in the load dtype; QLoRA stores ``nn.Linear`` weights as NF4 (4 bits) plus the
+  quantization constants (one fp32 absmax per 64 weights, or with double quantization one byte per 64 weights and
+  one fp32 per 256 blocks) and keeps embeddings, norms and the output head in bf16. LoRA adapters are extra
+  weights: fp32 under LoRA (peft up-casts adapters), bf16 under QLoRA (trl casts them, following the paper).
+* **gradients** - one per trainable parameter, in that parameter's dtype.
+* **optimizer** - torch AdamW keeps two moments in the parameter's dtype; bitsandbytes 8-bit AdamW keeps two uint8
+  moments plus one fp32 absmax per 256 values for tensors of at least 4096 values, two fp32 moments below that;
+  the *paged* variant allocates the moments of tensors of at least 1e5 values in CUDA managed memory, outside the
+  PyTorch allocator (reported separately: ``optimizer (paged)``).
+* **activations** - per token per layer in the compute dtype; with gradient checkpointing only each layer's input
+  is kept, plus one layer's activations while it is recomputed.
+* **temporary** - logits and the loss (bf16 logits, an fp32 copy and its gradient), the largest dequantized
+  weight under QLoRA, and the cuBLAS workspace.
+
+The article's rules are special cases: 12 bytes/param (fp16 weights + fp16 grads + two fp32 moments), ZeRO's 16
+(mixed precision with an fp32 master copy), LoRA's "2x + extras" and QLoRA's "0.7x + extras".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+
+import pandas as pd
+
+from . import models as M
+
+GiB = 2**30
+GB = 10**9
+
+METHODS = ("full", "lora", "qlora")
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+# Optimizers the memory model knows. ``runnable`` ones are HF Trainer ``optim`` names the run mode executes;
+# the others are the published rules, kept to reproduce them.
+OPTIMIZERS = {
+    "adamw_torch": "torch AdamW: two moments in the parameter's dtype",
+    "adamw_8bit": "bitsandbytes 8-bit AdamW: two uint8 moments + fp32 absmax per 256 values",
+    "paged_adamw_8bit": "as adamw_8bit, moments of tensors >= 1e5 values in CUDA managed (paged) memory",
+    "sgd": "plain SGD without momentum: no state",
+    "adamw_fp32_states": "rule: two fp32 moments per parameter (the article's 8 bytes/param)",
+    "adamw_mixed": "rule: fp32 master weights + two fp32 moments (ZeRO's K = 12 bytes/param)",
+}
+RUNNABLE_OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "sgd")
+BNB_8BIT_MIN_SIZE = 4096  # bitsandbytes Optimizer8bit min_8bit_size
+BNB_PAGED_MIN_SIZE = 100_000  # bitsandbytes get_state_buffer: paged only for tensors with numel >= 1e5
+BNB_BLOCK = 256  # 8-bit optimizer absmax block
+NF4_BLOCK = 64  # 4-bit quantization block
+DQ_BLOCK = 256  # double-quantization block
+CUBLAS_WORKSPACE = 32 * 2**20  # torch's default cuBLAS workspace on Hopper (":4096:8" = 8 x 4 MiB)
+MEMORY_COMPONENTS = ("weights", "gradients", "optimizer", "activations", "temporary")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One fine-tuning configuration whose memory we predict (and, in run mode, measure)."""
+
+    model: str = "llama-2-7b"
+    method: str = "lora"
+    optimizer: str = "paged_adamw_8bit"
+    weight_dtype: str = "bf16"
+    seq_len: int = 100
+    micro_batch: int = 1
+    grad_ckpt: bool = True
+    lora_r: int = 4
+    lora_targets: tuple[str, ...] = M.LLAMA_LORA_TARGETS
+    double_quant: bool = True
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        errors = []
+        if self.method not in METHODS:
+            errors.append(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.optimizer not in OPTIMIZERS:
+            errors.append(f"optimizer must be one of {tuple(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.weight_dtype not in DTYPE_BYTES:
+            errors.append(f"weight_dtype must be one of {tuple(DTYPE_BYTES)}, got {self.weight_dtype!r}")
+        for name in ("seq_len", "micro_batch"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                errors.append(f"{name} must be a positive integer, got {v!r}")
+        if self.method != "full" and (not isinstance(self.lora_r, int) or self.lora_r <= 0):
+            errors.append(f"lora_r must be a positive integer, got {self.lora_r!r}")
+        if self.method == "qlora" and self.weight_dtype == "fp32":
+            errors.append("qlora keeps non-quantized weights in bf16/fp16; weight_dtype fp32 is not a QLoRA setup")
+        if errors:
+            raise ValueError("; ".join(errors))
+
+    def label(self) -> str:
+        ck = "ckpt" if self.grad_ckpt else "no-ckpt"
+        return f"{self.method}/{self.optimizer}/{self.weight_dtype}/s{self.seq_len}xb{self.micro_batch}/{ck}"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lora_targets"] = list(self.lora_targets)
+        d.pop("extra")
+        return d
+
+
+def _lora_tensors(table: pd.DataFrame, r: int, targets) -> list[int]:
+    """numel of each LoRA A and B tensor peft creates for the target linear layers."""
+    out = []
+    lin = table[table["linear"]]
+    for _, row in lin.iterrows():
+        module = row["name"].rsplit(".", 1)[0]
+        if module.rsplit(".", 1)[-1] in targets:
+            out += [r * int(row["in_features"]), int(row["out_features"]) * r]
+    return out
+
+
+def _optimizer_bytes(numels: list[int], optimizer: str, param_bytes: int) -> tuple[float, float]:
+    """(device bytes, paged bytes) of optimizer state for trainable tensors of the given sizes."""
+    device = paged = 0.0
+    for n in numels:
+        if optimizer == "adamw_torch":
+            device += 2 * param_bytes * n
+        elif optimizer == "adamw_fp32_states":
+            device += 8 * n
+        elif optimizer == "adamw_mixed":
+            device += 12 * n
+        elif optimizer == "sgd":
+            pass
+        elif optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+            if n < BNB_8BIT_MIN_SIZE:
+                state = 8.0 * n
+                absmax = 0.0
+            else:
+                state = 2.0 * n
+                absmax = 2 * 4.0 * -(-n // BNB_BLOCK)
+            if optimizer == "paged_adamw_8bit" and n >= BNB_PAGED_MIN_SIZE:
+                paged += state
+                device += absmax
+            else:
+                device += state + absmax
+        else:  # pragma: no cover - Setup validates
+            raise ValueError(optimizer)
+    return device, paged
+
+
+def _nf4_bytes(numel: int, double_quant: bool) -> float:
+    blocks = -(-numel // NF4_BLOCK)
+    if double_quant:
+        consts = blocks * 1 + 4 * -(-blocks // DQ_BLOCK) + 4 * 256 + 4  # uint8 absmax, fp32 absmax2, code, offset
+    else:
+        consts = blocks * 4
+    return numel / 2 + consts
+
+
+def activation_bytes_per_token_layer(cfg, setup: Setup) -> float:
+    """Bytes saved for backward per token per decoder layer without checkpointing (dense attention/MLP block).
+
+    Counted tensors (compute dtype, 2 bytes): attention - norm input and output, q, k, v, rotated q and k, the
+    attention output; MLP - norm input and output, gate, up, act(gate), act(gate)*up. LoRA adds, per target, the
+    dropout output in the adapter dtype and its 1-byte mask. SDPA/flash attention keeps no seq x seq matrix.
+    """
+    t = M.text_config(cfg)
+    h = t.hidden_size
+    heads = t.num_attention_heads
+    d = getattr(t, "head_dim", None) or h // heads
+    kv = (getattr(t, "num_key_value_heads", None) or heads) * d
+    q = heads * d
+    inter = getattr(t, "intermediate_size_mlp", None) or t.intermediate_size
+    b = 2
+    elems = (2 * h + 2 * q + 3 * kv + q) + (2 * h + 4 * inter)
+    total = b * elems
+    if setup.method in ("lora", "qlora"):
+        ab = 4 if setup.method == "lora" else 2
+        inputs = {"q_proj": h, "k_proj": h, "v_proj": h, "o_proj": q, "gate_proj": h, "up_proj": h, "down_proj": inter}
+        total += sum((ab + 1) * inputs.get(tname, h) for tname in setup.lora_targets)
+    return float(total)
+
+
+def predict(setup: Setup) -> pd.DataFrame:
+    """Predicted memory by component for one setup (bytes), with where it lives (device allocator or paged)."""
+    cfg = M.load_config(setup.model)
+    t = M.text_config(cfg)
+    table = M.parameters(setup.model)
+    wb = DTYPE_BYTES[setup.weight_dtype]
+    rows: list[dict] = []
+
+    def add(component, nbytes, detail, location="device"):
+        rows.append({"component": component, "bytes": float(nbytes), "location": location, "detail": detail})
+
+    # Weights
+    if setup.method == "qlora":
+        lin = table[table["linear"]]
+        rest = table[~table["linear"]]
+        q_bytes = sum(_nf4_bytes(int(n), setup.double_quant) for n in lin["numel"])
+        add("weights", q_bytes, f"{int(lin.numel.sum()):,} linear weights in NF4 + constants")
+        add("weights", wb * rest.numel.sum(), f"{int(rest.numel.sum()):,} embedding/norm/head params in {setup.weight_dtype}")
+    else:
+        add("weights", wb * table.numel.sum(), f"{int(table.numel.sum()):,} params in {setup.weight_dtype}")
+
+    # Trainable parameters, gradients, optimizer
+    if setup.method == "full":
+        trainable = [int(n) for n in table["numel"]]
+        pb = wb
+    else:
+        trainable = _lora_tensors(table, setup.lora_r, setup.lora_targets)
+        pb = 4 if setup.method == "lora" else 2
+        add("weights", pb * sum(trainable), f"{sum(trainable):,} LoRA params (r={setup.lora_r}) in {'fp32' if pb == 4 else 'bf16'}")
+    n_train = sum(trainable)
+    add("gradients", pb * n_train, f"{n_train:,} trainable params x {pb} B")
+    dev, paged = _optimizer_bytes(trainable, setup.optimizer, pb)
+    add("optimizer", dev, OPTIMIZERS[setup.optimizer])
+    if paged:
+        add("optimizer", paged, "paged moments (CUDA managed memory, outside the torch allocator)", "paged")
+
+    # Activations
+    tokens = setup.seq_len * setup.micro_batch
+    per_tl = activation_bytes_per_token_layer(cfg, setup)
+    layers = t.num_hidden_layers
+    if setup.grad_ckpt:
+        add("activations", layers * tokens * t.hidden_size * 2, "checkpointed layer inputs (bf16)")
+        add("activations", tokens * per_tl, "one layer recomputed during backward")
+    else:
+        add("activations", layers * tokens * per_tl, f"{layers} layers x {per_tl / 1024:.0f} KiB per token")
+
+    # Temporary buffers
+    add("temporary", tokens * t.vocab_size * (2 + 4 + 4), "logits bf16 + fp32 copy + fp32 grad")
+    if setup.method == "qlora":
+        add("temporary", 2 * int(table[table["linear"]].numel.max()), "largest dequantized weight (bf16)")
+    add("temporary", CUBLAS_WORKSPACE, "cuBLAS workspace")
+    return pd.DataFrame(rows)
+
+
+def summarize(setup: Setup) -> dict:
+    """Totals of :func:`predict`: per component (device), paged, and the predicted allocator peak."""
+    df = predict(setup)
+    dev = df[df.location == "device"].groupby("component")["bytes"].sum().reindex(MEMORY_COMPONENTS, fill_value=0.0)
+    out = {f"{c}_bytes": float(dev[c]) for c in MEMORY_COMPONENTS}
+    out["paged_bytes"] = float(df[df.location == "paged"]["bytes"].sum())
+    out["peak_bytes"] = float(dev.sum())
+    out["params"] = int(M.parameters(setup.model).numel.sum())
+    return out
+
+
+def breakdown(setups) -> pd.DataFrame:
+    """Tidy table: one row per (setup, component) with bytes, GiB and bytes per parameter."""
+    rows = []
+    for s in setups:
+        sm = summarize(s)
+        for c in MEMORY_COMPONENTS + ("paged",):
+            b = sm[f"{c}_bytes"]
+            rows.append(
+                {
+                    "model": s.model,
+                    "method": s.method,
+                    "optimizer": s.optimizer,
+                    "weight_dtype": s.weight_dtype,
+                    "seq_len": s.seq_len,
+                    "micro_batch": s.micro_batch,
+                    "grad_ckpt": s.grad_ckpt,
+                    "setup": s.label(),
+                    "component": c,
+                    "bytes": b,
+                    "GiB": b / GiB,
+                    "bytes_per_param": b / sm["params"],
+                    "params": sm["params"],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+# --- The article's rules ------------------------------------------------------------------------------------
+
+RULES = {
+    # name: (bytes/param, what it assumes, source)
+    "full fp16 + Adam (article)": (12.0, "fp16 weights 2 + fp16 grads 2 + two fp32 moments 8", "article §1.2"),
+    "full mixed precision (ZeRO)": (16.0, "fp16 weights 2 + grads 2 + fp32 master 4 + moments 8", "ZeRO §3.1"),
+    "LoRA (article)": (2.0, "frozen fp16/bf16 weights; adapters, grads and states neglected", "article §2.2"),
+    "QLoRA (article)": (0.7, "read off the QLoRA paper's figure", "article §3.2"),
+}
+
+
+def rule_of_thumb_table(models=("llama-2-7b", "llama-13b", "llama-33b", "llama-65b")) -> pd.DataFrame:
+    """The rules applied to each model's exact parameter count (GB = 1e9 bytes, the article's unit)."""
+    rows = []
+    for m in models:
+        n = int(M.parameters(m).numel.sum())
+        for rule, (bpp, assumes, src) in RULES.items():
+            rows.append({"model": m, "params": n, "rule": rule, "bytes_per_param": bpp, "GB": bpp * n / GB, "assumes": assumes, "source": src})
+    return pd.DataFrame(rows)
+
+
+def rule_setups(model: str, seq_len: int = 100, micro_batch: int = 1) -> dict[str, Setup]:
+    """The memory model's configuration that each rule describes, for side-by-side comparison."""
+    base = dict(model=model, seq_len=seq_len, micro_batch=micro_batch, grad_ckpt=True)
+    return {
+        "full fp16 + Adam (article)": Setup(method="full", optimizer="adamw_fp32_states", weight_dtype="fp16", **base),
+        "full mixed precision (ZeRO)": Setup(method="full", optimizer="adamw_mixed", weight_dtype="fp16", **base),
+        "LoRA (article)": Setup(method="lora", optimizer="paged_adamw_8bit", **base),
+        "QLoRA (article)": Setup(method="qlora", optimizer="paged_adamw_8bit", **base),
+    }
+
+
+def standard_setups(model: str, seq_len: int = 100, micro_batch: int = 1, grad_ckpt: bool = True, optimizer: str = "paged_adamw_8bit") -> list[Setup]:
+    """The configurations the run mode measures by default."""
+    base = dict(model=model, seq_len=seq_len, micro_batch=micro_batch, grad_ckpt=grad_ckpt)
+    return [
+        Setup(method="lora", optimizer=optimizer, **base),
+        Setup(method="qlora", optimizer=optimizer, **base),
+        Setup(method="full", optimizer=optimizer, **base),
+        Setup(method="full", optimizer="adamw_torch", **base),
+        Setup(method="full", optimizer="adamw_torch", weight_dtype="fp32", **base),
+    ]
+
+
+def with_(setup: Setup, **kw) -> Setup:
+    return replace(setup, **kw)
+
+
+# --- Run mode: measure the setups on this machine -------------------------------------------------------------
+
+EXPERIMENT = "memory_accounting"
+
+
+def parse_method(spec: str, model: str, seq_len: int, micro_batch: int, grad_ckpt: bool, optimizer: str, lora_r: int = 4) -> Setup:
+    """``"lora"``, ``"full:adamw_torch"`` or ``"full:adamw_torch:fp32"`` -> a :class:`Setup`."""
+    parts = str(spec).split(":")
+    if not 1 <= len(parts) <= 3 or not parts[0]:
+        raise ValueError(f"method spec {spec!r} must be METHOD[:OPTIMIZER[:DTYPE]]")
+    method = parts[0]
+    opt = parts[1] if len(parts) > 1 and parts[1] else optimizer
+    dtype = parts[2] if len(parts) > 2 else "bf16"
+    return Setup(model=model, method=method, optimizer=opt, weight_dtype=dtype, seq_len=seq_len, micro_batch=micro_batch, grad_ckpt=grad_ckpt, lora_r=lora_r)
+
+
+def refusal(setup: Setup, cuda: bool) -> str | None:
+    """Why this machine cannot run a setup, or None."""
+    if setup.optimizer not in RUNNABLE_OPTIMIZERS:
+        return f"optimizer {setup.optimizer} is a published rule, not an optimizer the run mode executes"
+    if not cuda and setup.method == "qlora":
+        return "QLoRA needs a CUDA GPU (bitsandbytes 4-bit kernels)"
+    if not cuda and setup.optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+        return f"{setup.optimizer} needs a CUDA GPU (bitsandbytes)"
+    if setup.weight_dtype == "fp16":
+        return "fp16 weights are not run (the recipe trains in bf16)"
+    return None
+
+
+def _tidy_row(setup: Setup, res: dict, grad_accum: int, steps: int) -> dict:
+    g = 2**30
+    stages = res.get("stages", {})
+    m = res.get("measured", {})
+
+    def stage(name, key):
+        v = stages.get(name, {}).get(key)
+        return v / g if v is not None else None
+
+    def gib(v):
+        return v / g if isinstance(v, (int, float)) and res.get("cuda") else None
+
+    return {
+        "model": setup.model,
+        "method": setup.method,
+        "optimizer": setup.optimizer,
+        "weight_dtype": setup.weight_dtype,
+        "seq_len": setup.seq_len,
+        "micro_batch": setup.micro_batch,
+        "grad_accum": grad_accum,
+        "steps": steps,
+        "grad_ckpt": setup.grad_ckpt,
+        "lora_r": setup.lora_r if setup.method != "full" else None,
+        "setup": setup.label(),
+        "outcome": res.get("outcome"),
+        "error": res.get("error"),
+        "trainable_params": res.get("trainable_params"),
+        "total_params": res.get("total_params"),
+        "gradient_checkpointing_active": res.get("gradient_checkpointing"),
+        "tokens_per_sample": res.get("tokens_per_sample"),
+        "peak_allocated_GiB": gib(res.get("max_allocated_bytes")),
+        "peak_reserved_GiB": gib(res.get("max_reserved_bytes")),
+        "load_peak_allocated_GiB": stage("loaded", "max_allocated_bytes"),
+        "loaded_allocated_GiB": stage("loaded", "allocated_bytes"),
+        "after_step_allocated_GiB": stage("after_first_step", "allocated_bytes"),
+        "weights_GiB": gib(res.get("param_bytes", {}).get("cuda")) if res.get("param_bytes") else None,
+        "gradients_GiB": gib(m.get("gradients", {}).get("cuda")) if m.get("gradients") else None,
+        "optimizer_GiB": gib(m.get("optimizer", {}).get("cuda")) if m.get("optimizer") else None,
+        "optimizer_paged_GiB": gib(m.get("optimizer", {}).get("paged")) if m.get("optimizer") else None,
+        "nvml_peak_process_GiB": gib(res.get("nvml_peak_process_bytes")),
+        "nvml_peak_device_delta_GiB": gib(res.get("nvml_peak_device_delta_bytes")),
+        "median_step_s": res.get("median_step_seconds"),
+        "train_seconds": res.get("train_seconds"),
+        "first_loss": (res.get("losses") or [None])[0],
+        "last_loss": (res.get("losses") or [None])[-1],
+    }
+
+
+def run_experiment(
+    model: str = "llama-2-7b",
+    methods=("lora", "qlora", "full"),
+    optimizer: str = "paged_adamw_8bit",
+    seq_len: int = 100,
+    micro_batch: int = 1,
+    grad_accum: int = 32,
+    grad_ckpt: bool = True,
+    steps: int = 3,
+    lora_r: int = 4,
+    run_id: str = "",
+    timeout_s: int = 900,
+    workdir: str | None = None,
+    root=None,
+):
+    """Measure each setup in a fresh subprocess; record OOM, refusal, timeout or error as that point's outcome.
+
+    Points already measured under the same ``run_id`` (in its work folder) are reused, so an interrupted sweep
+    resumes. The run record is published atomically at the end. Returns the record's path.
+    """
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from . import finetune
+    from .records import RunWriter, new_run_id, runs_dir
+
+    for name, v in (("grad_accum", grad_accum), ("steps", steps)):
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    M.config_path(model)  # unknown model -> clear error before any work
+    setups = [parse_method(s, model, seq_len, micro_batch, grad_ckpt, optimizer, lora_r) for s in methods]
+    cuda = torch.cuda.is_available()
+    reasons = {s.label(): refusal(s, cuda) for s in setups}
+    if all(reasons.values()):
+        raise ValueError("nothing runnable on this machine: " + "; ".join(f"{k}: {v}" for k, v in reasons.items()))
+
+    run_id = run_id or new_run_id(f"{Path(str(model)).name}-{'gpu' if cuda else 'cpu'}")
+    base = Path(root) if root else runs_dir()
+    work = base / EXPERIMENT / f".work-{run_id}"
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt_root = Path(workdir or os.environ.get("LLMSTUDY_CACHE", tempfile.gettempdir())) / "llmstudy-ckpt"
+    params = dict(model=str(model), methods=list(methods), optimizer=optimizer, seq_len=seq_len, micro_batch=micro_batch, grad_accum=grad_accum, grad_ckpt=grad_ckpt, steps=steps, lora_r=lora_r, weights="random (config only)", data="synthetic prompt/completion, synthetic word-level tokenizer")
+    rows = []
+    with RunWriter(EXPERIMENT, params, run_id=run_id, root=base) as rec:
+        ckpts: dict[str, Path] = {}
+        bar = tqdm(setups, desc="memory_accounting", unit="setup")
+        for i, s in enumerate(bar):
+            bar.set_postfix_str(s.label())
+            res_file = work / f"point{i:02d}.json"
+            if res_file.exists():  # resume
+                res = json.loads(res_file.read_text())
+            elif reasons[s.label()]:
+                res = {"outcome": "refused", "error": reasons[s.label()]}
+                res_file.write_text(json.dumps(res))
+            else:
+                load_dtype = "fp32" if s.weight_dtype == "fp32" else "bf16"
+                if load_dtype not in ckpts:
+                    ckpts[load_dtype] = finetune.save_random_checkpoint(model, ckpt_root / f"{Path(str(model)).name}-bf16", "bf16", "cuda" if cuda else "cpu")
+                spec = dict(s.to_dict(), label=s.label(), checkpoint=str(ckpts[load_dtype]), grad_accum=grad_accum, steps=steps, output_dir=str(work / f"trainer{i:02d}"), seed=42)
+                spec_file = work / f"point{i:02d}.spec.json"
+                spec_file.write_text(json.dumps(spec))
+                log_file = work / f"point{i:02d}.log"
+                try:
+                    with open(log_file, "w") as log:
+                        proc = subprocess.run([sys.executable, "-m", "llmstudy.finetune", str(spec_file), str(res_file) + ".new"], stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                    new = Path(str(res_file) + ".new")
+                    res = json.loads(new.read_text()) if new.exists() else {"outcome": "error", "error": f"worker exited {proc.returncode} without a result"}
+                except subprocess.TimeoutExpired:
+                    res = {"outcome": "timeout", "error": f"no result within {timeout_s} s"}
+                if res.get("outcome") == "error" and "OutOfMemory" in (res.get("error") or "") + log_file.read_text()[-4000:]:
+                    res["outcome"] = "oom"
+                res_file.write_text(json.dumps(res, default=str))
+                rec.write_text(log_file.read_text(), f"logs/point{i:02d}-{s.method}-{s.optimizer}-{s.weight_dtype}.log")
+                Path(str(res_file) + ".new").unlink(missing_ok=True)
+            rec.write_json(res, f"raw/point{i:02d}.json")
+            rows.append(_tidy_row(s, res, grad_accum, steps))
+            tqdm.write(f"{s.label()}: {rows[-1]['outcome']}" + (f", peak {rows[-1]['peak_allocated_GiB']:.2f} GiB" if rows[-1]["peak_allocated_GiB"] else ""))
+        rec.write_table(pd.DataFrame(rows))
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+    return rec.final
+
+
+def compare(results: pd.DataFrame) -> pd.DataFrame:
+    """Measured peak (torch allocator) next to the model's prediction for each measured row, with error %."""
+    out = []
+    for _, r in results.iterrows():
+        s = Setup(model=r["model"], method=r["method"], optimizer=r["optimizer"], weight_dtype=r["weight_dtype"], seq_len=int(r["seq_len"]), micro_batch=int(r["micro_batch"]), grad_ckpt=bool(r["grad_ckpt"]), lora_r=int(r["lora_r"]) if pd.notna(r.get("lora_r")) else 4)
+        try:
+            sm = summarize(s)
+        except Exception:  # a model config no longer present: keep the row, no prediction
+            sm = None
+        row = r.to_dict()
+        row["predicted_peak_GiB"] = sm["peak_bytes"] / GiB if sm else None
+        row["predicted_paged_GiB"] = sm["paged_bytes"] / GiB if sm else None
+        meas = r.get("peak_allocated_GiB")
+        row["error_pct"] = 100 * (row["predicted_peak_GiB"] - meas) / meas if sm and pd.notna(meas) and r["outcome"] == "ok" else None
+        out.append(row)
+    return pd.DataFrame(out)
