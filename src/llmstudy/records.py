@@ -55,7 +55,7 @@ def git_info(root: Path | None = None) -> dict:
             return ""
 
     sha = run("rev-parse", "HEAD")
-    if sha:
+    if re.fullmatch(r"[0-9a-f]{40}", sha or ""):
         dirty = bool(run("status", "--porcelain", "--untracked-files=no"))
     else:  # a copy of the tree without .git (e.g. a GPU runner): the launcher passes what git said
         sha = os.environ.get("LLMSTUDY_GIT_SHA", "")
@@ -70,6 +70,10 @@ def package_versions(names=PACKAGES) -> dict:
             out[n] = md.version(n)
         except md.PackageNotFoundError:
             out[n] = None
+    if out.get("llmstudy") is None:  # run from a source tree (PYTHONPATH=src)
+        from . import __version__
+
+        out["llmstudy"] = __version__
     out["python"] = platform.python_version()
     return out
 
