@@ -543,3 +543,66 @@ def compare(results: pd.DataFrame) -> pd.DataFrame:
         row["error_pct"] = 100 * (row["predicted_peak_GiB"] - meas) / meas if sm and pd.notna(meas) and r["outcome"] == "ok" else None
         out.append(row)
     return pd.DataFrame(out)
+
+
+# --- The chapter's parameters and figures ---------------------------------------------------------------------
+
+RULE_MODELS = ("llama-2-7b", "llama-13b", "llama-33b", "llama-65b")
+CONFIG_MODELS = ("llama-2-7b", "llama-4-scout-17b-16e-instruct", "llama-4-maverick-17b-128e-instruct", "gpt-oss-20b")
+
+
+def notebook_params():
+    from .params import Param, positive
+
+    def model_ok(v):
+        try:
+            M.config_path(v)
+        except M.UnknownModelError as e:
+            return str(e)
+        return None
+
+    def methods_ok(v):
+        try:
+            for m in v:
+                parse_method(m, "llama-2-7b", 1, 1, True, "adamw_torch")
+        except ValueError as e:
+            return str(e)
+        return None if v else "needs at least one method"
+
+    def models_ok(v):
+        bad = [m for m in v if model_ok(m)]
+        return f"unknown model(s) {bad}; known: {M.available_models()}" if bad else None
+
+    return {
+        "mode": Param(str, "analyze", "analyze: render recorded runs (CPU); run: measure and write a run record", choices=("analyze", "run")),
+        "model": Param(str, "llama-2-7b", "model config (name under data/models or path) for run mode and the focus tables", check=model_ok),
+        "compare_models": Param(list, list(CONFIG_MODELS), "model configs compared in the breakdown", check=models_ok),
+        "methods": Param(list, ["lora", "qlora", "full"], "METHOD[:OPTIMIZER[:DTYPE]] entries", check=methods_ok),
+        "optimizer": Param(str, "paged_adamw_8bit", "default optimizer", choices=tuple(OPTIMIZERS)),
+        "seq_len": Param(int, 100, "tokens per sample", check=positive),
+        "micro_batch": Param(int, 1, "samples per micro-batch", check=positive),
+        "grad_accum": Param(int, 32, "micro-batches per optimizer step (run mode)", check=positive),
+        "grad_ckpt": Param(bool, True, "gradient checkpointing"),
+        "steps": Param(int, 3, "optimizer steps to measure (run mode)", check=positive),
+        "run_id": Param(str, "", "run id for run mode (default: timestamp-model-device)"),
+    }
+
+
+def stacked_bars(df: pd.DataFrame, x: str, title: str, hue_order=MEMORY_COMPONENTS + ("paged",), ax=None, unit: str = "GiB"):
+    """Stacked bars of a tidy breakdown (columns ``x``, ``component``, ``unit``) with seaborn's palette."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    wide = df.pivot_table(index=x, columns="component", values=unit, aggfunc="sum", sort=False).reindex(columns=[c for c in hue_order if c in set(df.component)]).fillna(0)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(wide)))
+    left = None
+    colors = dict(zip(hue_order, sns.color_palette("deep", len(hue_order))))
+    for comp in wide.columns:
+        ax.barh(wide.index, wide[comp], left=left, label=comp, color=colors[comp])
+        left = wide[comp] if left is None else left + wide[comp]
+    ax.set_xlabel(unit)
+    ax.set_title(title)
+    ax.invert_yaxis()
+    ax.legend(loc="lower right", fontsize="small")
+    return ax

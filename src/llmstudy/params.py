@@ -29,9 +29,20 @@ def positive(v) -> str | None:
     return None if v > 0 else "must be > 0"
 
 
-def validate(spec: dict[str, Param], values: dict[str, Any]) -> dict[str, Any]:
-    """Return the parameters (defaults filled in) or raise :class:`ParameterError` naming every bad one."""
+IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+def validate(spec: dict[str, Param], values: dict[str, Any], strict: bool = False) -> dict[str, Any]:
+    """Return the parameters (defaults filled in) or raise :class:`ParameterError` naming every bad one.
+
+    With ``strict``, ``values`` is the notebook's namespace right after the parameters cell (and papermill's
+    injected cell): any other public name there is an unknown parameter.
+    """
     errors = []
+    if strict:
+        unknown = sorted(k for k in values if not k.startswith("_") and k not in IPYTHON_NAMES and k not in spec)
+        if unknown:
+            errors.append(f"unknown parameter(s) {unknown}; known: {sorted(spec)}")
     out = {}
     for name, p in spec.items():
         v = values.get(name, p.default)
@@ -65,12 +76,3 @@ def _raise(errors):
     raise ParameterError("invalid notebook parameter(s): " + "; ".join(errors))
 
 
-def check_unknown(spec: dict[str, Param], injected: dict[str, Any]) -> None:
-    unknown = sorted(set(injected) - set(spec))
-    if unknown:
-        raise ParameterError(f"unknown notebook parameter(s) {unknown}; known: {sorted(spec)}")
-
-
-def injected_parameters(namespace: dict) -> dict:
-    """The names papermill injected: those it recorded in the notebook, else every spec name in the namespace."""
-    return {k: v for k, v in namespace.items() if not k.startswith("_")}

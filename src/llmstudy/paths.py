@@ -23,7 +23,9 @@ def data_dir() -> Path:
 
 
 def runs_dir() -> Path:
-    return data_dir() / "runs"
+    """Where run records live: $LLMSTUDY_RUNS (tests, scratch reruns) or ``data/runs``."""
+    env = os.environ.get("LLMSTUDY_RUNS")
+    return Path(env).resolve() if env else data_dir() / "runs"
 
 
 def models_dir() -> Path:

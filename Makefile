@@ -1,0 +1,25 @@
+# Two commands on a fresh machine:  make book  (install + build the book on CPU)  and  make test.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP_Q  := --quiet --disable-pip-version-check
+
+.PHONY: book test install clean
+
+$(VENV)/.installed: envs/cpu.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_Q) -r envs/cpu.txt 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install $(PIP_Q) --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import llmstudy, torch, transformers, peft, trl, jupyter_book, papermill, seaborn"
+	touch $@
+
+install: $(VENV)/.installed
+
+book: $(VENV)/.installed
+	$(VENV)/bin/jupyter-book build book -W -n --keep-going
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf _build

@@ -1,0 +1,23 @@
+"""The whole book builds with warnings as errors, executing every notebook."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+
+def test_the_book_builds_with_warnings_as_errors(tmp_path):
+    jb = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(jb) if jb.exists() else shutil.which("jupyter-book"), "build", "book", "-W", "-n", "--keep-going", "--path-output", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    html = tmp_path / "_build" / "html"
+    page = (html / "notebooks" / "memory_accounting.html").read_text()
+    assert (html / "intro.html").exists() and (html / "reproduce.html").exists()
+    assert "9,994,240" in page and "6,738,415,616" in page  # glued numbers appear
+    assert not re.search(r"‘[0-9.,]+’", page)  # glued text renders without quotes
+    assert page.count("<img") >= 2  # seaborn figures
+    assert "Traceback" not in page
