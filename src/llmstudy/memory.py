@@ -604,5 +604,5 @@ def stacked_bars(df: pd.DataFrame, x: str, title: str, hue_order=MEMORY_COMPONEN
     ax.set_xlabel(unit)
     ax.set_title(title)
     ax.invert_yaxis()
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     return ax
