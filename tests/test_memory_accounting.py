@@ -1,6 +1,5 @@
 """The memory-accounting chapter: exact counts, the memory model, run mode, and the notebook."""
 
-import json
 import math
 import subprocess
 import sys

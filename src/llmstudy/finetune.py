@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 
 from . import models as M
+from .records import write_json_atomic
 
 # The article's recipe (qlora-trtllm-triton-article, §2.3.2 and §3.3).
 RECIPE = {
@@ -34,7 +35,6 @@ RECIPE = {
     "optimizer": "paged_adamw_8bit",
     "completion_only_loss": True,
 }
-BNB_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")
 
 
 # --- Synthetic tokenizer and data --------------------------------------------------------------------------------
@@ -370,11 +370,6 @@ def worker_main(spec_path: str, out_path: str) -> int:
     out = Path(out_path)
     res: dict = {"spec": spec, "outcome": "error", "pid": os.getpid()}
 
-    def write():
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(res, indent=1, default=str))
-        os.replace(tmp, out)
-
     def progress(name, info):
         print(f"[{spec.get('label', spec['method'])}] {name}: " + ", ".join(f"{k}={v / 2**30:.2f}GiB" if k.endswith("bytes") else f"{k}={v:.2f}" for k, v in info.items() if k != "t"), flush=True)
 
@@ -394,7 +389,7 @@ def worker_main(spec_path: str, out_path: str) -> int:
                 res["max_allocated_bytes"] = torch.cuda.max_memory_allocated()
                 res["max_reserved_bytes"] = torch.cuda.max_memory_reserved()
     res.update(nv.result())
-    write()
+    write_json_atomic(out, res)
     print(f"[{spec.get('label', spec['method'])}] outcome={res['outcome']}", flush=True)
     return 0
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 
 import pandas as pd
 
@@ -47,6 +47,7 @@ OPTIMIZERS = {
     "adamw_mixed": "rule: fp32 master weights + two fp32 moments (ZeRO's K = 12 bytes/param)",
 }
 RUNNABLE_OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "sgd")
+BNB_8BIT_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")
 BNB_8BIT_MIN_SIZE = 4096  # bitsandbytes Optimizer8bit min_8bit_size
 BNB_PAGED_MIN_SIZE = 100_000  # bitsandbytes get_state_buffer: paged only for tensors with numel >= 1e5
 BNB_BLOCK = 256  # 8-bit optimizer absmax block
@@ -70,7 +71,6 @@ class Setup:
     lora_r: int = 4
     lora_targets: tuple[str, ...] = M.LLAMA_LORA_TARGETS
     double_quant: bool = True
-    extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
         errors = []
@@ -98,7 +98,6 @@ class Setup:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["lora_targets"] = list(self.lora_targets)
-        d.pop("extra")
         return d
 
 
@@ -125,7 +124,7 @@ def _optimizer_bytes(numels: list[int], optimizer: str, param_bytes: int) -> tup
             device += 12 * n
         elif optimizer == "sgd":
             pass
-        elif optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+        elif optimizer in BNB_8BIT_OPTIMIZERS:
             if n < BNB_8BIT_MIN_SIZE:
                 state = 8.0 * n
                 absmax = 0.0
@@ -183,11 +182,6 @@ def activation_bytes_per_token_layer(cfg, setup: Setup) -> float:
     return float(total)
 
 
-def _embedding_numels(setup: Setup) -> int:
-    table = M.parameters(setup.model)
-    return int(table[table.component == "embeddings"].numel.sum())
-
-
 def predict(setup: Setup) -> pd.DataFrame:
     """Predicted memory by component for one setup (bytes).
 
@@ -215,7 +209,7 @@ def predict(setup: Setup) -> pd.DataFrame:
         add("weights", wb * table.numel.sum(), f"{int(table.numel.sum()):,} params in {setup.weight_dtype}")
 
     # Trainable parameters, gradients, optimizer
-    emb = _embedding_numels(setup)
+    emb = int(table[table.component == "embeddings"].numel.sum())
     if setup.method == "full":
         trainable = [int(n) for n in table["numel"]]
         pb = wb
@@ -225,11 +219,9 @@ def predict(setup: Setup) -> pd.DataFrame:
         add("weights", pb * sum(trainable), f"{sum(trainable):,} LoRA params (r={setup.lora_r}) in {'fp32' if pb == 4 else 'bf16'}")
     n_train = sum(trainable)
     add("gradients", pb * n_train, f"{n_train:,} trainable params x {pb} B")
-    if setup.method == "full" and setup.optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+    if setup.method == "full" and setup.optimizer in BNB_8BIT_OPTIMIZERS:
         # HF Trainer registers nn.Embedding weights for 32-bit states under bitsandbytes optimizers.
-        non_emb = [n for n in trainable if True]
-        for n in table[table.component == "embeddings"].numel:
-            non_emb.remove(int(n))
+        non_emb = [int(n) for n in table[table.component != "embeddings"].numel]
         dev, paged = _optimizer_bytes(non_emb, setup.optimizer, pb)
         emb_state = 8.0 * emb
         if setup.optimizer == "paged_adamw_8bit":
@@ -245,8 +237,6 @@ def predict(setup: Setup) -> pd.DataFrame:
         add("optimizer", paged, "paged moments (CUDA managed memory, outside the torch allocator)", "paged")
     if setup.optimizer == "adamw_torch":
         add("temporary", pb * n_train, "foreach AdamW: one parameter-sized intermediate during the update", phase="step")
-    elif setup.optimizer in ("adamw_fp32_states", "adamw_mixed"):
-        pass  # published rules: no temporaries assumed
 
     # Activations (backward phase)
     tokens = setup.seq_len * setup.micro_batch
@@ -345,20 +335,6 @@ def rule_setups(model: str, seq_len: int = 100, micro_batch: int = 1) -> dict[st
     }
 
 
-def standard_setups(model: str, seq_len: int = 100, micro_batch: int = 1, grad_ckpt: bool = True, optimizer: str = "paged_adamw_8bit") -> list[Setup]:
-    """The configurations the run mode measures by default."""
-    base = dict(model=model, seq_len=seq_len, micro_batch=micro_batch, grad_ckpt=grad_ckpt)
-    return [
-        Setup(method="lora", optimizer=optimizer, **base),
-        Setup(method="qlora", optimizer=optimizer, **base),
-        Setup(method="full", optimizer=optimizer, **base),
-        Setup(method="full", optimizer="adamw_torch", **base),
-        Setup(method="full", optimizer="adamw_torch", weight_dtype="fp32", **base),
-    ]
-
-
-def with_(setup: Setup, **kw) -> Setup:
-    return replace(setup, **kw)
 
 
 # --- Run mode: measure the setups on this machine -------------------------------------------------------------
@@ -383,7 +359,7 @@ def refusal(setup: Setup, cuda: bool) -> str | None:
         return f"optimizer {setup.optimizer} is a published rule, not an optimizer the run mode executes"
     if not cuda and setup.method == "qlora":
         return "QLoRA needs a CUDA GPU (bitsandbytes 4-bit kernels)"
-    if not cuda and setup.optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+    if not cuda and setup.optimizer in BNB_8BIT_OPTIMIZERS:
         return f"{setup.optimizer} needs a CUDA GPU (bitsandbytes)"
     if setup.weight_dtype == "fp16":
         return "fp16 weights are not run (the recipe trains in bf16)"
@@ -458,6 +434,7 @@ def run_experiment(
     Points already measured under the same ``run_id`` (in its work folder) are reused, so an interrupted sweep
     resumes. The run record is published atomically at the end. Returns the record's path.
     """
+    import shutil
     import subprocess
     import sys
     import tempfile
@@ -467,7 +444,7 @@ def run_experiment(
     from tqdm.auto import tqdm
 
     from . import finetune
-    from .records import RunWriter, new_run_id, runs_dir
+    from .records import RunWriter, new_run_id, runs_dir, write_json_atomic
 
     for name, v in (("grad_accum", grad_accum), ("steps", steps)):
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
@@ -487,7 +464,7 @@ def run_experiment(
     params = dict(model=str(model), methods=list(methods), optimizer=optimizer, seq_len=seq_len, micro_batch=micro_batch, grad_accum=grad_accum, grad_ckpt=grad_ckpt, steps=steps, lora_r=lora_r, weights="random (config only)", data="synthetic prompt/completion, synthetic word-level tokenizer")
     rows = []
     with RunWriter(EXPERIMENT, params, run_id=run_id, root=base) as rec:
-        ckpts: dict[str, Path] = {}
+        checkpoint = None  # one bf16 checkpoint of random weights; fp32 setups up-cast it on load
         bar = tqdm(setups, desc="memory_accounting", unit="setup")
         for i, s in enumerate(bar):
             bar.set_postfix_str(s.label())
@@ -496,12 +473,11 @@ def run_experiment(
                 res = json.loads(res_file.read_text())
             elif reasons[s.label()]:
                 res = {"outcome": "refused", "error": reasons[s.label()]}
-                res_file.write_text(json.dumps(res))
+                write_json_atomic(res_file, res)
             else:
-                load_dtype = "fp32" if s.weight_dtype == "fp32" else "bf16"
-                if load_dtype not in ckpts:
-                    ckpts[load_dtype] = finetune.save_random_checkpoint(model, ckpt_root / f"{Path(str(model)).name}-bf16", "bf16", "cuda" if cuda else "cpu")
-                spec = dict(s.to_dict(), label=s.label(), checkpoint=str(ckpts[load_dtype]), grad_accum=grad_accum, steps=steps, output_dir=str(work / f"trainer{i:02d}"), seed=42)
+                if checkpoint is None:
+                    checkpoint = finetune.save_random_checkpoint(model, ckpt_root / f"{Path(str(model)).name}-bf16", "bf16", "cuda" if cuda else "cpu")
+                spec = dict(s.to_dict(), label=s.label(), checkpoint=str(checkpoint), grad_accum=grad_accum, steps=steps, output_dir=str(work / f"trainer{i:02d}"), seed=42)
                 spec_file = work / f"point{i:02d}.spec.json"
                 spec_file.write_text(json.dumps(spec))
                 log_file = work / f"point{i:02d}.log"
@@ -514,15 +490,13 @@ def run_experiment(
                     res = {"outcome": "timeout", "error": f"no result within {timeout_s} s"}
                 if res.get("outcome") == "error" and "OutOfMemory" in (res.get("error") or "") + log_file.read_text()[-4000:]:
                     res["outcome"] = "oom"
-                res_file.write_text(json.dumps(res, default=str))
+                write_json_atomic(res_file, res)  # a resumed sweep never reads a half-written point
                 rec.write_text(log_file.read_text(), f"logs/point{i:02d}-{s.method}-{s.optimizer}-{s.weight_dtype}.log")
                 Path(str(res_file) + ".new").unlink(missing_ok=True)
             rec.write_json(res, f"raw/point{i:02d}.json")
             rows.append(_tidy_row(s, res, grad_accum, steps))
             tqdm.write(f"{s.label()}: {rows[-1]['outcome']}" + (f", peak {rows[-1]['peak_allocated_GiB']:.2f} GiB" if rows[-1]["peak_allocated_GiB"] else ""))
         rec.write_table(pd.DataFrame(rows))
-    import shutil
-
     shutil.rmtree(work, ignore_errors=True)
     return rec.final
 

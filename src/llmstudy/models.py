@@ -196,11 +196,12 @@ def lora_count(model: str | Path, r: int, target_modules=LLAMA_LORA_TARGETS, alp
 
 def summary(model: str | Path) -> dict:
     """A few architecture facts used across chapters."""
-    cfg = text_config(load_config(model))
+    full = load_config(model)
+    cfg = text_config(full)
     n_heads = cfg.num_attention_heads
     return {
         "model": str(model),
-        "architecture": (getattr(load_config(model), "architectures", None) or ["?"])[0],
+        "architecture": (getattr(full, "architectures", None) or ["?"])[0],
         "layers": cfg.num_hidden_layers,
         "hidden": cfg.hidden_size,
         "heads": n_heads,

@@ -6,7 +6,7 @@ declares a spec (name -> type, choices, checks) and calls :func:`validate` on th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 
@@ -21,8 +21,6 @@ class Param:
     help: str = ""
     choices: tuple | None = None
     check: Callable[[Any], str | None] | None = None  # returns an error message or None
-    item_choices: tuple | None = None  # for lists: allowed items
-    extra: dict = field(default_factory=dict)
 
 
 def positive(v) -> str | None:
@@ -58,11 +56,6 @@ def validate(spec: dict[str, Param], values: dict[str, Any], strict: bool = Fals
         if p.choices is not None and v not in p.choices:
             errors.append(f"{name}={v!r}: must be one of {list(p.choices)}")
             continue
-        if isinstance(v, (list, tuple)) and p.item_choices is not None:
-            bad = [x for x in v if x not in p.item_choices]
-            if bad:
-                errors.append(f"{name}: unknown item(s) {bad}; allowed: {list(p.item_choices)}")
-                continue
         if p.check is not None:
             msg = p.check(v)
             if msg:

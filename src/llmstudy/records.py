@@ -36,6 +36,14 @@ class RecordError(ValueError):
     """A run record is missing, incomplete or malformed."""
 
 
+def write_json_atomic(path: Path, obj) -> None:
+    """Write JSON to ``path`` through a temp file and a rename: readers see the old file or the new one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
 def utcnow() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
