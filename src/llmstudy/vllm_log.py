@@ -1,0 +1,61 @@
+"""Facts a vLLM server prints while it starts: KV-cache capacity, memory split, compile and graph times.
+
+One parser for every chapter that reads a vLLM log (serving sweeps, context limits, feature ablations). Patterns are
+lenient across versions (0.8.3 logs the KV size and concurrency on two lines, 0.21+ on one; the CPU build says
+"CPU KV cache size"); every matched line is also kept verbatim so a record shows what the number was read from.
+"""
+
+from __future__ import annotations
+
+import re
+
+_NUM = r"([0-9][0-9,]*(?:\.[0-9]+)?)"
+
+# key -> (regex, converter); the first match in the log wins, except for keys in _LAST (a restart logs them again).
+PATTERNS: dict[str, tuple[re.Pattern, type]] = {
+    "kv_cache_tokens": (re.compile(rf"(?:GPU|CPU) KV cache size: {_NUM} tokens"), int),
+    "max_concurrency_len": (re.compile(rf"Maximum concurrency for {_NUM} tokens per request"), int),
+    "max_concurrency": (re.compile(rf"Maximum concurrency for {_NUM} tokens per request: {_NUM}x"), float),
+    "available_kv_gib": (re.compile(rf"Available KV cache memory: {_NUM} GiB"), float),
+    "weights_gib": (re.compile(rf"Model loading took {_NUM} ?GiB"), float),
+    "weights_load_s": (re.compile(rf"Model loading took {_NUM} ?GiB (?:memory )?and {_NUM} ?s"), float),
+    "torch_compile_s": (re.compile(rf"torch\.compile takes {_NUM} ?s in total"), float),
+    "graph_capture_s": (re.compile(rf"Graph capturing finished in {_NUM} secs?"), float),
+    "graph_capture_gib": (re.compile(rf"Graph capturing finished in {_NUM} secs?, took {_NUM} GiB"), float),
+    "cudagraph_estimate_gib": (re.compile(rf"[Ee]stimated CUDA graph memory:? {_NUM} GiB"), float),
+    "attention_backend": (re.compile(r"Using (\w+) (?:attention )?backend"), str),
+    "engine_init_s": (re.compile(rf"init engine \(profile, create kv cache, warmup model\) took {_NUM} ?s"), float),
+    "vllm_version": (re.compile(r"vLLM API server version ([0-9][^\s]*)"), str),
+}
+_GROUP = {"max_concurrency": 2, "weights_load_s": 2, "graph_capture_gib": 2}
+_LAST = {"kv_cache_tokens", "max_concurrency", "max_concurrency_len", "available_kv_gib"}
+
+
+def _convert(text: str, kind: type):
+    if kind is str:
+        return text
+    return kind(float(text.replace(",", ""))) if kind is int else kind(text.replace(",", ""))
+
+
+def parse_startup_log(text: str) -> dict:
+    """Pull the KV-cache and memory facts out of a vLLM server log.
+
+    Returns a dict with the keys of ``PATTERNS`` that were found (missing ones are absent, never guessed) and
+    ``lines``: the verbatim log lines they came from, in log order.
+    """
+    out: dict = {}
+    lines: list[str] = []
+    for line in text.splitlines():
+        hit = False
+        for key, (rx, kind) in PATTERNS.items():
+            m = rx.search(line)
+            if not m:
+                continue
+            if key in out and key not in _LAST:
+                continue
+            out[key] = _convert(m.group(_GROUP.get(key, 1)), kind)
+            hit = True
+        if hit:
+            lines.append(line.strip())
+    out["lines"] = lines
+    return out
