@@ -53,6 +53,30 @@ def _runs(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    from . import servebench as SB
+
+    common = dict(dtype=args.dtype, enforce_eager=args.enforce_eager, gpu_memory_utilization=args.gpu_memory_utilization, quantization=args.quantization)
+    if args.kind == "batch-size":
+        exp, pts = "batch_size_sweep", SB.plan_batch_size(args.max_num_seqs or (4, 16, 64, 256), args.concurrency or SB.CONCURRENCY, args.input_len[0], args.output_len[0], args.max_model_len[0] if args.max_model_len else 4096, **common)
+    else:
+        exp = "length_sweep"
+        pts = SB.plan_max_model_len(args.max_model_len or (2048, 4096, 8192, 32768), args.concurrency or (1, 16, 64), args.input_len[0], args.output_len[0], (args.max_num_seqs or [256])[0], **common) if args.kind in ("max-model-len", "length") else []
+        if args.kind in ("io", "length"):
+            pts += SB.plan_io_grid(args.io_input_lens, args.io_output_lens, args.io_concurrency, args.io_max_model_len, (args.max_num_seqs or [256])[0], **common)
+    if args.plan:
+        for p in pts:
+            print(p.point_id, p.workload.num_prompts, "prompts", p.refusal() or "")
+        return 0
+    try:
+        path = SB.run_sweep(exp, args.model, pts, run_id=args.run_id, port=args.port or None, budget_s=args.budget_s, max_servers=args.max_servers, start_timeout_s=args.start_timeout_s, point_timeout_s=args.point_timeout_s, parameters=vars(args) | {"fn": None})
+    except SB.SweepIncomplete as e:
+        print(f"llmstudy: incomplete: {e}", file=sys.stderr)
+        return 3
+    print(f"run record: {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="llmstudy", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -81,6 +105,31 @@ def main(argv=None) -> int:
     r = sub.add_parser("runs", help="list the run records of an experiment")
     r.add_argument("experiment")
     r.set_defaults(fn=_runs)
+
+    s = sub.add_parser("sweep", help="serving sweeps on vLLM (batch-size | max-model-len | io | length = both)")
+    s.add_argument("kind", choices=["batch-size", "max-model-len", "io", "length"])
+    s.add_argument("--model", default="llama-2-7b")
+    s.add_argument("--run-id", default="")
+    s.add_argument("--max-num-seqs", type=int, nargs="+")
+    s.add_argument("--concurrency", type=int, nargs="+")
+    s.add_argument("--input-len", type=int, nargs=1, default=[512])
+    s.add_argument("--output-len", type=int, nargs=1, default=[256])
+    s.add_argument("--max-model-len", type=int, nargs="+")
+    s.add_argument("--io-input-lens", type=int, nargs="+", default=[128, 512, 2048, 8192])
+    s.add_argument("--io-output-lens", type=int, nargs="+", default=[128, 256, 1024])
+    s.add_argument("--io-concurrency", type=int, nargs="+", default=[1, 16])
+    s.add_argument("--io-max-model-len", type=int, default=16384)
+    s.add_argument("--dtype", default="bfloat16")
+    s.add_argument("--quantization", default=None)
+    s.add_argument("--gpu-memory-utilization", type=float, default=None)
+    s.add_argument("--enforce-eager", action="store_true")
+    s.add_argument("--port", type=int, default=0)
+    s.add_argument("--budget-s", type=float, default=None, help="stop starting new work after this many seconds (resume with the same --run-id)")
+    s.add_argument("--max-servers", type=int, default=None, help="serve at most this many server settings in this call")
+    s.add_argument("--start-timeout-s", type=float, default=900)
+    s.add_argument("--point-timeout-s", type=float, default=600)
+    s.add_argument("--plan", action="store_true", help="print the points and exit")
+    s.set_defaults(fn=_sweep)
 
     args = p.parse_args(argv)
     try:

@@ -1,0 +1,215 @@
+"""Load from a real load generator, normalised into one tidy schema with genai-perf's metric definitions.
+
+We drive ``vllm bench serve`` (it ships with vLLM, runs on the GPU image and on the CPU build, and with
+``--save-detailed`` keeps every request's TTFT and chunk gaps) and recompute genai-perf's metrics from those
+per-request timings, so every engine and every tool lands in the same table. Output token counts come from the
+server (``usage.completion_tokens``), never from re-tokenising text; lengths are exact (``ignore_eos``).
+genai-perf's and aiperf's own exports are normalised into the same schema (Triton/TRT-LLM runs use genai-perf).
+
+Definitions (genai-perf ``llm_profile_data_parser``; see the book's metric page):
+
+* TTFT = first token time - request start; TTST = second response - first response;
+* request latency = last response - request start;
+* ITL = (request latency - TTFT) / (output tokens - 1), per request; output token throughput per user = 1 / ITL;
+* output token throughput = all output tokens / benchmark duration; request throughput = requests / duration;
+* the article's TPS: non-streaming = output tokens / latency; streaming = output tokens / (latency - TTFT).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# metric -> unit; per-request metrics get avg/min/max/std/p50/p90/p99, aggregates one ``value``
+PER_REQUEST = {
+    "time_to_first_token": "ms",
+    "time_to_second_token": "ms",
+    "inter_token_latency": "ms",
+    "output_token_throughput_per_user": "tokens/s",
+    "request_latency": "ms",
+    "input_sequence_length": "tokens",
+    "output_sequence_length": "tokens",
+    "tps_streaming": "tokens/s",
+    "tps_non_streaming": "tokens/s",
+}
+AGGREGATE = {"output_token_throughput": "tokens/s", "request_throughput": "requests/s", "benchmark_duration": "s", "completed_requests": "requests", "failed_requests": "requests"}
+STATS = ("avg", "min", "max", "std", "p50", "p90", "p99")
+METRIC_COLUMNS = ["metric", "stat", "value", "unit"]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One load point: fixed input/output lengths (random tokens, ``ignore_eos``) at a fixed concurrency."""
+
+    input_len: int
+    output_len: int
+    concurrency: int
+    num_prompts: int
+    warmups: int = 2
+    seed: int = 0
+
+    def __post_init__(self):
+        for k in ("input_len", "output_len", "concurrency", "num_prompts"):
+            v = getattr(self, k)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"{k} must be a positive integer, got {v!r}")
+        if self.warmups < 0:
+            raise ValueError(f"warmups must be >= 0, got {self.warmups}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def prompts_for(concurrency: int, max_num_seqs: int, min_prompts: int = 8, max_waves: int = 48) -> int:
+    """How many requests a point sends: at least ``concurrency`` (so that concurrency is reached) and twice it,
+    but no more than ``max_waves`` full batches of the server (``max_num_seqs``) so a queue-bound point stays short."""
+    if concurrency <= 0 or max_num_seqs <= 0:
+        raise ValueError("concurrency and max_num_seqs must be > 0")
+    return max(min_prompts, min(2 * concurrency, max(concurrency, max_waves * min(concurrency, max_num_seqs))))
+
+
+def bench_command(base_url: str, model: str, tokenizer: str, w: Workload, result_dir: Path, result_file: str, python: str | None = None, served_model_name: str | None = None) -> list[str]:
+    """``vllm bench serve`` against an OpenAI-compatible completions endpoint (no chat template: exact lengths)."""
+    py = python or os.environ.get("LLMSTUDY_VLLM_PYTHON") or sys.executable
+    return [
+        py, "-m", "vllm.entrypoints.cli.main", "bench", "serve",
+        "--backend", "openai", "--endpoint", "/v1/completions", "--base-url", base_url,
+        "--model", served_model_name or model, "--tokenizer", tokenizer,
+        "--dataset-name", "random", "--random-input-len", str(w.input_len), "--random-output-len", str(w.output_len),
+        "--random-range-ratio", "0", "--ignore-eos", "--max-concurrency", str(w.concurrency),
+        "--num-prompts", str(w.num_prompts), "--num-warmups", str(w.warmups), "--seed", str(w.seed),
+        "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
+        "--save-result", "--save-detailed", "--result-dir", str(result_dir), "--result-filename", result_file,
+        "--disable-tqdm",
+    ]
+
+
+def run_vllm_bench(base_url: str, model: str, tokenizer: str, w: Workload, result_dir: Path, tag: str, timeout_s: float = 600, python: str | None = None, served_model_name: str | None = None) -> tuple[dict, str]:
+    """Run one point; returns (the tool's JSON result, its console output). Raises ``TimeoutError`` on timeout."""
+    result_dir = Path(result_dir)
+    result_dir.mkdir(parents=True, exist_ok=True)
+    out_file = result_dir / f"{tag}.json"
+    out_file.unlink(missing_ok=True)
+    cmd = bench_command(base_url, model, tokenizer, w, result_dir, out_file.name, python, served_model_name)
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        raise TimeoutError(f"vllm bench serve did not finish within {timeout_s:.0f} s\n{out[-3000:]}") from e
+    console = "$ " + " ".join(cmd) + "\n" + p.stdout + p.stderr
+    if p.returncode != 0 or not out_file.exists():
+        raise RuntimeError(f"vllm bench serve failed (exit {p.returncode})\n{console[-4000:]}")
+    return json.loads(out_file.read_text()), console
+
+
+def _stats(x) -> dict:
+    a = np.asarray([v for v in x if v is not None and np.isfinite(v)], dtype=float)
+    if a.size == 0:
+        return {s: np.nan for s in STATS}
+    return {"avg": a.mean(), "min": a.min(), "max": a.max(), "std": a.std(), "p50": np.percentile(a, 50), "p90": np.percentile(a, 90), "p99": np.percentile(a, 99)}
+
+
+def requests_from_vllm_bench(result: dict) -> pd.DataFrame:
+    """One row per request from a ``--save-detailed`` result, with genai-perf's per-request definitions."""
+    n = len(result.get("output_lens") or [])
+    if n == 0 or "ttfts" not in result or "itls" not in result:
+        raise ValueError("not a detailed vllm bench result (run with --save-detailed): no per-request ttfts/itls/output_lens")
+    errors = result.get("errors") or [""] * n
+    rows = []
+    for i in range(n):
+        out, ttft, itls = result["output_lens"][i], result["ttfts"][i], result["itls"][i] or []
+        ok = not errors[i] and out > 0 and ttft is not None and ttft > 0
+        latency = (ttft + sum(itls)) if ok else np.nan  # last chunk time - start, as the tool measured it
+        ttft_ms, lat_ms = ttft * 1e3 if ok else np.nan, latency * 1e3 if ok else np.nan
+        itl_ms = (lat_ms - ttft_ms) / (out - 1) if ok and out > 1 else np.nan
+        rows.append({
+            "request": i, "ok": ok, "error": errors[i] or "",
+            "input_sequence_length": result["input_lens"][i], "output_sequence_length": out, "chunks": len(itls) + (1 if ok else 0),
+            "time_to_first_token": ttft_ms, "time_to_second_token": itls[0] * 1e3 if ok and itls else np.nan,
+            "request_latency": lat_ms, "inter_token_latency": itl_ms,
+            "output_token_throughput_per_user": 1e3 / itl_ms if itl_ms and itl_ms > 0 else np.nan,
+            "tps_streaming": out / ((lat_ms - ttft_ms) / 1e3) if ok and lat_ms > ttft_ms else np.nan,
+            "tps_non_streaming": out / (lat_ms / 1e3) if ok else np.nan,
+        })
+    return pd.DataFrame(rows)
+
+
+def metrics_from_requests(req: pd.DataFrame, duration_s: float) -> pd.DataFrame:
+    """The tidy metric table (metric, stat, value, unit) of one point from its per-request rows."""
+    ok = req[req["ok"]]
+    rows = [(m, s, v, unit) for m, unit in PER_REQUEST.items() for s, v in _stats(ok[m]).items()]
+    agg = {
+        "output_token_throughput": ok["output_sequence_length"].sum() / duration_s,
+        "request_throughput": len(ok) / duration_s,
+        "benchmark_duration": duration_s,
+        "completed_requests": len(ok),
+        "failed_requests": int((~req["ok"]).sum()),
+    }
+    rows += [(m, "value", float(v), AGGREGATE[m]) for m, v in agg.items()]
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+
+
+def normalize_vllm_bench(result: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-request rows, tidy metrics) from a detailed ``vllm bench serve`` result."""
+    req = requests_from_vllm_bench(result)
+    return req, metrics_from_requests(req, float(result["duration"]))
+
+
+_GENAI_PERF_NAMES = {  # genai-perf / aiperf export key -> our metric
+    "time_to_first_token": "time_to_first_token",
+    "time_to_second_token": "time_to_second_token",
+    "inter_token_latency": "inter_token_latency",
+    "output_token_throughput_per_user": "output_token_throughput_per_user",
+    "output_token_throughput_per_request": "output_token_throughput_per_user",
+    "request_latency": "request_latency",
+    "input_sequence_length": "input_sequence_length",
+    "output_sequence_length": "output_sequence_length",
+    "output_token_throughput": "output_token_throughput",
+    "request_throughput": "request_throughput",
+    "benchmark_duration": "benchmark_duration",
+    "request_count": "completed_requests",
+    "error_request_count": "failed_requests",
+}
+_UNIT_SCALE = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3, "sec": 1e3}
+
+
+def normalize_genai_perf(path: Path | str) -> pd.DataFrame:
+    """The tidy metric table from genai-perf's ``profile_export_genai_perf.json`` (or aiperf's
+    ``profile_export_aiperf.json``): same names, times in ms, aggregates as ``value``."""
+    data = json.loads(Path(path).read_text())
+    if isinstance(data.get("records"), dict):  # aiperf nests metrics under "records"
+        data = data["records"]
+    rows = []
+    for key, ours in _GENAI_PERF_NAMES.items():
+        d = data.get(key)
+        if not isinstance(d, dict):
+            continue
+        unit = d.get("unit", "")
+        scale = _UNIT_SCALE.get(unit, 1.0) if ours in PER_REQUEST and PER_REQUEST[ours] == "ms" else (1e-3 if ours == "benchmark_duration" and unit == "ms" else 1.0)
+        target_unit = PER_REQUEST.get(ours) or AGGREGATE.get(ours)
+        if ours in AGGREGATE:
+            v = d.get("avg", d.get("value"))
+            if v is not None:
+                rows.append((ours, "value", float(v) * (1e-9 if ours == "benchmark_duration" and unit == "ns" else scale), target_unit))
+            continue
+        for s in STATS:
+            if s in d and d[s] is not None:
+                rows.append((ours, s, float(d[s]) * scale, target_unit))
+    if not rows:
+        raise ValueError(f"{path}: no genai-perf/aiperf metrics found")
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+
+
+def wide(metrics: pd.DataFrame, keys: list[str], stats=("avg", "p50", "p90", "p99", "value")) -> pd.DataFrame:
+    """Pivot tidy metrics to one row per point, columns like ``time_to_first_token_avg``."""
+    m = metrics[metrics["stat"].isin(stats)].copy()
+    m["col"] = m["metric"] + "_" + m["stat"]
+    m.loc[m["stat"] == "value", "col"] = m["metric"]
+    return m.pivot_table(index=keys, columns="col", values="value", aggfunc="first").reset_index().rename_axis(None, axis=1)

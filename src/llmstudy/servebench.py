@@ -1,0 +1,387 @@
+"""Serving sweeps on vLLM: server settings x workloads, resumable, every point a recorded outcome.
+
+A sweep is a list of points (server settings + workload). Points that share server settings run against one
+server; the server restarts only when a setting changes. Each finished point is saved atomically in the sweep's
+work folder, so an interrupted sweep resumes where it stopped; a server that cannot start (OOM, a refused
+setting, a timeout) and a point that times out are recorded as that point's outcome and the sweep goes on.
+
+Also here: the decode roofline (tokens/s bounded by HBM bandwidth / bytes read per decode step).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from . import loadgen
+from . import models as M
+from .loadgen import Workload
+from .records import RunWriter, new_run_id, runs_dir, write_json_atomic
+from .serving import ServerStartError, VLLMServer, classify_failure
+
+EXPERIMENTS = ("batch_size_sweep", "length_sweep")
+CONCURRENCY = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The ``vllm serve`` settings a sweep varies; equal settings share one server."""
+
+    max_num_seqs: int | None = None
+    max_model_len: int | None = None
+    dtype: str = "bfloat16"
+    load_format: str = "dummy"
+    gpu_memory_utilization: float | None = None
+    quantization: str | None = None
+    enforce_eager: bool = False
+    extra: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for k in ("max_num_seqs", "max_model_len"):
+            v = getattr(self, k)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+                raise ValueError(f"{k} must be a positive integer, got {v!r}")
+        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+
+    def args(self) -> list[str]:
+        a = ["--dtype", self.dtype, "--load-format", self.load_format]
+        for flag, v in (("--max-num-seqs", self.max_num_seqs), ("--max-model-len", self.max_model_len), ("--gpu-memory-utilization", self.gpu_memory_utilization), ("--quantization", self.quantization)):
+            if v is not None:
+                a += [flag, str(v)]
+        if self.enforce_eager:
+            a.append("--enforce-eager")
+        return a + list(self.extra)
+
+    def label(self) -> str:
+        parts = [f"seqs{self.max_num_seqs or 'default'}", f"len{self.max_model_len or 'default'}"]
+        if self.quantization:
+            parts.append(self.quantization)
+        if self.enforce_eager:
+            parts.append("eager")
+        if self.extra:
+            parts.append("x" + str(abs(hash(self.extra)) % 10**6))
+        return "-".join(parts)
+
+
+@dataclass(frozen=True)
+class Point:
+    sweep: str
+    server: ServerSettings
+    workload: Workload
+
+    @property
+    def point_id(self) -> str:
+        w = self.workload
+        return f"{self.sweep}-{self.server.label()}-in{w.input_len}-out{w.output_len}-c{w.concurrency}"
+
+    def refusal(self) -> str | None:
+        """A point vLLM would reject outright: a request longer than the server's max_model_len."""
+        w, L = self.workload, self.server.max_model_len
+        if L is not None and w.input_len + w.output_len > L:
+            return f"input {w.input_len} + output {w.output_len} tokens exceed max_model_len {L}"
+        return None
+
+
+def warmups_for(concurrency: int, max_num_seqs: int | None) -> int:
+    """Warm-up requests before measuring: enough to exercise the batch sizes the point will run (max 32)."""
+    return max(2, min(concurrency, max_num_seqs or concurrency, 32))
+
+
+def plan_batch_size(max_num_seqs=(4, 16, 64, 256), concurrency=CONCURRENCY, input_len=512, output_len=256, max_model_len=4096, **server) -> list[Point]:
+    """Sweep 1 (the article's max_batch_size): vLLM ``--max-num-seqs`` x concurrency at fixed lengths."""
+    pts = []
+    for s in max_num_seqs:
+        srv = ServerSettings(max_num_seqs=s, max_model_len=max_model_len, **server)
+        for c in concurrency:
+            pts.append(Point("max_num_seqs", srv, Workload(input_len, output_len, c, loadgen.prompts_for(c, s), warmups_for(c, s))))
+    return pts
+
+
+def plan_max_model_len(max_model_lens=(2048, 4096, 8192, 32768), concurrency=(1, 16, 64), input_len=512, output_len=256, max_num_seqs=256, **server) -> list[Point]:
+    """Sweep 2 (the article's max_input_len / max_seq_len): ``--max-model-len`` at a fixed workload."""
+    pts = []
+    for L in max_model_lens:
+        srv = ServerSettings(max_num_seqs=max_num_seqs, max_model_len=L, **server)
+        pts += [Point("max_model_len", srv, Workload(input_len, output_len, c, loadgen.prompts_for(c, max_num_seqs), warmups_for(c, max_num_seqs))) for c in concurrency]
+    return pts
+
+
+def plan_io_grid(input_lens=(128, 512, 2048, 8192), output_lens=(128, 256, 1024), concurrency=(1, 16), max_model_len=16384, max_num_seqs=256, **server) -> list[Point]:
+    """Sweep 3: input length x output length at a few concurrencies, one server."""
+    srv = ServerSettings(max_num_seqs=max_num_seqs, max_model_len=max_model_len, **server)
+    return [Point("io", srv, Workload(i, o, c, loadgen.prompts_for(c, max_num_seqs, min_prompts=4 if c == 1 else 8), warmups_for(c, max_num_seqs))) for c in concurrency for i in input_lens for o in output_lens]
+
+
+def prepare_model_dir(model: str, dest: Path) -> Path:
+    """A folder vLLM can serve with ``--load-format dummy``: the model's config.json and a synthetic tokenizer of
+    exactly its vocabulary (random-token prompts round-trip exactly; the weights are random, so is the text)."""
+    from .finetune import synthetic_tokenizer
+
+    cfg = json.loads(M.config_path(model).read_text())
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "config.json").write_text(json.dumps(cfg, indent=1))
+    vocab = cfg.get("vocab_size") or cfg.get("text_config", {}).get("vocab_size")
+    synthetic_tokenizer(int(vocab)).save_pretrained(dest)
+    return dest
+
+
+class SweepIncomplete(RuntimeError):
+    """The sweep stopped at its time budget; finished points are kept, rerun with the same run_id to resume."""
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_sweep(
+    experiment: str,
+    model: str,
+    points: list[Point],
+    run_id: str = "",
+    port: int | None = None,
+    start_timeout_s: float = 900,
+    point_timeout_s: float = 600,
+    python: str | None = None,
+    server_env: dict | None = None,
+    parameters: dict | None = None,
+    root=None,
+    workdir: Path | None = None,
+    budget_s: float | None = None,
+    max_servers: int | None = None,
+) -> Path:
+    """Run every point (resuming a sweep with the same ``run_id``) and publish one run record; returns its path.
+
+    With ``budget_s`` no new server or point starts after that many seconds: :class:`SweepIncomplete` is raised
+    and a later call with the same ``run_id`` resumes (how a sweep spans several time-limited GPU calls). The
+    record's ``sweep_wall_s`` is the sum of the active time over all calls. ``max_servers`` likewise stops after
+    that many server settings have been served in this call.
+    """
+    from tqdm.auto import tqdm
+
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {experiment!r}")
+    if not points:
+        raise ValueError("no points to run")
+    ids = [p.point_id for p in points]
+    if len(set(ids)) != len(ids):
+        raise ValueError("duplicate points in the sweep")
+    M.config_path(model)  # unknown model -> clear error before anything starts
+    run_id = run_id or new_run_id(f"{Path(str(model)).name}")
+    base = Path(root) if root else runs_dir()
+    work = base / experiment / f".work-{run_id}"
+    (work / "points").mkdir(parents=True, exist_ok=True)
+    model_dir = prepare_model_dir(model, Path(workdir or work) / "model")
+    served = Path(str(model)).name
+    params = dict(parameters or {}, model=str(model), weights="random (--load-format dummy)", tokenizer="synthetic word-level, exact vocabulary", load_tool="vllm bench serve (--save-detailed), genai-perf definitions", points=len(points))
+    old = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+    t_sweep = time.monotonic()
+    progress = work / "progress.json"
+    before = json.loads(progress.read_text())["active_s"] if progress.exists() else 0.0
+    deadline = t_sweep + budget_s if budget_s else None
+    try:
+        with RunWriter(experiment, params, run_id=run_id, root=base, command=["llmstudy.servebench.run_sweep", experiment, str(model)]) as rec:
+            groups: dict[ServerSettings, list[Point]] = {}
+            for p in points:
+                groups.setdefault(p.server, []).append(p)
+            bar = tqdm(total=len(points), desc=experiment, unit="point")
+            servers, served_here = [], 0
+            for settings, pts in groups.items():
+                todo = [p for p in pts if not (work / "points" / f"{p.point_id}.json").exists()]
+                bar.update(len(pts) - len(todo))
+                srv_file = work / f"server-{settings.label()}.json"
+                if not todo:
+                    servers.append(json.loads(srv_file.read_text()) if srv_file.exists() else {"server": settings.label()})
+                    continue
+                if (deadline and time.monotonic() > deadline) or (max_servers is not None and served_here >= max_servers):
+                    raise SweepIncomplete(f"this call's budget is spent; rerun with run_id={run_id!r} to resume")
+                served_here += 1
+                servers.append(_serve_points(settings, todo, model_dir, served, work, srv_file, port, start_timeout_s, point_timeout_s, python, server_env, bar, deadline))
+            bar.close()
+            rec.extra["sweep_wall_s"] = round(before + time.monotonic() - t_sweep, 1)
+            _write_record(rec, points, servers, work)
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+        if work.exists():
+            write_json_atomic(progress, {"active_s": before + time.monotonic() - t_sweep})
+    shutil.rmtree(work, ignore_errors=True)
+    return base / experiment / run_id
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _save_point(work: Path, p: Point, res: dict) -> None:
+    write_json_atomic(work / "points" / f"{p.point_id}.json", res)
+
+
+def _serve_points(settings, todo, model_dir, served, work, srv_file, port, start_timeout_s, point_timeout_s, python, server_env, bar, deadline=None) -> dict:
+    log_path = work / "logs" / f"server-{settings.label()}.log"
+    info = {"server": settings.label(), "settings": asdict(settings), "args": settings.args(), "starts": 0}
+    remaining = list(todo)
+    while remaining:
+        for p in [p for p in remaining if p.refusal()]:
+            _save_point(work, p, {"outcome": "refused", "error": p.refusal()})
+            remaining.remove(p)
+            bar.update(1)
+        if not remaining:
+            break
+        info["starts"] += 1
+        srv = VLLMServer(str(model_dir), settings.args() + ["--served-model-name", served], port=port, env=server_env, log_path=log_path.with_suffix(f".{info['starts']}.log"), start_timeout_s=start_timeout_s, python=python)
+        info["tag"] = srv.tag
+        write_json_atomic(srv_file, info)
+        try:
+            srv.start()
+        except ServerStartError as e:
+            info.update(outcome=e.outcome, error=str(e), log_tail=e.log_tail)
+            write_json_atomic(srv_file, info)
+            for p in remaining:
+                _save_point(work, p, {"outcome": e.outcome, "error": f"server did not start: {e}", "log_tail": e.log_tail})
+                bar.update(1)
+            return info
+        try:
+            info.update(outcome="ok", start_s=srv.start_s, facts={k: v for k, v in srv.facts.items()}, command=srv.command)
+            write_json_atomic(srv_file, info)
+            while remaining:
+                p = remaining[0]
+                if deadline and time.monotonic() > deadline:
+                    raise SweepIncomplete("time budget spent; rerun with the same run_id to resume")
+                res = _run_point(srv, p, model_dir, served, work, point_timeout_s, python)
+                _save_point(work, p, res)
+                remaining.pop(0)
+                bar.update(1)
+                bar.set_postfix_str(f"{p.point_id}: {res['outcome']}")
+                if srv.proc.poll() is not None:  # the server died under this point: restart for the rest
+                    info.setdefault("deaths", []).append({"after": p.point_id, "outcome": classify_failure(srv.log_text())})
+                    break
+        finally:
+            srv.stop()
+    return info
+
+
+def _run_point(srv: VLLMServer, p: Point, model_dir, served, work, timeout_s, python) -> dict:
+    t0 = time.monotonic()
+    raw_dir = work / "raw"
+    try:
+        result, console = loadgen.run_vllm_bench(srv.base_url, str(model_dir), str(model_dir), p.workload, raw_dir, p.point_id, timeout_s, python, served_model_name=served)
+    except TimeoutError as e:
+        return {"outcome": "timeout", "error": str(e)[:2000], "wall_s": round(time.monotonic() - t0, 1)}
+    except RuntimeError as e:
+        died = srv.proc.poll() is not None
+        return {"outcome": classify_failure(srv.log_text()) if died else "error", "error": str(e)[-3000:], "server_alive": not died, "wall_s": round(time.monotonic() - t0, 1)}
+    req, met = loadgen.normalize_vllm_bench(result)
+    (raw_dir / f"{p.point_id}.json").unlink(missing_ok=True)
+    result.pop("generated_texts", None)
+    with gzip.open(raw_dir / f"{p.point_id}.json.gz", "wt") as f:
+        json.dump(result, f)
+    (raw_dir / f"{p.point_id}.console.txt").write_text(console)
+    bad = int((~req["ok"]).sum())
+    if bad == len(req):
+        died = srv.proc.poll() is not None
+        errs = sorted(set(req["error"]))[:3]
+        return {"outcome": classify_failure(srv.log_text()) if died else "error", "error": f"all {bad} requests failed: {errs}", "server_alive": not died, "wall_s": round(time.monotonic() - t0, 1)}
+    exact = bool((req.loc[req["ok"], "output_sequence_length"] == p.workload.output_len).all())
+    return {"outcome": "ok" if bad == 0 else "partial", "wall_s": round(time.monotonic() - t0, 1), "failed_requests": bad, "exact_output_lengths": exact, "requests": req.to_dict(orient="list"), "metrics": met.to_dict(orient="list")}
+
+
+def _write_record(rec: RunWriter, points: list[Point], servers: list[dict], work: Path) -> None:
+    rows, metrics, requests = [], [], []
+    for p in points:
+        res = json.loads((work / "points" / f"{p.point_id}.json").read_text())
+        s = p.server
+        rows.append({"point_id": p.point_id, "sweep": p.sweep, "server": s.label(), "max_num_seqs": s.max_num_seqs, "max_model_len": s.max_model_len, "quantization": s.quantization, **p.workload.to_dict(), "outcome": res["outcome"], "error": (res.get("error") or "")[:500], "wall_s": res.get("wall_s"), "exact_output_lengths": res.get("exact_output_lengths")})
+        if "metrics" in res:
+            m = pd.DataFrame(res["metrics"])
+            m.insert(0, "point_id", p.point_id)
+            metrics.append(m)
+            r = pd.DataFrame(res["requests"])
+            r.insert(0, "point_id", p.point_id)
+            requests.append(r)
+    pts = pd.DataFrame(rows)
+    srv = pd.DataFrame([{"server": i["server"], "outcome": i.get("outcome"), "start_s": i.get("start_s"), "starts": i.get("starts"), **{k: v for k, v in (i.get("facts") or {}).items() if k != "lines"}, "args": " ".join(i.get("args", [])), "error": (i.get("error") or "")[:500]} for i in servers])
+    met = pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame(columns=["point_id", *loadgen.METRIC_COLUMNS])
+    rec.write_table(pts, "points")
+    rec.write_table(srv, "servers")
+    rec.write_table(met, "metrics")
+    rec.write_table(pd.concat(requests, ignore_index=True) if requests else pd.DataFrame(), "requests")
+    w = loadgen.wide(met, ["point_id"]) if len(met) else pd.DataFrame({"point_id": []})
+    res = pts.merge(w, on="point_id", how="left").merge(srv[[c for c in srv.columns if c in ("server", "kv_cache_tokens", "max_concurrency", "available_kv_gib", "weights_gib", "start_s")]], on="server", how="left")
+    rec.write_table(res, "results")
+    rec.write_json(servers, "servers.json")
+    for f in sorted((work / "logs").glob("*.log")) if (work / "logs").exists() else []:
+        rec.write_text(f.read_text(errors="replace"), f"logs/{f.name}")
+    raw = work / "raw"
+    if raw.exists():
+        for f in sorted(raw.iterdir()):
+            dst = rec.dir / "raw" / f.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dst)
+
+
+# --- the decode roofline -------------------------------------------------------------------------------------
+# Peak HBM bandwidth (bytes/s) from NVIDIA's datasheets: H100 SXM5 80GB 3.35 TB/s, H100 PCIe 80GB 2.0 TB/s,
+# H100 NVL 94GB 3.9 TB/s, H200 141GB 4.8 TB/s.
+HBM_BANDWIDTH = {"H100 80GB HBM3": 3.35e12, "H100 PCIe": 2.0e12, "H100 NVL": 3.9e12, "H200": 4.8e12}
+
+
+def hbm_bandwidth(gpu_name: str) -> float:
+    for k, v in sorted(HBM_BANDWIDTH.items(), key=lambda kv: -len(kv[0])):
+        if k in gpu_name:
+            return v
+    raise KeyError(f"no HBM bandwidth known for GPU {gpu_name!r}; add it to HBM_BANDWIDTH with its datasheet")
+
+
+def kv_bytes_per_token(model: str, dtype_bytes: int = 2) -> int:
+    """K and V of every layer for one token: 2 x layers x kv_heads x head_dim x bytes."""
+    c = M.load_config(model)
+    heads = c.num_attention_heads
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
+    kv = getattr(c, "num_key_value_heads", None) or heads
+    return 2 * c.num_hidden_layers * kv * head_dim * dtype_bytes
+
+
+def decode_roofline(model: str, gpu_name: str, batch: float, context: float, dtype_bytes: int = 2) -> dict:
+    """Lower bound on one decode step: every weight except the input embedding read once, plus each sequence's KV.
+
+    Returns the bytes per step, the step-time floor (ms, = ITL floor) and the output tokens/s bound for ``batch``
+    sequences of mean ``context`` tokens.
+    """
+    c = M.load_config(model)
+    n = M.parameters(model)
+    weight_bytes = (n - c.vocab_size * c.hidden_size) * dtype_bytes
+    step_bytes = weight_bytes + batch * context * kv_bytes_per_token(model, dtype_bytes)
+    bw = hbm_bandwidth(gpu_name)
+    step_s = step_bytes / bw
+    return {"weight_bytes": weight_bytes, "step_bytes": step_bytes, "bandwidth": bw, "itl_floor_ms": step_s * 1e3, "tokens_per_s_bound": batch / step_s}
+
+
+def roofline_table(results: pd.DataFrame, model: str, gpu_col: str = "gpu") -> pd.DataFrame:
+    """Measured decode speed against the roofline, per point: batch = min(concurrency, max_num_seqs), context =
+    input + output/2 (the mean over the decode). ``itl_vs_floor`` = floor / measured ITL (1.0 = at the roof)."""
+    out = []
+    for _, r in results[results["outcome"] == "ok"].iterrows():
+        b = min(r["concurrency"], r["max_num_seqs"] or r["concurrency"])
+        rf = decode_roofline(model, r[gpu_col], b, r["input_len"] + r["output_len"] / 2)
+        itl = r.get("inter_token_latency_avg")
+        out.append({**{k: r[k] for k in ("run_id", "point_id", "max_num_seqs", "concurrency", "input_len", "output_len") if k in r}, "batch": b, "itl_floor_ms": rf["itl_floor_ms"], "itl_ms": itl, "itl_vs_floor": rf["itl_floor_ms"] / itl if itl else float("nan"), "decode_tok_s_bound": rf["tokens_per_s_bound"], "decode_tok_s_measured": b * 1e3 / itl if itl else float("nan")})
+    return pd.DataFrame(out)
+
+
+def load_results(experiment: str, root=None) -> pd.DataFrame:
+    """All records' per-point results (wide), with ``run_id`` and ``gpu``."""
+    from .records import results
+
+    return results(experiment, "results", root)

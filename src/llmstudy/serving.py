@@ -1,0 +1,250 @@
+"""A managed ``vllm serve`` process: start it, wait until it is healthy, read its startup facts, always stop it.
+
+The server runs under a small supervisor (``python -m llmstudy.serving supervise``) that leads its own process
+group. Stopping sends SIGTERM to the whole group, waits, then SIGKILLs it; the supervisor also kills the group
+when the client that started it disappears (even after ``kill -9``), so a sweep never leaves an orphan server
+holding a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+from .vllm_log import parse_startup_log
+
+TAG_ENV = "LLMSTUDY_SERVER_TAG"  # every process of a managed server carries this in its environment
+
+
+class ServerStartError(RuntimeError):
+    """The server exited or did not become healthy; ``outcome`` is oom / refused / start_timeout / start_failed."""
+
+    def __init__(self, message: str, log_tail: str = "", outcome: str = "start_failed"):
+        super().__init__(message)
+        self.log_tail = log_tail
+        self.outcome = outcome
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def classify_failure(log_text: str) -> str:
+    """What a failed start means, from the log: ``oom``, ``refused`` (a setting vLLM rejects) or ``start_failed``."""
+    t = log_text[-20000:]
+    if "out of memory" in t.lower() or "OutOfMemoryError" in t:
+        return "oom"
+    if "KV cache" in t and ("To serve at least one request" in t or "larger than the available KV cache" in t or "No available memory for the cache blocks" in t):
+        return "oom"
+    if any(s in t for s in ("ValueError", "ValidationError", "error: argument", "error: unrecognized arguments")):
+        return "refused"
+    return "start_failed"
+
+
+def vllm_command(model: str, args: list[str], port: int, host: str = "127.0.0.1", python: str | None = None) -> list[str]:
+    """The ``vllm serve`` command line (run as a module, which works where the ``vllm`` script is not on PATH)."""
+    py = python or os.environ.get("LLMSTUDY_VLLM_PYTHON") or sys.executable
+    return [py, "-m", "vllm.entrypoints.cli.main", "serve", str(model), "--host", host, "--port", str(port), *map(str, args)]
+
+
+class VLLMServer:
+    """Context manager around one ``vllm serve`` process.
+
+    >>> with VLLMServer("data/models/x", ["--max-num-seqs", "16"], port=8000, log_path=Path("server.log")) as srv:
+    ...     srv.base_url, srv.facts["kv_cache_tokens"]
+    """
+
+    def __init__(self, model: str, args: list[str] | tuple = (), port: int | None = None, env: dict | None = None, log_path: Path | None = None, start_timeout_s: float = 900, host: str = "127.0.0.1", python: str | None = None, stop_grace_s: float = 30):
+        if not Path(model).is_dir():
+            raise FileNotFoundError(f"model directory {model} does not exist (a model is a folder with config.json)")
+        if not (Path(model) / "config.json").is_file():
+            raise FileNotFoundError(f"{model} has no config.json")
+        if start_timeout_s <= 0:
+            raise ValueError(f"start_timeout_s must be > 0, got {start_timeout_s}")
+        self.model, self.args, self.host = str(model), [str(a) for a in args], host
+        self.port = port or free_port(host)
+        if not port_free(self.port, host):
+            raise ServerStartError(f"port {self.port} on {host} is already in use; stop what holds it or pass another port", outcome="refused")
+        self.env = {**os.environ, **(env or {}), TAG_ENV: uuid.uuid4().hex, "PYTHONUNBUFFERED": "1"}
+        self.log_path = Path(log_path) if log_path else Path(os.environ.get("TMPDIR", "/tmp")) / f"vllm-{self.port}-{os.getpid()}.log"
+        self.start_timeout_s, self.stop_grace_s = start_timeout_s, stop_grace_s
+        self.command = vllm_command(self.model, self.args, self.port, host, python)
+        self.proc: subprocess.Popen | None = None
+        self.facts: dict = {}
+        self.start_s: float | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def tag(self) -> str:
+        return self.env[TAG_ENV]
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, n: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.base_url + "/health", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def start(self) -> VLLMServer:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        sup = [sys.executable, "-m", "llmstudy.serving", "supervise", str(os.getpid()), str(self.stop_grace_s), "--", *self.command]
+        t0 = time.monotonic()
+        with open(self.log_path, "w") as log:
+            log.write("$ " + " ".join(self.command) + "\n")
+            log.flush()
+            self.proc = subprocess.Popen(sup, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env, start_new_session=True)
+        try:
+            while True:
+                if self.proc.poll() is not None:
+                    tail = self.log_tail()
+                    raise ServerStartError(f"vllm serve exited with code {self.proc.returncode} before it was healthy", tail, classify_failure(self.log_text()))
+                if self.healthy():
+                    break
+                if time.monotonic() - t0 > self.start_timeout_s:
+                    raise ServerStartError(f"vllm serve was not healthy within {self.start_timeout_s:.0f} s", self.log_tail(), "start_timeout")
+                time.sleep(1)
+        except BaseException:
+            self.stop()
+            raise
+        self.start_s = round(time.monotonic() - t0, 1)
+        self.facts = parse_startup_log(self.log_text())
+        return self
+
+    def stop(self) -> int | None:
+        """SIGTERM the server's process group, wait ``stop_grace_s``, then SIGKILL what is left. Idempotent."""
+        if self.proc is None:
+            return None
+        pgid = self.proc.pid
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(self.stop_grace_s + 5)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(pgid, signal.SIGKILL)  # anything the supervisor did not reap
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        return self.proc.returncode
+
+    def __enter__(self) -> VLLMServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> bool:
+        self.stop()
+        return False
+
+
+def tagged_pids(tag: str) -> list[int]:
+    """PIDs of live processes whose environment carries ``LLMSTUDY_SERVER_TAG=tag`` (to prove nothing is left)."""
+    needle = f"{TAG_ENV}={tag}".encode()
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if needle in (d / "environ").read_bytes().split(b"\0"):
+                stat = (d / "stat").read_text()
+                if stat.rsplit(")", 1)[1].split()[0] != "Z":  # a zombie holds nothing
+                    out.append(int(d.name))
+        except OSError:
+            continue
+    return out
+
+
+def _supervise(parent: int, grace: float, cmd: list[str]) -> int:
+    """Run ``cmd`` in this process group; stop the group when asked (SIGTERM/SIGINT) or when ``parent`` is gone."""
+    child = subprocess.Popen(cmd)
+    stopping = {"at": None}
+
+    def on_signal(signum, frame):
+        if stopping["at"] is None:
+            stopping["at"] = time.monotonic()
+            try:
+                child.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while True:
+        try:
+            rc = child.wait(timeout=0.5)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if stopping["at"] is None and os.getppid() != parent:  # the client died without stopping us
+            print(f"[llmstudy supervisor] client {parent} is gone; stopping the server", flush=True)
+            on_signal(signal.SIGTERM, None)
+        if stopping["at"] is not None and time.monotonic() - stopping["at"] > grace:
+            print(f"[llmstudy supervisor] server did not stop within {grace:.0f} s; SIGKILL", flush=True)
+            break
+    # take the rest of the group with us (vLLM's engine-core and worker processes)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        os.killpg(os.getpgid(0), signal.SIGTERM)
+        time.sleep(min(grace, 5) if child.poll() is None else 0.5)
+        for p in _group_members():
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    except ProcessLookupError:
+        pass
+    return child.poll() if child.poll() is not None else -9
+
+
+def _group_members() -> list[int]:
+    me, pg = os.getpid(), os.getpgid(0)
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != me:
+            try:
+                if os.getpgid(int(d.name)) == pg:
+                    out.append(int(d.name))
+            except OSError:
+                pass
+    return out
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 4 and sys.argv[1] == "supervise" and sys.argv[4] == "--":
+        sys.exit(_supervise(int(sys.argv[2]), float(sys.argv[3]), sys.argv[5:]))
+    sys.exit("usage: python -m llmstudy.serving supervise PARENT_PID GRACE_S -- COMMAND...")
