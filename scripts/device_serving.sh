@@ -17,7 +17,7 @@ if [ $rc -eq 0 ]; then
   tar -czf "$OUT/$RUN_ID.tar.gz" -C "/root/runs/$EXP" "$RUN_ID"
 else
   W="/root/runs/$EXP/.work-$RUN_ID"
-  [ -d "$W" ] && tar -czf "$OUT/work-$RUN_ID-$STAMP.tar.gz" -C "$W" --exclude=model --exclude=raw . 2>/dev/null
+  [ -d "$W" ] && tar -czf "$OUT/work-$RUN_ID-$STAMP.tar.gz" -C "$W" --exclude=model . 2>/dev/null
   ls "$W/points" 2>/dev/null | wc -l
 fi
 exit $rc

@@ -67,7 +67,7 @@ class Workload:
         return asdict(self)
 
 
-def prompts_for(concurrency: int, max_num_seqs: int, min_prompts: int = 8, max_waves: int = 48) -> int:
+def prompts_for(concurrency: int, max_num_seqs: int, min_prompts: int = 8, max_waves: int = 32) -> int:
     """How many requests a point sends: at least ``concurrency`` (so that concurrency is reached) and twice it,
     but no more than ``max_waves`` full batches of the server (``max_num_seqs``) so a queue-bound point stays short."""
     if concurrency <= 0 or max_num_seqs <= 0:
@@ -107,6 +107,72 @@ def run_vllm_bench(base_url: str, model: str, tokenizer: str, w: Workload, resul
     if p.returncode != 0 or not out_file.exists():
         raise RuntimeError(f"vllm bench serve failed (exit {p.returncode})\n{console[-4000:]}")
     return json.loads(out_file.read_text()), console
+
+
+def bench_args(command: list[str]) -> list[str]:
+    """The ``vllm bench serve`` arguments of a :func:`bench_command` (everything after ``bench serve``)."""
+    return command[command.index("serve") + 1 :]
+
+
+class BenchWorker:
+    """One long-lived ``vllm bench serve`` process (see ``llmstudy._benchworker``) for many points.
+
+    ``run`` has the same contract as :func:`run_vllm_bench`; on a timeout the worker is killed and the next call
+    starts a fresh one.
+    """
+
+    def __init__(self, python: str | None = None, start_timeout_s: float = 300):
+        self.python = python or os.environ.get("LLMSTUDY_VLLM_PYTHON") or sys.executable
+        self.start_timeout_s = start_timeout_s
+        self.proc: subprocess.Popen | None = None
+
+    def _start(self) -> None:
+        src = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)}
+        self.proc = subprocess.Popen([self.python, "-m", "llmstudy._benchworker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        line = self._readline(self.start_timeout_s)
+        if line != "READY":
+            self.close()
+            raise RuntimeError(f"the vllm bench worker did not start (got {line!r})")
+
+    def _readline(self, timeout_s: float) -> str | None:
+        import select
+
+        r, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
+        if not r:
+            return None
+        return self.proc.stdout.readline().strip()
+
+    def run(self, base_url: str, model: str, tokenizer: str, w: Workload, result_dir: Path, tag: str, timeout_s: float = 600, served_model_name: str | None = None) -> tuple[dict, str]:
+        result_dir = Path(result_dir)
+        result_dir.mkdir(parents=True, exist_ok=True)
+        out_file, console = result_dir / f"{tag}.json", result_dir / f"{tag}.console.txt"
+        out_file.unlink(missing_ok=True)
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        args = bench_args(bench_command(base_url, model, tokenizer, w, result_dir, out_file.name, self.python, served_model_name))
+        self.proc.stdin.write(json.dumps({"args": args, "console": str(console)}) + "\n")
+        self.proc.stdin.flush()
+        status = self._readline(timeout_s)
+        text = console.read_text(errors="replace") if console.exists() else ""
+        if status is None:
+            self.close()
+            raise TimeoutError(f"vllm bench serve did not finish within {timeout_s:.0f} s\n{text[-3000:]}")
+        if status != "OK" or not out_file.exists():
+            raise RuntimeError(f"vllm bench serve failed ({status})\n{text[-4000:]}")
+        return json.loads(out_file.read_text()), text
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def __enter__(self) -> BenchWorker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _stats(x) -> dict:

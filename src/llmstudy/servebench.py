@@ -252,6 +252,7 @@ def _serve_points(settings, todo, model_dir, served, work, srv_file, port, start
                 _save_point(work, p, {"outcome": e.outcome, "error": f"server did not start: {e}", "log_tail": e.log_tail})
                 bar.update(1)
             return info
+        worker = loadgen.BenchWorker(python)
         try:
             info.update(outcome="ok", start_s=srv.start_s, facts={k: v for k, v in srv.facts.items()}, command=srv.command)
             write_json_atomic(srv_file, info)
@@ -259,7 +260,7 @@ def _serve_points(settings, todo, model_dir, served, work, srv_file, port, start
                 p = remaining[0]
                 if deadline and time.monotonic() > deadline:
                     raise SweepIncomplete("time budget spent; rerun with the same run_id to resume")
-                res = _run_point(srv, p, model_dir, served, work, point_timeout_s, python)
+                res = _run_point(srv, worker, p, model_dir, served, work, point_timeout_s)
                 _save_point(work, p, res)
                 remaining.pop(0)
                 bar.update(1)
@@ -268,15 +269,16 @@ def _serve_points(settings, todo, model_dir, served, work, srv_file, port, start
                     info.setdefault("deaths", []).append({"after": p.point_id, "outcome": classify_failure(srv.log_text())})
                     break
         finally:
+            worker.close()
             srv.stop()
     return info
 
 
-def _run_point(srv: VLLMServer, p: Point, model_dir, served, work, timeout_s, python) -> dict:
+def _run_point(srv: VLLMServer, worker: loadgen.BenchWorker, p: Point, model_dir, served, work, timeout_s) -> dict:
     t0 = time.monotonic()
     raw_dir = work / "raw"
     try:
-        result, console = loadgen.run_vllm_bench(srv.base_url, str(model_dir), str(model_dir), p.workload, raw_dir, p.point_id, timeout_s, python, served_model_name=served)
+        result, console = worker.run(srv.base_url, str(model_dir), str(model_dir), p.workload, raw_dir, p.point_id, timeout_s, served_model_name=served)
     except TimeoutError as e:
         return {"outcome": "timeout", "error": str(e)[:2000], "wall_s": round(time.monotonic() - t0, 1)}
     except RuntimeError as e:
