@@ -12,14 +12,16 @@ import json
 import sys
 import traceback
 
+MARK = "@@llmstudy-bench@@ "
+
 
 def main() -> int:
     from vllm.benchmarks.serve import add_cli_args
     from vllm.benchmarks.serve import main as bench_main
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-    proto = sys.stdout
-    print("READY", file=proto, flush=True)
+    proto = sys.stdout  # vLLM's loggers also write here: answers carry a marker the client looks for
+    print(MARK + "READY", file=proto, flush=True)
     for line in sys.stdin:
         job = json.loads(line)
         parser = FlexibleArgumentParser()
@@ -32,7 +34,7 @@ def main() -> int:
             except BaseException as e:  # argparse exits with SystemExit; report, keep serving
                 traceback.print_exc()
                 status = "ERR " + repr(e)[:300].replace("\n", " ")
-        print(status, file=proto, flush=True)
+        print(MARK + status, file=proto, flush=True)
     return 0
 
 

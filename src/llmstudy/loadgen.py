@@ -130,18 +130,32 @@ class BenchWorker:
         src = str(Path(__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)}
         self.proc = subprocess.Popen([self.python, "-m", "llmstudy._benchworker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        import queue
+        import threading
+
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines), daemon=True).start()
         line = self._readline(self.start_timeout_s)
         if line != "READY":
             self.close()
             raise RuntimeError(f"the vllm bench worker did not start (got {line!r})")
 
-    def _readline(self, timeout_s: float) -> str | None:
-        import select
+    MARK = "@@llmstudy-bench@@ "
 
-        r, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
-        if not r:
+    @classmethod
+    def _pump(cls, stream, q) -> None:
+        for line in stream:  # only the worker's answers; vLLM's own log lines on the same pipe are dropped
+            if line.startswith(cls.MARK):
+                q.put(line[len(cls.MARK) :].strip())
+        q.put("EOF")
+
+    def _readline(self, timeout_s: float) -> str | None:
+        import queue
+
+        try:
+            return self.lines.get(timeout=timeout_s)
+        except queue.Empty:
             return None
-        return self.proc.stdout.readline().strip()
 
     def run(self, base_url: str, model: str, tokenizer: str, w: Workload, result_dir: Path, tag: str, timeout_s: float = 600, served_model_name: str | None = None) -> tuple[dict, str]:
         result_dir = Path(result_dir)
