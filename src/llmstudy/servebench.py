@@ -182,7 +182,7 @@ def run_sweep(
     (work / "points").mkdir(parents=True, exist_ok=True)
     model_dir = prepare_model_dir(model, Path(workdir or work) / "model")
     served = Path(str(model)).name
-    params = dict(parameters or {}, model=str(model), weights="random (--load-format dummy)", tokenizer="synthetic word-level, exact vocabulary", load_tool="vllm bench serve (--save-detailed), genai-perf definitions", points=len(points))
+    params = dict(parameters or {}, model=str(model), weights="random (--load-format dummy)", tokenizer="synthetic word-level, exact vocabulary", load_tool="vllm bench serve (--save-detailed), genai-perf definitions", points=len(points), vllm_env={k: v for k, v in {**os.environ, **(server_env or {})}.items() if k.startswith("VLLM_")})
     old = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     t_sweep = time.monotonic()
     progress = work / "progress.json"
