@@ -62,12 +62,13 @@ def git_info(root: Path | None = None) -> dict:
         except Exception:
             return ""
 
+    if re.fullmatch(r"[0-9a-f]{40}", os.environ.get("LLMSTUDY_GIT_SHA", "")):
+        # a copy of the tree on a GPU runner: the launcher knows the commit (a copied .git may be stale)
+        return {"sha": os.environ["LLMSTUDY_GIT_SHA"], "dirty": {"1": True, "0": False}.get(os.environ.get("LLMSTUDY_GIT_DIRTY", ""))}
     sha = run("rev-parse", "HEAD")
-    if re.fullmatch(r"[0-9a-f]{40}", sha or ""):
-        dirty = bool(run("status", "--porcelain", "--untracked-files=no"))
-    else:  # a copy of the tree without .git (e.g. a GPU runner): the launcher passes what git said
-        sha = os.environ.get("LLMSTUDY_GIT_SHA", "")
-        dirty = {"1": True, "0": False}.get(os.environ.get("LLMSTUDY_GIT_DIRTY", ""))
+    if not re.fullmatch(r"[0-9a-f]{40}", sha or ""):
+        return {"sha": None, "dirty": None}
+    dirty = bool(run("status", "--porcelain", "--untracked-files=no"))
     return {"sha": sha or None, "dirty": dirty}
 
 

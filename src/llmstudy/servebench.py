@@ -24,7 +24,7 @@ import pandas as pd
 from . import loadgen
 from . import models as M
 from .loadgen import Workload
-from .records import RunWriter, new_run_id, runs_dir, write_json_atomic
+from .records import RunWriter, new_run_id, runs_dir, utcnow, write_json_atomic
 from .serving import ServerStartError, VLLMServer, classify_failure
 
 EXPERIMENTS = ("batch_size_sweep", "length_sweep")
@@ -186,7 +186,8 @@ def run_sweep(
     old = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     t_sweep = time.monotonic()
     progress = work / "progress.json"
-    before = json.loads(progress.read_text())["active_s"] if progress.exists() else 0.0
+    prog = json.loads(progress.read_text()) if progress.exists() else {}
+    before, first_start = prog.get("active_s", 0.0), prog.get("first_started_utc") or utcnow()
     deadline = t_sweep + budget_s if budget_s else None
     try:
         with RunWriter(experiment, params, run_id=run_id, root=base, command=["llmstudy.servebench.run_sweep", experiment, str(model)]) as rec:
@@ -208,12 +209,13 @@ def run_sweep(
                 servers.append(_serve_points(settings, todo, model_dir, served, work, srv_file, port, start_timeout_s, point_timeout_s, python, server_env, bar, deadline))
             bar.close()
             rec.extra["sweep_wall_s"] = round(before + time.monotonic() - t_sweep, 1)
+            rec.extra["sweep_started_utc"] = first_start
             _write_record(rec, points, servers, work)
     finally:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
         if work.exists():
-            write_json_atomic(progress, {"active_s": before + time.monotonic() - t_sweep})
+            write_json_atomic(progress, {"active_s": before + time.monotonic() - t_sweep, "first_started_utc": first_start})
     shutil.rmtree(work, ignore_errors=True)
     return base / experiment / run_id
 
