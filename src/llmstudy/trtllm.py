@@ -686,17 +686,20 @@ def _wait_http(url: str, timeout_s: float, servers: list) -> None:
 
 
 def _stop(p: subprocess.Popen) -> None:
-    """Stop a server's whole process group (the Triton launcher leaves tritonserver running in it)."""
-    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+    """Stop a server's whole process group (the Triton launcher exits at once and leaves tritonserver in it)."""
+    for sig, grace in ((signal.SIGTERM, 60), (signal.SIGKILL, 10)):
         try:
             os.killpg(p.pid, sig)
         except ProcessLookupError:
             return
-        try:
-            p.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-        time.sleep(1)
+        end = time.monotonic() + grace
+        while time.monotonic() < end:
+            p.poll()  # reap the group leader, or the group never empties
+            try:
+                os.killpg(p.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.5)
 
 
 def execute(steps: list[Step], logs: Path, check: Callable[[str], list[Finding]] | None = None, normalize: Callable | None = None, wait_s: float = 1800) -> pd.DataFrame:
@@ -707,7 +710,7 @@ def execute(steps: list[Step], logs: Path, check: Callable[[str], list[Finding]]
     from tqdm.auto import tqdm
 
     if normalize is None:
-        from llmstudy.loadgen import normalize_genai_perf as normalize  # the serving chapter's load code
+        from .loadgen import normalize_genai_perf as normalize  # the serving chapter's load code
     logs.mkdir(parents=True, exist_ok=True)
     servers, frames = [], []
     try:
@@ -751,6 +754,8 @@ def run(cfg, run_id: str = "", root=None, normalize: Callable | None = None, too
 
     triton = isinstance(cfg, TritonDeploy)
     require_tools(tools or (TRITON_TOOLS if triton else SERVE_TOOLS), TRITON_IMAGE if triton else SERVE_IMAGE)
+    if normalize is None:  # the serving chapter's load code turns each genai-perf export into a tidy table
+        from .loadgen import normalize_genai_perf as normalize
     found = preflight(cfg, paths=True)
     raise_on_errors(found)
     steps = plan(cfg)
