@@ -74,6 +74,38 @@ def _sweep(args) -> int:
         print(f"llmstudy: incomplete: {e}", file=sys.stderr)
         return 3
     print(f"run record: {path}")
+def _trtllm(args) -> int:
+    from dataclasses import fields
+
+    import yaml
+
+    from . import trtllm as T
+    from .params import validate
+
+    cls = T.TritonDeploy if args.workflow == "triton" else T.ServeDeploy
+    values = {"model": args.model} if args.model else {}
+    for item in args.set or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        values[key] = yaml.safe_load(raw)
+    unknown = sorted(set(values) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {args.workflow} parameter(s) {unknown}; known: {sorted(f.name for f in fields(cls))}")
+    cfg = T.from_params(cls, validate(T.notebook_params(cls), values))
+    if args.action == "plan":
+        print(T.expected_files(cfg)["extra-llm-api-config.yml"] if args.yaml and cls is T.ServeDeploy else T.script(cfg), end="")
+        return 0
+    if args.action == "preflight":
+        found = T.preflight(cfg, paths=args.paths)
+        with pd.option_context("display.width", 250, "display.max_colwidth", 200):
+            print(T.findings_table(found).to_string(index=False))
+        return 1 if any(f.status == "error" for f in found) else 0
+    try:
+        print(f"run record: {T.run(cfg, run_id=args.run_id)}")
+    except RuntimeError as e:  # the tools are missing: refused before any work
+        print(f"llmstudy: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -130,6 +162,15 @@ def main(argv=None) -> int:
     s.add_argument("--point-timeout-s", type=float, default=600)
     s.add_argument("--plan", action="store_true", help="print the points and exit")
     s.set_defaults(fn=_sweep)
+    t = sub.add_parser("trtllm", help="TensorRT-LLM workflows: print the plan, run the preflight, or run inside the container")
+    t.add_argument("action", choices=("plan", "preflight", "run"))
+    t.add_argument("workflow", choices=("triton", "serve"), help="triton: engine + Triton (old); serve: trtllm-serve (new)")
+    t.add_argument("--model", default=None, help="a name under data/models or a path to a config.json")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="a notebook parameter, value in YAML (e.g. --set 'concurrencies=[1,8]')")
+    t.add_argument("--yaml", action="store_true", help="plan serve: print only the extra LLM-API YAML")
+    t.add_argument("--paths", action="store_true", help="preflight: also require the container's files (run mode does)")
+    t.add_argument("--run-id", default="")
+    t.set_defaults(fn=_trtllm)
 
     args = p.parse_args(argv)
     try:
