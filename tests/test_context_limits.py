@@ -306,6 +306,9 @@ def test_run_mode_records_outcomes_memory_lines_and_long_requests(runs_root, fak
     cfg = json.loads((tmp_path / "llmstudy-context-limits" / "llama-4-scout-17b-16e-instruct-text" / "config.json").read_text())
     assert cfg["architectures"] == ["Llama4ForCausalLM"] and cfg["vocab_size"] == 202_048
     assert any(f.startswith("logs/") for f in rec.manifest["files"])
+    raw = json.loads((path / "raw" / "scout-bf16-h200.json").read_text())
+    assert any("Memory profiling takes 5.10 seconds" in ln for ln in raw["memory_lines"])
+    assert "GPU KV cache size: 4,873,516 tokens" in " ".join(raw["facts"]["lines"])
     # the comparison reads the stand-in's lines: exact available bytes feed the token formula
     cmp_ = C.compare_runs(R.results("context_limits")).set_index("config")
     row = cmp_.loc["scout-bf16-h200"]

@@ -949,6 +949,13 @@ def parse_memory_log(text: str) -> dict:
     return out
 
 
+def memory_lines(text: str) -> list[str]:
+    """The verbatim log lines the memory split is read from (kept in the run record next to the parsed values)."""
+    keys = ("Memory profiling takes", "Actual usage is", "worker init memory snapshot", "worker requested memory",
+            "CUDA graph", "Available KV cache memory", "GPU KV cache size", "Maximum concurrency", "Model loading took")
+    return [ln.strip() for ln in (text or "").splitlines() if any(k in ln for k in keys)]
+
+
 def classify_failure(log_tail: str) -> str:
     """oom / refused / timeout / error from the end of a failed server's log."""
     t = log_tail or ""
@@ -1076,6 +1083,7 @@ def run_experiment(configs=("a",), run_id: str = "", root=None, num_gpus: int | 
                     facts = dict(srv.facts)
                     facts.update({k: v for k, v in _facts(text).items() if k not in facts})
                     rows.append(_row(cfg, num_gpus, "ok", None, facts, parse_memory_log(text), start_s))
+                    rec.write_json({"facts": facts, "memory": parse_memory_log(text), "memory_lines": memory_lines(text)}, f"raw/{cfg.name}.json")
             except ServerStartError as e:
                 tail = getattr(e, "log_tail", "") or ""
                 text = log_path.read_text(errors="replace") if log_path.exists() else tail
