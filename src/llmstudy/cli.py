@@ -1,4 +1,4 @@
-"""``llmstudy`` command line: model configs, parameter counts, the memory model, run records."""
+"""``llmstudy`` command line: model configs, parameter counts, the memory model, the KV capacity planner, run records."""
 
 from __future__ import annotations
 
@@ -42,6 +42,42 @@ def _models(args) -> int:
     rows = [M.summary(m) for m in M.available_models()]
     print(pd.DataFrame(rows).to_string(index=False))
     return 0
+
+
+def _capacity(args) -> int:
+    from . import capacity as cap
+
+    if args.run:
+        path = cap.run_experiment(configs=args.run, run_id=args.run_id, root=args.root or None, deadline_s=args.deadline_s)
+        print(f"run record: {path}")
+        return 0
+    if args.table:
+        fn = {"article": cap.article_comparison, "blog": cap.blog_comparison}[args.table]
+        df = fn(args.version or ("0.8.3" if args.table in ("article", "blog") else "0.25.0"))
+        with pd.option_context("display.width", 250, "display.max_columns", 30, "display.float_format", "{:,.2f}".format):
+            print(df.drop(columns=[c for c in ("message", "config") if c in df]).to_string(index=False))
+        return 0
+    gib = lambda v: None if v is None else int(v * cap.GiB)  # noqa: E731
+    hybrid = {"on": True, "off": False, None: None}[args.hybrid]
+    dep = cap.Deployment(model=args.model, gpu=args.gpu, num_gpus=args.num_gpus, tp=args.tp, pp=args.pp, weights=args.weights,
+                         kv_dtype=args.kv_dtype, gpu_memory_utilization=args.gpu_memory_utilization, max_num_batched_tokens=args.max_num_batched_tokens,
+                         max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len, vllm_version=args.version or "0.25.0",
+                         hybrid_kv=hybrid, enforce_eager=args.enforce_eager, text_only=args.text_only,
+                         weights_bytes=gib(args.weights_gib), activation_peak_bytes=gib(args.activation_gib),
+                         non_torch_bytes=gib(args.non_torch_gib), cudagraph_bytes=gib(args.cudagraph_gib))
+    p = cap.plan(dep)
+    r = p.row()
+    print(dep.label())
+    for k, src in (("weights", "weights"), ("activation_peak", "activation_peak"), ("non_torch", "non_torch"), ("cudagraph", "cudagraph")):
+        print(f"  {k.replace('_', ' '):18s} {r[k + '_GiB']:9.2f} GiB  ({p.sources[src]})")
+    print(f"  {'budget':18s} {r['budget_GiB']:9.2f} GiB  (gpu_memory_utilization x {r['total_GiB']:.2f} GiB)")
+    print(f"  {'available KV':18s} {r['available_kv_GiB']:9.2f} GiB")
+    print(f"  KV blocks {p.num_blocks:,} ({p.bytes_per_block:,} B each, {p.groups} group(s)); {p.blocks_per_request:,} blocks per request")
+    print(f"  GPU KV cache size: {p.kv_cache_tokens:,} tokens")
+    print(f"  Maximum concurrency for {p.max_model_len:,} tokens per request: {p.max_concurrency:.2f}x")
+    print(f"  largest max_model_len that starts: {p.max_model_len_that_starts:,}")
+    print(f"  outcome: {p.outcome}{': ' + p.message if p.message else ''}")
+    return 0 if p.outcome == "ok" else 3
 
 
 def _runs(args) -> int:
@@ -133,6 +169,33 @@ def main(argv=None) -> int:
     c.set_defaults(fn=_params)
 
     sub.add_parser("models", help="the model configs under data/models").set_defaults(fn=_models)
+
+    k = sub.add_parser("capacity", help="KV-cache capacity planner: logged 'GPU KV cache size', memory split, longest context (vLLM rules)")
+    k.add_argument("--model", default="llama-4-scout-17b-16e-instruct", help="a name under data/models or a path to a config.json")
+    k.add_argument("--gpu", default="h200", help="h100-80gb or h200")
+    k.add_argument("--num-gpus", type=int, default=1)
+    k.add_argument("--tp", type=int, default=None, help="tensor parallel size (default: num_gpus / pp)")
+    k.add_argument("--pp", type=int, default=1)
+    k.add_argument("--weights", default="bf16", help="bf16, fp8-online, fp8-checkpoint or mxfp4-checkpoint")
+    k.add_argument("--kv-dtype", default="auto", help="auto or fp8")
+    k.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    k.add_argument("--max-num-batched-tokens", type=int, default=None)
+    k.add_argument("--max-num-seqs", type=int, default=None)
+    k.add_argument("--max-model-len", type=int, default=None)
+    k.add_argument("--version", default=None, help="vLLM rules: 0.8.3 or 0.25.0 (default 0.25.0; tables: 0.8.3)")
+    k.add_argument("--hybrid", choices=("on", "off"), default=None, help="hybrid KV cache manager (default: the version's)")
+    k.add_argument("--enforce-eager", action="store_true")
+    k.add_argument("--text-only", action="store_true", help="serve the language model alone (Llama4ForCausalLM)")
+    k.add_argument("--weights-gib", type=float, default=None, help="measured weights per GPU (replaces the architecture's)")
+    k.add_argument("--activation-gib", type=float, default=None, help="measured activation peak (replaces the estimate)")
+    k.add_argument("--non-torch-gib", type=float, default=None, help="measured non-torch memory (replaces the estimate)")
+    k.add_argument("--cudagraph-gib", type=float, default=None, help="measured CUDA-graph estimate (replaces the estimate)")
+    k.add_argument("--table", choices=("article", "blog"), default=None, help="print a reproduced published table instead")
+    k.add_argument("--run", nargs="+", default=None, help="measure: configuration names or device calls a/b/c (needs GPUs)")
+    k.add_argument("--run-id", default="")
+    k.add_argument("--root", default="", help="runs root for --run (default data/runs)")
+    k.add_argument("--deadline-s", type=float, default=570)
+    k.set_defaults(fn=_capacity)
 
     r = sub.add_parser("runs", help="list the run records of an experiment")
     r.add_argument("experiment")
