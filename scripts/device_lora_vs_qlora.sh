@@ -11,6 +11,7 @@
 #   small-b  Gemma-3-270m, all 3 epochs: qlora with the article's recipe                     (~7 min)
 #   small    everything of small-a and small-b in one call, the two article-recipe runs side by side on the
 #            GPU (each its own process; their step times are then measured while sharing)  (~9-10 min: tight)
+#   7b:V,..  small:V,..   only the listed variants (base lora qlora lora-fast qlora-fast), e.g. to redo one
 # Writes $OUT/RUN_ID.tar.gz (the run record), $OUT/log-RUN_ID.txt and $OUT/nvidia-smi-RUN_ID.txt. A variant that
 # cannot finish before DEADLINE_S (default 540 s) is recorded as a timeout with the steps it completed.
 # DRY_RUN=1 rehearses a part on a CPU (tiny-llama-32k, the test fixture, one epoch, adamw_torch; QLoRA refused).
@@ -30,6 +31,8 @@ case "$PART" in
   small-a) ARGS=(gemma-3-270m --variants base lora-fast qlora-fast lora) ;;
   small-b) ARGS=(gemma-3-270m --variants qlora) ;;
   small)   ARGS=(gemma-3-270m --variants base lora-fast qlora-fast lora qlora --parallel lora qlora) ;;
+  7b:*)    ARGS=(llama-2-7b --steps 6 --variants ${PART#7b:}) ;;        # e.g. 7b:qlora,qlora-fast (a rerun)
+  small:*) ARGS=(gemma-3-270m --variants ${PART#small:}) ;;            # e.g. small:lora
   *) echo "unknown part $PART"; exit 2 ;;
 esac
 if [ "${DRY_RUN:-0}" = 1 ]; then
@@ -46,6 +49,7 @@ p.add_argument("model"); p.add_argument("--steps", type=int, default=0); p.add_a
 p.add_argument("--variants", nargs="+"); p.add_argument("--parallel", nargs="*", default=[])
 p.add_argument("--optimizer", default="paged_adamw_8bit"); p.add_argument("--epochs", type=int, default=3); p.add_argument("--dataset", default=None)
 a = p.parse_args(sys.argv[3:])
+a.variants = [v for x in a.variants for v in x.split(",") if v]
 steps = min(a.steps, a.steps_cap) if a.steps and a.steps_cap else a.steps
 path = L.run_experiment(model=a.model, variants=a.variants, parallel=a.parallel, steps=steps, epochs=a.epochs, optimizer=a.optimizer, dataset=a.dataset, run_id=run_id, root=os.environ["OUT"] + "/runs", deadline_s=deadline, timeout_s=3600)
 pd.set_option("display.width", 250); pd.set_option("display.max_columns", 40)
