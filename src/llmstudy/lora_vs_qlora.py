@@ -770,8 +770,13 @@ def memory_vs_prediction(results: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def fast_vs_article(results: pd.DataFrame) -> pd.DataFrame:
-    """The fast recipe against the article's, per model and method: speedup per epoch, MFU, peak memory, eval loss."""
+def fast_vs_article(results: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The fast recipe against the article's, per model and method: speedup per epoch, MFU, peak memory, eval loss.
+
+    With the step history, also the largest relative difference of the training loss over the steps both ran:
+    the same 32 samples per step give the same loss up to dropout and rounding (the check that holds for random
+    weights, where an eval loss means nothing).
+    """
     df = add_speed(results)
     rows = []
     if df.empty:
@@ -783,12 +788,18 @@ def fast_vs_article(results: pd.DataFrame) -> pd.DataFrame:
             continue
         a, f = a.iloc[-1], f.iloc[-1]
         loss_diff = 100 * (f.eval_loss - a.eval_loss) / a.eval_loss if pd.notna(a.eval_loss) and pd.notna(f.eval_loss) else None
+        step_diff = None
+        if history is not None and len(history):
+            ha = history[(history.run_id == a.run_id) & (history.variant == a.variant)].set_index("step").loss
+            hf = history[(history.run_id == f.run_id) & (history.variant == f.variant)].set_index("step").loss
+            both = ha.index.intersection(hf.index)
+            step_diff = float((100 * (hf[both] - ha[both]).abs() / ha[both]).max()) if len(both) else None
         rows.append({
             "model": model, "method": method, "runs": f"{a.run_id} / {f.run_id}",
             "article s/epoch": a.epoch_s, "fast s/epoch": f.epoch_s, "speedup per epoch": a.epoch_s / f.epoch_s,
             "article MFU %": 100 * a.mfu if pd.notna(a.mfu) else None, "fast MFU %": 100 * f.mfu if pd.notna(f.mfu) else None,
             "article peak GiB": a.peak_allocated_GiB, "fast peak GiB": f.peak_allocated_GiB,
-            "article eval loss": a.eval_loss, "fast eval loss": f.eval_loss, "eval loss diff %": loss_diff,
+            "article eval loss": a.eval_loss, "fast eval loss": f.eval_loss, "eval loss diff %": loss_diff, "max train loss diff % (same steps)": step_diff,
             "article ran concurrently": bool(a.concurrent_with) if pd.notna(a.concurrent_with) else False,
         })
     return pd.DataFrame(rows)
