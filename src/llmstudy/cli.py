@@ -142,6 +142,29 @@ def _trtllm(args) -> int:
     except RuntimeError as e:  # the tools are missing: refused before any work
         print(f"llmstudy: error: {e}", file=sys.stderr)
         return 2
+def _lora_vs_qlora(args) -> int:
+    from . import lora_vs_qlora as L
+
+    if args.action == "dataset":
+        out = L.concat_parts(args.parts or None, args.out)
+        rows = L.load_rows(out)
+        print(f"{out}: {len(rows)} rows")
+    elif args.action == "fetch-tokenizer":
+        print(L.llama2_tokenizer_dir())
+    elif args.action == "prepare-model":
+        print(L.prepare_model(args.model))
+    elif args.action == "check":
+        rows = L.load_rows(args.dataset or L.dataset_path())
+        io = L.model_io(args.model)
+        tok = L.tokenizer_for(args.model)
+        lengths = L.token_lengths(rows, io["style"], tok)
+        print(pd.Series(L.dataset_stats(rows)).to_string())
+        print(pd.Series(L.check_lengths(lengths, args.max_length)).to_string())
+        overlap = L.heldout_overlap(rows)
+        print(f"evaluation prompts found in the dataset: {overlap or 'none'}")
+    elif args.action == "run":
+        path = L.run_experiment(model=args.model, variants=args.variants, parallel=args.parallel, steps=args.steps, epochs=args.epochs, eval_steps=args.eval_steps, max_length=args.max_length, optimizer=args.optimizer, dataset=args.dataset, run_id=args.run_id, deadline_s=args.deadline_s)
+        print(f"run record: {path}")
     return 0
 
 
@@ -234,6 +257,22 @@ def main(argv=None) -> int:
     t.add_argument("--paths", action="store_true", help="preflight: also require the container's files (run mode does)")
     t.add_argument("--run-id", default="")
     t.set_defaults(fn=_trtllm)
+    lq = sub.add_parser("lora-vs-qlora", help="the LoRA-vs-QLoRA chapter: dataset, tokenizer, small model, runs")
+    lq.add_argument("action", choices=("dataset", "fetch-tokenizer", "prepare-model", "check", "run"), help="dataset: concatenate the part files into persona_ja.json; fetch-tokenizer: rebuild the Llama-2 tokenizer; prepare-model: fetch and convert a pretrained model; check: validate the dataset and its token lengths; run: train variants and write a run record")
+    lq.add_argument("model", nargs="?", default="gemma-3-270m")
+    lq.add_argument("--parts", nargs="*", help="part files to concatenate (default data/lora_vs_qlora/parts/part-a.json part-b.json)")
+    lq.add_argument("--out", default=None)
+    lq.add_argument("--dataset", default=None)
+    lq.add_argument("--variants", nargs="+", default=["base", "lora", "qlora", "lora-fast", "qlora-fast"])
+    lq.add_argument("--parallel", nargs="*", default=[], help="variants run side by side at the end")
+    lq.add_argument("--steps", type=int, default=0, help="optimizer steps (0: full epochs with evaluation and answers)")
+    lq.add_argument("--epochs", type=int, default=3)
+    lq.add_argument("--eval-steps", type=int, default=4)
+    lq.add_argument("--max-length", type=int, default=1024)
+    lq.add_argument("--optimizer", default="paged_adamw_8bit")
+    lq.add_argument("--run-id", default="")
+    lq.add_argument("--deadline-s", type=float, default=None)
+    lq.set_defaults(fn=_lora_vs_qlora)
 
     args = p.parse_args(argv)
     try:

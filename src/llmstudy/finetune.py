@@ -1,9 +1,10 @@
 """The article's fine-tuning recipe (trl SFTTrainer + peft), instrumented to measure memory and time.
 
-Used by the memory-accounting chapter (random weights, synthetic data) and the LoRA-vs-QLoRA chapter. Models are
-built from a ``config.json`` with random weights, saved once as a local checkpoint, and loaded back with
-``from_pretrained`` exactly as the article loads ELYZA (bf16, ``device_map``, optional ``BitsAndBytesConfig``), so
-the measured path is the article's path minus the download.
+Used by the memory-accounting chapter (random weights, synthetic data) and the LoRA-vs-QLoRA chapter (a real
+dataset, real or random weights, evaluation, generation, padding-free batches). Models are built from a
+``config.json`` with random weights, saved once as a local checkpoint, and loaded back with ``from_pretrained``
+exactly as the article loads ELYZA (bf16, ``device_map``, optional ``BitsAndBytesConfig``), so the measured path is
+the article's path minus the download. A pretrained checkpoint folder is loaded the same way.
 """
 
 from __future__ import annotations
@@ -120,15 +121,27 @@ def load_for_training(checkpoint: str | Path, method: str, weight_dtype: str = "
     if torch.cuda.is_available():
         kwargs["device_map"] = "auto"
     if method == "qlora":
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=torch.bfloat16,
-            bnb_4bit_use_double_quant=double_quant,
-        )
+        kwargs["quantization_config"] = quantization_config(double_quant)
     return AutoModelForCausalLM.from_pretrained(str(checkpoint), **kwargs)
+
+
+def quantization_config(double_quant: bool = True):
+    """The article's QLoRA quantization (§3.3): NF4 weights, double quantization, bf16 compute."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=double_quant)
+
+
+def prepare_kbit(model, grad_ckpt: bool):
+    """The article's QLoRA step (§3.3): peft's ``prepare_model_for_kbit_training``.
+
+    It freezes the base model, casts every parameter that is not 4-bit (embeddings, norms, output head) to fp32 and
+    enables gradient checkpointing on the model. The memory model counts the fp32 copies (``Setup.fp32_upcast``).
+    """
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=grad_ckpt)
 
 
 def lora_config(r: int = 4, alpha: int = 8, dropout: float = 0.1, targets=M.LLAMA_LORA_TARGETS):
@@ -251,16 +264,70 @@ def _mem(torch) -> dict:
     }
 
 
-def train_and_measure(spec: dict, progress=None) -> dict:
-    """Run ``spec['steps']`` optimizer steps of the article's recipe and measure memory and time.
+def _load_data(spec: dict, vocab_size: int):
+    """(tokenizer, train dataset, eval dataset or None): a real prompt/completion set, or synthetic rows."""
+    if spec.get("data"):
+        from datasets import Dataset
+        from transformers import AutoTokenizer
 
-    ``spec`` keys: checkpoint, model, method, optimizer, weight_dtype, seq_len, micro_batch, grad_accum, steps,
-    grad_ckpt, lora_r, lora_alpha, lora_dropout, lora_targets, double_quant, seed, output_dir. Returns a dict of
-    stage memories, the measured decomposition, step times and losses. Raises on failure (the caller records it).
+        tok = AutoTokenizer.from_pretrained(spec["tokenizer"])
+        data = json.loads(Path(spec["data"]).read_text())
+        train = Dataset.from_list(data["train"])
+        evals = Dataset.from_list(data["eval"]) if data.get("eval") else None
+        return tok, train, evals
+    tok = synthetic_tokenizer(vocab_size)
+    n_rows = spec["steps"] * spec["grad_accum"] * spec["micro_batch"]
+    return tok, synthetic_prompt_completion(n_rows, spec["seq_len"], vocab_size, seed=spec.get("seed", 42)), None
+
+
+def sft_config(spec: dict, cuda: bool, has_eval: bool):
+    """The article's ``SFTConfig`` for a spec: ``steps`` optimizer steps, or ``epochs`` full epochs when steps is 0."""
+    from trl import SFTConfig
+
+    padding_free = bool(spec.get("padding_free", False))
+    eval_steps = spec.get("eval_steps") or 0
+    max_length = spec.get("max_length") or spec.get("seq_len", 0) + 8
+    return SFTConfig(
+        output_dir=spec.get("output_dir", "/tmp/llmstudy-sft"),
+        max_steps=spec.get("steps") or -1,
+        num_train_epochs=spec.get("epochs", 1),
+        per_device_train_batch_size=spec["micro_batch"],
+        gradient_accumulation_steps=spec["grad_accum"],
+        per_device_eval_batch_size=spec.get("eval_batch_size", 8),
+        learning_rate=spec.get("learning_rate", RECIPE["learning_rate"]),
+        lr_scheduler_type=RECIPE["lr_scheduler_type"],
+        warmup_steps=RECIPE["warmup_steps"],
+        bf16=cuda and spec.get("weight_dtype", "bf16") != "fp16",
+        gradient_checkpointing=spec["grad_ckpt"],
+        optim=spec["optimizer"],
+        completion_only_loss=True,
+        # trl refuses max_length with padding-free batches without packing: the caller checks lengths instead
+        max_length=None if padding_free else max_length,
+        padding_free=padding_free,
+        logging_steps=1,
+        save_strategy="no",
+        eval_strategy="steps" if has_eval and eval_steps else "no",
+        eval_steps=eval_steps or None,
+        report_to="none",
+        seed=spec.get("seed", 42),
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+
+
+def train_and_measure(spec: dict, progress=None, after_train=None) -> dict:
+    """Run the article's recipe for ``spec`` and measure memory and time; ``after_train(trainer, result)`` follows.
+
+    ``spec`` keys: checkpoint, model, method (``lora``, ``qlora``, ``full`` or ``base`` = no training), optimizer,
+    weight_dtype, micro_batch, grad_accum, steps (0: run ``epochs``), grad_ckpt, lora_r, lora_alpha, lora_dropout,
+    lora_targets, double_quant, kbit_prep, seed, output_dir; synthetic data: seq_len; a real dataset: data (JSON with
+    ``train``/``eval`` prompt-completion rows), tokenizer (a folder), max_length, padding_free, eval_steps.
+    Returns stage memories, the measured decomposition, step times (and their wall-clock spans), the trainer's log
+    history and the shape of every micro-batch. Raises on failure (the caller records it).
     """
     import torch
     from transformers import TrainerCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     cuda = torch.cuda.is_available()
     torch.manual_seed(spec.get("seed", 42))
@@ -278,41 +345,20 @@ def train_and_measure(spec: dict, progress=None) -> dict:
         torch.cuda.reset_peak_memory_stats()
     mark("start")
     model = load_for_training(spec["checkpoint"], spec["method"], spec.get("weight_dtype", "bf16"), spec.get("double_quant", True))
+    if spec["method"] == "qlora" and spec.get("kbit_prep"):
+        model = prepare_kbit(model, spec["grad_ckpt"])
     mark("loaded")
     result["load_param_bytes"] = tensor_bytes(model.parameters())
     result["load_buffer_bytes"] = tensor_bytes(model.buffers())
 
-    cfg = model.config
-    tok = synthetic_tokenizer(cfg.vocab_size)
-    n_rows = spec["steps"] * spec["grad_accum"] * spec["micro_batch"]
-    ds = synthetic_prompt_completion(n_rows, spec["seq_len"], cfg.vocab_size, seed=spec.get("seed", 42))
-
-    args = SFTConfig(
-        output_dir=spec.get("output_dir", "/tmp/llmstudy-sft"),
-        max_steps=spec["steps"],
-        per_device_train_batch_size=spec["micro_batch"],
-        gradient_accumulation_steps=spec["grad_accum"],
-        learning_rate=spec.get("learning_rate", RECIPE["learning_rate"]),
-        lr_scheduler_type=RECIPE["lr_scheduler_type"],
-        warmup_steps=RECIPE["warmup_steps"],
-        bf16=cuda and spec.get("weight_dtype", "bf16") != "fp16",
-        gradient_checkpointing=spec["grad_ckpt"],
-        optim=spec["optimizer"],
-        completion_only_loss=True,
-        max_length=spec["seq_len"] + 8,
-        logging_steps=1,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to="none",
-        seed=spec.get("seed", 42),
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-    )
+    tok, ds, eval_ds = _load_data(spec, model.config.get_text_config().vocab_size)
+    args = sft_config(spec, cuda, eval_ds is not None)
     peft_cfg = None
     if spec["method"] in ("lora", "qlora"):
         peft_cfg = lora_config(spec.get("lora_r", 4), spec.get("lora_alpha", 8), spec.get("lora_dropout", 0.1), spec.get("lora_targets", M.LLAMA_LORA_TARGETS))
 
     step_times: list[float] = []
+    step_walls: list[list[float]] = []
     measured: dict = {}
 
     class Probe(TrainerCallback):
@@ -320,6 +366,7 @@ def train_and_measure(spec: dict, progress=None) -> dict:
             if cuda:
                 torch.cuda.synchronize()
             self.t0 = time.perf_counter()
+            self.w0 = time.time()
 
         def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
             if "gradients" not in measured and model is not None:
@@ -330,14 +377,36 @@ def train_and_measure(spec: dict, progress=None) -> dict:
             if cuda:
                 torch.cuda.synchronize()
             step_times.append(time.perf_counter() - self.t0)
+            step_walls.append([self.w0, time.time()])
+            if spec.get("progress_file"):  # what survives a kill at a deadline
+                write_json_atomic(Path(spec["progress_file"]), {"step_seconds": step_times, "step_walls": step_walls, "log_history": state.log_history})
             if state.global_step == 1:
                 if optimizer is not None:
                     measured["optimizer"] = tensor_bytes(_optimizer_tensors(optimizer))
                 mark("after_first_step")
             if progress:
-                progress(f"step {state.global_step}/{args.max_steps}", {"seconds": step_times[-1]})
+                progress(f"step {state.global_step}/{state.max_steps}", {"seconds": step_times[-1]})
 
-    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_cfg, callbacks=[Probe()])
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, eval_dataset=eval_ds, processing_class=tok, peft_config=peft_cfg, callbacks=[Probe()])
+    micro_batches: list[list] = []  # [rows, tokens (incl. padding), label tokens] of every training micro-batch
+    collate = trainer.data_collator
+
+    def recording_collator(features):
+        batch = collate(features)
+        micro_batches.append([int(batch["input_ids"].shape[0]), int(batch["input_ids"].numel()), int((batch["labels"] != -100).sum())])
+        return batch
+
+    make_eval_loader = trainer.get_eval_dataloader
+
+    def eval_loader(*a, **kw):  # evaluation batches keep the plain collator: only training micro-batches are recorded
+        trainer.data_collator = collate
+        try:
+            return make_eval_loader(*a, **kw)
+        finally:
+            trainer.data_collator = recording_collator
+
+    trainer.data_collator = recording_collator
+    trainer.get_eval_dataloader = eval_loader
     mark("trainer_ready")
     tm = trainer.model
     result["trainable_params"] = int(sum(p.numel() for p in tm.parameters() if p.requires_grad))
@@ -345,21 +414,151 @@ def train_and_measure(spec: dict, progress=None) -> dict:
     result["trainable_dtypes"] = sorted({str(p.dtype) for p in tm.parameters() if p.requires_grad})
     first = trainer.train_dataset[0]
     result["tokens_per_sample"] = len(first["input_ids"])
-    result["completion_tokens_per_sample"] = int(sum(first.get("completion_mask", [])))
-    t_train = time.perf_counter()
-    out = trainer.train()
-    result["train_seconds"] = time.perf_counter() - t_train
+    result["completion_tokens_per_sample"] = int(sum(x != -100 for x in first["labels"])) if "labels" in first else int(sum(first.get("completion_mask", [])))
+    result["train_rows"] = len(trainer.train_dataset)
+    result["eval_rows"] = len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0
+    if spec["method"] != "base":
+        t_train = time.perf_counter()
+        result["train_started"] = time.time()
+        out = trainer.train()
+        result["train_seconds"] = time.perf_counter() - t_train
+        result["train_ended"] = time.time()
+        result["train_loss"] = float(out.training_loss)
     mark("end")
     base = tm.get_base_model() if hasattr(tm, "get_base_model") else tm
     result["gradient_checkpointing"] = bool(getattr(base, "is_gradient_checkpointing", False))
     result["param_bytes"] = tensor_bytes(tm.parameters())
     result["measured"] = measured
     result["step_seconds"] = step_times
+    result["step_walls"] = step_walls
+    result["micro_batches"] = micro_batches
+    result["log_history"] = trainer.state.log_history
     result["losses"] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    result["train_loss"] = float(out.training_loss)
     steady = step_times[1:] or step_times
     result["median_step_seconds"] = statistics.median(steady) if steady else None
+    if after_train:
+        trainer.data_collator = collate
+        after_train(trainer, result)
     return result
+
+
+# --- After training: exact evaluation, greedy answers, adapters ---------------------------------------------------
+
+
+def _autocast(device):
+    """bf16 autocast on a GPU, as in training (QLoRA keeps fp32 embeddings and head next to bf16 adapters)."""
+    import contextlib
+
+    import torch
+
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def exact_eval(model, dataset, pad_token_id: int, batch_size: int = 8) -> dict:
+    """Mean negative log-likelihood per label token over a tokenized dataset (trl's ``labels``), and its perplexity.
+
+    Unlike the Trainer's ``eval_loss`` (a mean of per-batch means), every label token weighs the same, so variants
+    that batch differently are compared on the same number.
+    """
+    import math
+
+    import torch
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    collate = DataCollatorForLanguageModeling(pad_token_id=pad_token_id)
+    device = next(p for p in model.parameters()).device
+    was_training = model.training
+    model.eval()
+    nll, count = 0.0, 0
+    with torch.no_grad(), _autocast(device):
+        for i in range(0, len(dataset), batch_size):
+            rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in dataset.select(range(i, min(i + batch_size, len(dataset))))]
+            batch = {k: v.to(device) for k, v in collate(rows).items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+            labels = batch["labels"][:, 1:]
+            nll += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100, reduction="sum"))
+            count += int((labels != -100).sum())
+    model.train(was_training)
+    loss = nll / max(count, 1)
+    return {"loss": loss, "tokens": count, "perplexity": math.exp(loss)}
+
+
+def generate_greedy(model, tok, texts: list[str], add_special_tokens: bool, eos: list[str], max_new_tokens: int, batch_size: int = 48) -> list[str]:
+    """Greedy answers (no sampling) to already-formatted prompts, left-padded in batches; the new text only."""
+    import torch
+
+    device = next(p for p in model.parameters()).device
+    eos_ids = [i for i in tok.convert_tokens_to_ids(list(eos)) if i is not None and i != tok.unk_token_id]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos_ids[0]
+    old_side = tok.padding_side
+    tok.padding_side = "left"
+    was_training = model.training
+    model.eval()
+    out: list[str] = []
+    try:
+        for i in range(0, len(texts), batch_size):
+            enc = tok(texts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=add_special_tokens).to(device)
+            torch.manual_seed(0)
+            with torch.no_grad(), _autocast(device):
+                gen = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=eos_ids, pad_token_id=pad, use_cache=True)
+            out += [t.strip() for t in tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)]
+    finally:
+        tok.padding_side = old_side
+        model.train(was_training)
+    return out
+
+
+def post_train(trainer, spec: dict, result: dict) -> None:
+    """What a spec asks for after training: exact eval loss, greedy answers, the saved adapter."""
+    tok = trainer.processing_class
+    if spec.get("eval_exact") and trainer.eval_dataset is not None:
+        result["eval_exact"] = exact_eval(trainer.model, trainer.eval_dataset, tok.pad_token_id)
+    gen = spec.get("generate")
+    if gen:
+        t0 = time.perf_counter()
+        result["answers"] = generate_greedy(trainer.model, tok, gen["prompts"], gen["add_special_tokens"], gen["eos"], gen["max_new_tokens"])
+        result["generate_seconds"] = time.perf_counter() - t0
+    if spec.get("save_adapter") and spec["method"] in ("lora", "qlora"):
+        trainer.model.save_pretrained(spec["save_adapter"])
+        result["adapter_files"] = sorted(p.name for p in Path(spec["save_adapter"]).iterdir())
+
+
+# --- Worker processes -------------------------------------------------------------------------------------------
+
+
+def run_workers(jobs: list[dict], timeout_s: float) -> list[dict]:
+    """Run worker subprocesses side by side (one per job: ``spec_file``, ``result_file``, ``log_file``) and wait.
+
+    Each job's result is its worker's JSON, or an ``error``/``timeout`` outcome; an error whose log shows a CUDA
+    out-of-memory is an ``oom``. Jobs run concurrently only when passed together.
+    """
+    import subprocess
+    import sys
+
+    procs = []
+    for job in jobs:
+        new = Path(str(job["result_file"]) + ".new")
+        new.unlink(missing_ok=True)
+        log = open(job["log_file"], "w")
+        cmd = [sys.executable, "-m", "llmstudy.finetune", str(job["spec_file"]), str(new)]
+        procs.append((job, new, log, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})))
+    deadline = time.monotonic() + timeout_s
+    results = []
+    for job, new, log, proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            res = json.loads(new.read_text()) if new.exists() else {"outcome": "error", "error": f"worker exited {proc.returncode} without a result"}
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            res = {"outcome": "timeout", "error": f"no result within {timeout_s:.0f} s"}
+        log.close()
+        tail = Path(job["log_file"]).read_text(errors="replace")[-4000:]
+        if res.get("outcome") == "error" and "OutOfMemory" in (res.get("error") or "") + tail:
+            res["outcome"] = "oom"
+        new.unlink(missing_ok=True)
+        results.append(res)
+    return results
 
 
 def worker_main(spec_path: str, out_path: str) -> int:
@@ -374,8 +573,17 @@ def worker_main(spec_path: str, out_path: str) -> int:
         print(f"[{spec.get('label', spec['method'])}] {name}: " + ", ".join(f"{k}={v / 2**30:.2f}GiB" if k.endswith("bytes") else f"{k}={v:.2f}" for k, v in info.items() if k != "t"), flush=True)
 
     with NvmlSampler() as nv:
+
+        def after_train(trainer, result):
+            nv.sample()  # the training peak, before evaluation and generation allocate anything
+            result["nvml_train"] = nv.result()
+            if torch.cuda.is_available():
+                result["train_max_allocated_bytes"] = torch.cuda.max_memory_allocated()
+                result["train_max_reserved_bytes"] = torch.cuda.max_memory_reserved()
+            post_train(trainer, spec, result)
+
         try:
-            res.update(train_and_measure(spec, progress=progress))
+            res.update(train_and_measure(spec, progress=progress, after_train=after_train))
             res["outcome"] = "ok"
         except torch.OutOfMemoryError as e:
             res["outcome"] = "oom"

@@ -71,6 +71,7 @@ class Setup:
     lora_r: int = 4
     lora_targets: tuple[str, ...] = M.LLAMA_LORA_TARGETS
     double_quant: bool = True
+    fp32_upcast: bool = False  # QLoRA after peft's prepare_model_for_kbit_training: non-4-bit params in fp32
 
     def __post_init__(self):
         errors = []
@@ -88,12 +89,15 @@ class Setup:
             errors.append(f"lora_r must be a positive integer, got {self.lora_r!r}")
         if self.method == "qlora" and self.weight_dtype == "fp32":
             errors.append("qlora keeps non-quantized weights in bf16/fp16; weight_dtype fp32 is not a QLoRA setup")
+        if self.fp32_upcast and self.method != "qlora":
+            errors.append("fp32_upcast (prepare_model_for_kbit_training) applies to qlora only")
         if errors:
             raise ValueError("; ".join(errors))
 
     def label(self) -> str:
         ck = "ckpt" if self.grad_ckpt else "no-ckpt"
-        return f"{self.method}/{self.optimizer}/{self.weight_dtype}/s{self.seq_len}xb{self.micro_batch}/{ck}"
+        up = "/fp32-upcast" if self.fp32_upcast else ""
+        return f"{self.method}/{self.optimizer}/{self.weight_dtype}/s{self.seq_len}xb{self.micro_batch}/{ck}{up}"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -204,7 +208,8 @@ def predict(setup: Setup) -> pd.DataFrame:
         rest = table[~table["linear"]]
         q_bytes = sum(_nf4_bytes(int(n), setup.double_quant) for n in lin["numel"])
         add("weights", q_bytes, f"{int(lin.numel.sum()):,} linear weights in NF4 + quantization constants")
-        add("weights", 2 * rest.numel.sum(), f"{int(rest.numel.sum()):,} embedding/norm/head params in bf16")
+        rb, rdt = (4, "fp32 (prepare_model_for_kbit_training)") if setup.fp32_upcast else (2, "bf16")
+        add("weights", rb * rest.numel.sum(), f"{int(rest.numel.sum()):,} embedding/norm/head params in {rdt}")
     else:
         add("weights", wb * table.numel.sum(), f"{int(table.numel.sum()):,} params in {setup.weight_dtype}")
 
@@ -435,8 +440,6 @@ def run_experiment(
     resumes. The run record is published atomically at the end. Returns the record's path.
     """
     import shutil
-    import subprocess
-    import sys
     import tempfile
     from pathlib import Path
 
@@ -481,18 +484,9 @@ def run_experiment(
                 spec_file = work / f"point{i:02d}.spec.json"
                 spec_file.write_text(json.dumps(spec))
                 log_file = work / f"point{i:02d}.log"
-                try:
-                    with open(log_file, "w") as log:
-                        proc = subprocess.run([sys.executable, "-m", "llmstudy.finetune", str(spec_file), str(res_file) + ".new"], stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-                    new = Path(str(res_file) + ".new")
-                    res = json.loads(new.read_text()) if new.exists() else {"outcome": "error", "error": f"worker exited {proc.returncode} without a result"}
-                except subprocess.TimeoutExpired:
-                    res = {"outcome": "timeout", "error": f"no result within {timeout_s} s"}
-                if res.get("outcome") == "error" and "OutOfMemory" in (res.get("error") or "") + log_file.read_text()[-4000:]:
-                    res["outcome"] = "oom"
+                res = finetune.run_workers([{"spec_file": spec_file, "result_file": res_file, "log_file": log_file}], timeout_s)[0]
                 write_json_atomic(res_file, res)  # a resumed sweep never reads a half-written point
                 rec.write_text(log_file.read_text(), f"logs/point{i:02d}-{s.method}-{s.optimizer}-{s.weight_dtype}.log")
-                Path(str(res_file) + ".new").unlink(missing_ok=True)
             rec.write_json(res, f"raw/point{i:02d}.json")
             rows.append(_tidy_row(s, res, grad_accum, steps))
             tqdm.write(f"{s.label()}: {rows[-1]['outcome']}" + (f", peak {rows[-1]['peak_allocated_GiB']:.2f} GiB" if rows[-1]["peak_allocated_GiB"] else ""))
