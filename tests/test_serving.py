@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmstudy import loadgen, servebench as SB
+from llmstudy import loadgen, servebench as SB, serveplots as SP
 from llmstudy.records import load_record
 from llmstudy.serving import ServerStartError, VLLMServer, classify_failure, port_free, tagged_pids
 from llmstudy.vllm_log import parse_startup_log
@@ -106,7 +106,8 @@ def test_plans_cover_the_article_sweeps_and_refuse_impossible_points():
     pts = SB.plan_batch_size()
     assert len(pts) == 4 * 9 and {p.server.max_num_seqs for p in pts} == {4, 16, 64, 256}
     assert {p.workload.concurrency for p in pts} == set(SB.CONCURRENCY)
-    assert SB.ServerSettings(max_num_seqs=16, max_model_len=4096).args() == ["--dtype", "bfloat16", "--load-format", "dummy", "--max-num-seqs", "16", "--max-model-len", "4096"]
+    assert SB.ServerSettings(max_num_seqs=16, max_model_len=4096).args() == ["--dtype", "bfloat16", "--load-format", "dummy", "--max-num-seqs", "16", "--max-model-len", "4096", "--no-enable-prefix-caching"]
+    assert len({p.workload.seed for p in pts}) == len(pts)  # no prompt repeats across points
     io = SB.plan_io_grid(max_model_len=4096)
     refused = [p for p in io if p.refusal()]
     assert {(p.workload.input_len, p.workload.output_len) for p in refused} == {(8192, 128), (8192, 256), (8192, 1024)}
@@ -117,7 +118,7 @@ def test_plans_cover_the_article_sweeps_and_refuse_impossible_points():
 def test_decode_roofline_by_hand():
     kv = SB.kv_bytes_per_token("llama-2-7b")
     assert kv == 2 * 32 * 32 * 128 * 2 == 524_288
-    r = SB.decode_roofline("llama-2-7b", "NVIDIA H100 80GB HBM3", batch=1, context=640)
+    r = SP.decode_floor("llama-2-7b", "NVIDIA H100 80GB HBM3", batch=1, context=640)
     weights = (6_738_415_616 - 32000 * 4096) * 2
     assert r["weight_bytes"] == weights
     assert r["itl_floor_ms"] == pytest.approx((weights + 640 * kv) / 3.35e12 * 1e3)
@@ -265,15 +266,22 @@ def _vllm_python() -> str:
     return VLLM_PY
 
 
+def kill_plan():
+    """A 3-point concurrency sweep whose second point is slow (200 output tokens), so the kill lands mid-sweep."""
+    srv = SB.ServerSettings(max_num_seqs=2, max_model_len=512, **CPU)
+    w = [loadgen.Workload(32, 8, 1, 8, 2, seed=0), loadgen.Workload(32, 200, 2, 16, 2, seed=1), loadgen.Workload(32, 8, 4, 8, 2, seed=2)]
+    return [SB.Point("max_num_seqs", srv, x) for x in w]
+
+
 @needs_vllm
 def test_cpu_vllm_sweep_survives_a_killed_client_and_resumes(runs_root):
     py = _vllm_python()
     code = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(ROOT / 'src')!r})
+        sys.path[:0] = [{str(ROOT / 'src')!r}, {str(ROOT)!r}]
         from llmstudy import servebench as SB
-        pts = SB.plan_batch_size((2,), (1, 2, 4), 32, 8, 512, dtype="float32", enforce_eager=True)
-        SB.run_sweep("batch_size_sweep", "tiny-llama-serve", pts, run_id="ci", root={str(runs_root)!r}, python={py!r}, server_env={ENV!r}, start_timeout_s=400)
+        from tests.test_serving import kill_plan
+        SB.run_sweep("batch_size_sweep", "tiny-llama-serve", kill_plan(), run_id="ci", root={str(runs_root)!r}, python={py!r}, server_env={ENV!r}, start_timeout_s=400)
     """)
     work = runs_root / "batch_size_sweep" / ".work-ci"
     client = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -281,7 +289,7 @@ def test_cpu_vllm_sweep_survives_a_killed_client_and_resumes(runs_root):
     while not list((work / "points").glob("*.json")):
         assert client.poll() is None, "the sweep exited before its first point"
         assert time.monotonic() - t0 < 420, "no point finished within 420 s"
-        time.sleep(1)
+        time.sleep(0.1)
     tag = json.loads(next(work.glob("server-*.json")).read_text())["tag"]
     first = next((work / "points").glob("*.json"))
     before = json.loads(first.read_text())
@@ -289,12 +297,14 @@ def test_cpu_vllm_sweep_survives_a_killed_client_and_resumes(runs_root):
     client.wait()
     assert _gone(tag, within=60), f"orphan vLLM processes: {tagged_pids(tag)}"
 
-    path = SB.run_sweep("batch_size_sweep", "tiny-llama-serve", SB.plan_batch_size((2,), (1, 2, 4), 32, 8, 512, **CPU), run_id="ci", root=runs_root, python=py, server_env=ENV, start_timeout_s=400)
+    path = SB.run_sweep("batch_size_sweep", "tiny-llama-serve", kill_plan(), run_id="ci", root=runs_root, python=py, server_env=ENV, start_timeout_s=400)
     rec = load_record(path)
     pts = rec.table("points")
     assert list(pts["outcome"]) == ["ok"] * 3 and pts["exact_output_lengths"].all()
+    assert len(list((runs_root / "batch_size_sweep").glob(".work-*"))) == 0
     req = rec.table("requests")
-    assert len(req) == pts["num_prompts"].sum() and (req["output_sequence_length"] == 8).all()
+    assert len(req) == pts["num_prompts"].sum()
+    assert (req.groupby("point_id")["output_sequence_length"].unique().map(list).to_dict()) == {p: [o] for p, o in zip(pts.point_id, pts.output_len)}
     resumed = req[req.point_id == first.stem]
     assert np.allclose(resumed["time_to_first_token"], before["requests"]["time_to_first_token"])  # reused, not rerun
     srv = rec.table("servers")
@@ -303,6 +313,18 @@ def test_cpu_vllm_sweep_survives_a_killed_client_and_resumes(runs_root):
     m = rec.table("metrics").set_index(["point_id", "metric", "stat"])["value"]
     for pid, g in req.groupby("point_id"):
         assert m[pid, "output_token_throughput", "value"] == pytest.approx(g["output_sequence_length"].sum() / m[pid, "benchmark_duration", "value"])
+    _render("batch_size_sweep", runs_root, ["ci"], model="tiny-llama-serve", max_num_seqs=[2], concurrency=[1, 2, 4], input_len=32, output_len=8, max_model_len=512)
+
+
+def _render(notebook, runs_root, run_ids, **params):
+    """The chapter renders the CPU record (analyze mode, this record only)."""
+    import papermill as pm
+
+    out = runs_root.parent / f"{notebook}.out.ipynb"
+    pm.execute_notebook(str(ROOT / "notebooks" / f"{notebook}.ipynb"), str(out), parameters={"run_ids": run_ids, **params}, kernel_name="python3", cwd=str(ROOT / "notebooks"), progress_bar=False)
+    cells = json.loads(out.read_text())["cells"]
+    outputs = json.dumps([c.get("outputs", []) for c in cells])
+    assert all(r in outputs for r in run_ids) and "No run record yet" not in outputs
 
 
 @needs_vllm
@@ -321,3 +343,4 @@ def test_cpu_vllm_length_sweep_records_refusals_and_failed_starts(runs_root):
     srv = rec.table("servers").set_index("server")
     assert srv.loc["seqs2-len512-eager", "starts"] == 1  # the grid reused the max_model_len=512 server
     assert "float33" in srv.loc["seqs2-len384-eager", "error"] + (rec.path / "logs" / "server-seqs2-len384-eager.1.log").read_text()
+    _render("length_sweep", runs_root, ["ci-len"], model="tiny-llama-serve", max_model_lens=[256, 512, 384], concurrency=[1], input_len=32, output_len=8, max_num_seqs=2, io_input_lens=[16, 200], io_output_lens=[8, 400], io_concurrency=[1], io_max_model_len=512)

@@ -5,7 +5,7 @@ server; the server restarts only when a setting changes. Each finished point is 
 work folder, so an interrupted sweep resumes where it stopped; a server that cannot start (OOM, a refused
 setting, a timeout) and a point that times out are recorded as that point's outcome and the sweep goes on.
 
-Also here: the decode roofline (tokens/s bounded by HBM bandwidth / bytes read per decode step).
+Also here: what the decode roofline needs (HBM bandwidth per GPU, KV bytes per token; ``serveplots.decode_floor``).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class ServerSettings:
     gpu_memory_utilization: float | None = None
     quantization: str | None = None
     enforce_eager: bool = False
+    prefix_caching: bool = False  # off: repeated prompts (warm-ups, equal seeds) would make TTFT a cache hit
     extra: tuple[str, ...] = ()
 
     def __post_init__(self):
@@ -59,6 +60,7 @@ class ServerSettings:
                 a += [flag, str(v)]
         if self.enforce_eager:
             a.append("--enforce-eager")
+        a.append("--enable-prefix-caching" if self.prefix_caching else "--no-enable-prefix-caching")
         return a + list(self.extra)
 
     def label(self) -> str:
@@ -67,6 +69,8 @@ class ServerSettings:
             parts.append(self.quantization)
         if self.enforce_eager:
             parts.append("eager")
+        if self.prefix_caching:
+            parts.append("prefix")
         if self.extra:
             parts.append("x" + str(abs(hash(self.extra)) % 10**6))
         return "-".join(parts)
@@ -102,7 +106,7 @@ def plan_batch_size(max_num_seqs=(4, 16, 64, 256), concurrency=CONCURRENCY, inpu
     for s in max_num_seqs:
         srv = ServerSettings(max_num_seqs=s, max_model_len=max_model_len, **server)
         for c in concurrency:
-            pts.append(Point("max_num_seqs", srv, Workload(input_len, output_len, c, loadgen.prompts_for(c, s), warmups_for(c, s))))
+            pts.append(Point("max_num_seqs", srv, Workload(input_len, output_len, c, loadgen.prompts_for(c, s), warmups_for(c, s), seed=len(pts))))
     return pts
 
 
@@ -111,14 +115,15 @@ def plan_max_model_len(max_model_lens=(2048, 4096, 8192, 32768), concurrency=(1,
     pts = []
     for L in max_model_lens:
         srv = ServerSettings(max_num_seqs=max_num_seqs, max_model_len=L, **server)
-        pts += [Point("max_model_len", srv, Workload(input_len, output_len, c, loadgen.prompts_for(c, max_num_seqs), warmups_for(c, max_num_seqs))) for c in concurrency]
+        pts += [Point("max_model_len", srv, Workload(input_len, output_len, c, loadgen.prompts_for(c, max_num_seqs), warmups_for(c, max_num_seqs), seed=len(pts) + i)) for i, c in enumerate(concurrency)]
     return pts
 
 
 def plan_io_grid(input_lens=(128, 512, 2048, 8192), output_lens=(128, 256, 1024), concurrency=(1, 16), max_model_len=16384, max_num_seqs=256, **server) -> list[Point]:
     """Sweep 3: input length x output length at a few concurrencies, one server."""
     srv = ServerSettings(max_num_seqs=max_num_seqs, max_model_len=max_model_len, **server)
-    return [Point("io", srv, Workload(i, o, c, loadgen.prompts_for(c, max_num_seqs, min_prompts=4 if c == 1 else 8), warmups_for(c, max_num_seqs))) for c in concurrency for i in input_lens for o in output_lens]
+    grid = [(c, i, o) for c in concurrency for i in input_lens for o in output_lens]
+    return [Point("io", srv, Workload(i, o, c, loadgen.prompts_for(c, max_num_seqs, min_prompts=4 if c == 1 else 8), warmups_for(c, max_num_seqs), seed=k)) for k, (c, i, o) in enumerate(grid)]
 
 
 def prepare_model_dir(model: str, dest: Path) -> Path:
@@ -355,33 +360,6 @@ def kv_bytes_per_token(model: str, dtype_bytes: int = 2) -> int:
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
     kv = getattr(c, "num_key_value_heads", None) or heads
     return 2 * c.num_hidden_layers * kv * head_dim * dtype_bytes
-
-
-def decode_roofline(model: str, gpu_name: str, batch: float, context: float, dtype_bytes: int = 2) -> dict:
-    """Lower bound on one decode step: every weight except the input embedding read once, plus each sequence's KV.
-
-    Returns the bytes per step, the step-time floor (ms, = ITL floor) and the output tokens/s bound for ``batch``
-    sequences of mean ``context`` tokens.
-    """
-    c = M.load_config(model)
-    n = int(M.component_counts(model)["total"])
-    weight_bytes = (n - c.vocab_size * c.hidden_size) * dtype_bytes
-    step_bytes = weight_bytes + batch * context * kv_bytes_per_token(model, dtype_bytes)
-    bw = hbm_bandwidth(gpu_name)
-    step_s = step_bytes / bw
-    return {"weight_bytes": weight_bytes, "step_bytes": step_bytes, "bandwidth": bw, "itl_floor_ms": step_s * 1e3, "tokens_per_s_bound": batch / step_s}
-
-
-def roofline_table(results: pd.DataFrame, model: str, gpu_col: str = "gpu") -> pd.DataFrame:
-    """Measured decode speed against the roofline, per point: batch = min(concurrency, max_num_seqs), context =
-    input + output/2 (the mean over the decode). ``itl_vs_floor`` = floor / measured ITL (1.0 = at the roof)."""
-    out = []
-    for _, r in results[results["outcome"] == "ok"].iterrows():
-        b = min(r["concurrency"], r["max_num_seqs"] or r["concurrency"])
-        rf = decode_roofline(model, r[gpu_col], b, r["input_len"] + r["output_len"] / 2)
-        itl = r.get("inter_token_latency_avg")
-        out.append({**{k: r[k] for k in ("run_id", "point_id", "max_num_seqs", "concurrency", "input_len", "output_len") if k in r}, "batch": b, "itl_floor_ms": rf["itl_floor_ms"], "itl_ms": itl, "itl_vs_floor": rf["itl_floor_ms"] / itl if itl else float("nan"), "decode_tok_s_bound": rf["tokens_per_s_bound"], "decode_tok_s_measured": b * 1e3 / itl if itl else float("nan")})
-    return pd.DataFrame(out)
 
 
 def load_results(experiment: str, root=None) -> pd.DataFrame:
