@@ -8,7 +8,6 @@ import sys
 import threading
 import types
 
-import pandas as pd
 import pytest
 
 from llmstudy import capacity as C

@@ -206,7 +206,7 @@ def _supervise(parent: int, grace: float, cmd: list[str]) -> int:
     signal.signal(signal.SIGINT, on_signal)
     while True:
         try:
-            rc = child.wait(timeout=0.5)
+            child.wait(timeout=0.5)
             break
         except subprocess.TimeoutExpired:
             pass
