@@ -850,29 +850,16 @@ def answer_table(answers: pd.DataFrame) -> pd.DataFrame:
 
 
 def notebook_params():
-    from .params import Param
-
-    def model_ok(v):
-        try:
-            M.config_path(v)
-        except M.UnknownModelError as e:
-            return str(e)
-        return None
+    from .params import Param, known_model, non_negative, positive
 
     def variants_ok(v):
         bad = [x for x in v if x not in VARIANTS]
         return f"unknown variant(s) {bad}; known: {list(VARIANTS)}" if bad else (None if v else "needs at least one variant")
 
-    def non_negative(v):
-        return None if v >= 0 else "must be >= 0"
-
-    def positive(v):
-        return None if v > 0 else "must be > 0"
-
     return {
         "mode": Param(str, "analyze", "analyze: render recorded runs (CPU); run: train and write a run record", choices=("analyze", "run")),
-        "model": Param(str, "gemma-3-270m", "model for run mode: a pretrained model with weights.json, or a random-weight architecture", check=model_ok),
-        "speed_model": Param(str, "llama-2-7b", "the random-weight architecture of the memory/speed runs", check=model_ok),
+        "model": Param(str, "gemma-3-270m", "model for run mode: a pretrained model with weights.json, or a random-weight architecture", check=known_model),
+        "speed_model": Param(str, "llama-2-7b", "the random-weight architecture of the memory/speed runs", check=known_model),
         "variants": Param(list, ["base", "lora", "qlora", "lora-fast", "qlora-fast"], "variants to run", check=variants_ok),
         "parallel": Param(list, [], "variants run side by side at the end of run mode", check=lambda v: variants_ok(v) if v else None),
         "steps": Param(int, 0, "optimizer steps per variant (0: full epochs, evaluation, answers)", check=non_negative),

@@ -520,14 +520,7 @@ CONFIG_MODELS = ("llama-2-7b", "llama-4-scout-17b-16e-instruct", "llama-4-maveri
 
 
 def notebook_params():
-    from .params import Param, positive
-
-    def model_ok(v):
-        try:
-            M.config_path(v)
-        except M.UnknownModelError as e:
-            return str(e)
-        return None
+    from .params import Param, known_model, positive
 
     def methods_ok(v):
         try:
@@ -538,12 +531,12 @@ def notebook_params():
         return None if v else "needs at least one method"
 
     def models_ok(v):
-        bad = [m for m in v if model_ok(m)]
+        bad = [m for m in v if known_model(m)]
         return f"unknown model(s) {bad}; known: {M.available_models()}" if bad else None
 
     return {
         "mode": Param(str, "analyze", "analyze: render recorded runs (CPU); run: measure and write a run record", choices=("analyze", "run")),
-        "model": Param(str, "llama-2-7b", "model config (name under data/models or path) for run mode and the focus tables", check=model_ok),
+        "model": Param(str, "llama-2-7b", "model config (name under data/models or path) for run mode and the focus tables", check=known_model),
         "compare_models": Param(list, list(CONFIG_MODELS), "model configs compared in the breakdown", check=models_ok),
         "methods": Param(list, ["lora", "qlora", "full"], "METHOD[:OPTIMIZER[:DTYPE]] entries", check=methods_ok),
         "optimizer": Param(str, "paged_adamw_8bit", "default optimizer", choices=tuple(OPTIMIZERS)),

@@ -27,6 +27,21 @@ def positive(v) -> str | None:
     return None if v > 0 else "must be > 0"
 
 
+def non_negative(v) -> str | None:
+    return None if v >= 0 else "must be >= 0"
+
+
+def known_model(v) -> str | None:
+    """A model name under data/models or a path to a config.json; else the models module's error message."""
+    from . import models as M
+
+    try:
+        M.config_path(v)
+    except M.UnknownModelError as e:
+        return str(e)
+    return None
+
+
 IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 from . import models as M
 from . import records as R
 from . import servebench as SB
-from .params import Param, positive
+from .params import Param, known_model, positive
 from .vllm_log import parse_startup_log
 
 # --- reference numbers that are NOT run records (shown labelled, never mixed into the measured tables) ---------
@@ -35,14 +35,6 @@ GENAI_PERF_METRICS = ("time_to_first_token", "time_to_second_token", "inter_toke
 
 
 # --- notebook parameters ---------------------------------------------------------------------------------------
-def _model_ok(v) -> str | None:
-    try:
-        M.config_path(v)
-    except M.UnknownModelError as e:
-        return str(e)
-    return None
-
-
 def _positive_ints(v) -> str | None:
     if not v:
         return "needs at least one value"
@@ -64,7 +56,7 @@ def _run_ids_ok(v) -> str | None:
 def _common_params() -> dict[str, Param]:
     return {
         "mode": Param(str, "analyze", "analyze: render the run records (CPU); run: sweep on this machine's vLLM and write a record", choices=("analyze", "run")),
-        "model": Param(str, "llama-2-7b", "model config (name under data/models or a path to a config.json)", check=_model_ok),
+        "model": Param(str, "llama-2-7b", "model config (name under data/models or a path to a config.json)", check=known_model),
         "run_id": Param(str, "", "run mode: the new record's id (empty = timestamp); reuse it to resume an interrupted sweep", check=lambda v: None if v == "" or R.RUN_ID_RE.match(v) else "letters, digits, '.', '_', '-'"),
         "run_ids": Param(list, [], "analyze mode: records to show (empty = every record of the experiment)", check=_run_ids_ok),
         "budget_s": Param((float, int, type(None)), None, "run mode: stop starting new work after this many seconds (resume with the same run_id)", check=_budget_ok),

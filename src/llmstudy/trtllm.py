@@ -199,14 +199,7 @@ class ServeDeploy(_Deploy):
 
 def notebook_params(cls: type) -> dict:
     """The notebook parameter spec of a workflow class (plus ``mode`` and ``run_id``), for ``params.validate``."""
-    from .params import Param, positive
-
-    def model_ok(v):
-        try:
-            M.config_path(v)
-        except M.UnknownModelError as e:
-            return str(e)
-        return None
+    from .params import Param, known_model, non_negative, positive
 
     def positive_ints(v):
         return None if v and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v) else "must be a non-empty list of positive integers"
@@ -215,9 +208,6 @@ def notebook_params(cls: type) -> dict:
         "mode": Param(str, "analyze", "analyze: render the plan, preflight and records (CPU); run: execute in the container", choices=("analyze", "run")),
         "run_id": Param(str, "", "run record name ('' = timestamp)"),
     }
-    def non_negative(v):
-        return None if v >= 0 else "must be >= 0"
-
     def fraction(v):
         return None if 0 < v <= 1 else "must be in (0, 1]"
 
@@ -225,7 +215,7 @@ def notebook_params(cls: type) -> dict:
         return None if v and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v) else "must be a non-empty list of GPU indices"
 
     types = {"str": str, "int": int, "float": (int, float), "bool": bool, "list": list}
-    named = {"model": model_ok, "concurrencies": positive_ints, "gpu_ids": gpu_ids}
+    named = {"model": known_model, "concurrencies": positive_ints, "gpu_ids": gpu_ids}
     for f in fields(cls):
         default = f.default_factory() if callable(f.default_factory) else f.default
         t = types[str(f.type)]
