@@ -91,24 +91,6 @@ def bench_command(base_url: str, model: str, tokenizer: str, w: Workload, result
     ]
 
 
-def run_vllm_bench(base_url: str, model: str, tokenizer: str, w: Workload, result_dir: Path, tag: str, timeout_s: float = 600, python: str | None = None, served_model_name: str | None = None) -> tuple[dict, str]:
-    """Run one point; returns (the tool's JSON result, its console output). Raises ``TimeoutError`` on timeout."""
-    result_dir = Path(result_dir)
-    result_dir.mkdir(parents=True, exist_ok=True)
-    out_file = result_dir / f"{tag}.json"
-    out_file.unlink(missing_ok=True)
-    cmd = bench_command(base_url, model, tokenizer, w, result_dir, out_file.name, python, served_model_name)
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        raise TimeoutError(f"vllm bench serve did not finish within {timeout_s:.0f} s\n{out[-3000:]}") from e
-    console = "$ " + " ".join(cmd) + "\n" + p.stdout + p.stderr
-    if p.returncode != 0 or not out_file.exists():
-        raise RuntimeError(f"vllm bench serve failed (exit {p.returncode})\n{console[-4000:]}")
-    return json.loads(out_file.read_text()), console
-
-
 def bench_args(command: list[str]) -> list[str]:
     """The ``vllm bench serve`` arguments of a :func:`bench_command` (everything after ``bench serve``)."""
     return command[command.index("serve") + 1 :]
@@ -117,8 +99,8 @@ def bench_args(command: list[str]) -> list[str]:
 class BenchWorker:
     """One long-lived ``vllm bench serve`` process (see ``llmstudy._benchworker``) for many points.
 
-    ``run`` has the same contract as :func:`run_vllm_bench`; on a timeout the worker is killed and the next call
-    starts a fresh one.
+    ``run`` returns (the tool's JSON result, its console output) and raises ``TimeoutError`` on a timeout (the worker
+    is then killed and the next call starts a fresh one) or ``RuntimeError`` when the benchmark fails.
     """
 
     def __init__(self, python: str | None = None, start_timeout_s: float = 300):
@@ -257,7 +239,7 @@ _GENAI_PERF_NAMES = {  # genai-perf / aiperf export key -> our metric
     "request_count": "completed_requests",
     "error_request_count": "failed_requests",
 }
-_UNIT_SCALE = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3, "sec": 1e3}
+_SECONDS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "sec": 1.0}
 
 
 def normalize_genai_perf(path: Path | str) -> pd.DataFrame:
@@ -272,12 +254,13 @@ def normalize_genai_perf(path: Path | str) -> pd.DataFrame:
         if not isinstance(d, dict):
             continue
         unit = d.get("unit", "")
-        scale = _UNIT_SCALE.get(unit, 1.0) if ours in PER_REQUEST and PER_REQUEST[ours] == "ms" else (1e-3 if ours == "benchmark_duration" and unit == "ms" else 1.0)
         target_unit = PER_REQUEST.get(ours) or AGGREGATE.get(ours)
+        # times convert to our unit (ms per request, s for the duration); counts and rates pass through
+        scale = _SECONDS[unit] / _SECONDS[target_unit] if unit in _SECONDS and target_unit in _SECONDS else 1.0
         if ours in AGGREGATE:
             v = d.get("avg", d.get("value"))
             if v is not None:
-                rows.append((ours, "value", float(v) * (1e-9 if ours == "benchmark_duration" and unit == "ns" else scale), target_unit))
+                rows.append((ours, "value", float(v) * scale, target_unit))
             continue
         for s in STATS:
             if s in d and d[s] is not None:

@@ -261,7 +261,7 @@ def _serve_points(settings, todo, model_dir, served, work, srv_file, port, start
             return info
         worker = loadgen.BenchWorker(python)
         try:
-            info.update(outcome="ok", start_s=srv.start_s, facts={k: v for k, v in srv.facts.items()}, command=srv.command)
+            info.update(outcome="ok", start_s=srv.start_s, facts=srv.facts, command=srv.command)
             write_json_atomic(srv_file, info)
             while remaining:
                 p = remaining[0]
@@ -285,7 +285,7 @@ def _run_point(srv: VLLMServer, worker: loadgen.BenchWorker, p: Point, model_dir
     t0 = time.monotonic()
     raw_dir = work / "raw"
     try:
-        result, console = worker.run(srv.base_url, str(model_dir), str(model_dir), p.workload, raw_dir, p.point_id, timeout_s, served_model_name=served)
+        result, _ = worker.run(srv.base_url, str(model_dir), str(model_dir), p.workload, raw_dir, p.point_id, timeout_s, served_model_name=served)
     except TimeoutError as e:
         return {"outcome": "timeout", "error": str(e)[:2000], "wall_s": round(time.monotonic() - t0, 1)}
     except RuntimeError as e:
@@ -296,7 +296,6 @@ def _run_point(srv: VLLMServer, worker: loadgen.BenchWorker, p: Point, model_dir
     result.pop("generated_texts", None)
     with gzip.open(raw_dir / f"{p.point_id}.json.gz", "wt") as f:
         json.dump(result, f)
-    (raw_dir / f"{p.point_id}.console.txt").write_text(console)
     bad = int((~req["ok"]).sum())
     if bad == len(req):
         died = srv.proc.poll() is not None
@@ -360,10 +359,3 @@ def kv_bytes_per_token(model: str, dtype_bytes: int = 2) -> int:
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
     kv = getattr(c, "num_key_value_heads", None) or heads
     return 2 * c.num_hidden_layers * kv * head_dim * dtype_bytes
-
-
-def load_results(experiment: str, root=None) -> pd.DataFrame:
-    """All records' per-point results (wide), with ``run_id`` and ``gpu``."""
-    from .records import results
-
-    return results(experiment, "results", root)
