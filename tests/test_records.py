@@ -73,3 +73,14 @@ def test_an_existing_record_is_never_overwritten(runs_root):
             pass
     with pytest.raises(R.RecordError, match="run_id"):
         R.RunWriter("unit_test", {}, run_id="../escape")
+
+
+def test_an_empty_table_reads_as_no_rows_beside_full_ones(runs_root):
+    # a variant list without answers writes answers.csv as a bare newline; the experiment's table must still load
+    with R.RunWriter("unit_test", {}, run_id="e1") as w:
+        w.write_table(pd.DataFrame(), "answers")
+    with R.RunWriter("unit_test", {}, run_id="e2") as w:
+        w.write_table(pd.DataFrame({"q": ["a", "b"]}), "answers")
+    assert (runs_root / "unit_test" / "e1" / "answers.csv").read_text().strip() == ""
+    t = R.results("unit_test", "answers")
+    assert t.q.tolist() == ["a", "b"] and set(t.run_id) == {"e2"}

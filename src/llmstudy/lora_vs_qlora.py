@@ -240,7 +240,7 @@ def style_metrics(texts) -> pd.DataFrame:
     """Per text: characters, sentences, 「、」 count and 「、」 per sentence (the persona's halting cadence)."""
     rows = []
     for t in texts:
-        t = (t or "").strip()
+        t = t.strip() if isinstance(t, str) else ""  # an empty answer reads back from CSV as NaN
         sentences = [s for s in SENTENCE_END.split(t) if s.strip()]
         n_s = max(len(sentences), 1) if t else 0
         commas = t.count("、")
@@ -743,10 +743,13 @@ def add_speed(results: pd.DataFrame) -> pd.DataFrame:
     df = results.copy()
     if df.empty:
         return df
+    # both recipes train the same LoRA adapters: a run cut before it reported its count takes its sibling's
+    df["trainable_params"] = df.groupby(["model", "method"]).trainable_params.transform(lambda x: x.fillna(x.max()))
     flops, mfu, peaks = [], [], []
     for _, r in df.iterrows():
         pk = peak_flops(str(r.get("gpu", "")))
-        ok = r["outcome"] == "ok" and pd.notna(r.get("tokens_per_step")) and pd.notna(r.get("median_step_s")) and r["method"] != "base"
+        timed = r["outcome"] in ("ok", "timeout")  # a run stopped by its deadline still measured its steps
+        ok = timed and pd.notna(r.get("tokens_per_step")) and pd.notna(r.get("median_step_s")) and pd.notna(r.get("trainable_params")) and r["method"] != "base"
         f = train_flops(r["model"], r["tokens_per_step"], int(r["trainable_params"]), True) if ok else None
         flops.append(f)
         mfu.append(f / r["median_step_s"] / pk[1] if f and pk else None)
@@ -781,9 +784,12 @@ def fast_vs_article(results: pd.DataFrame, history: pd.DataFrame | None = None) 
     rows = []
     if df.empty:
         return pd.DataFrame()
-    ok = df[df.outcome == "ok"]
+    # an article-recipe run cut by the call's deadline still measured its step time (it needs >= 3 steps: the first
+    # one, with its one-off setup, is not in the median); the fast recipe must have finished
+    partial = (df.outcome == "timeout") & (df.recipe == "article") & (df.steps_run >= 3) & df.median_step_s.notna()
+    ok = df[(df.outcome == "ok") | partial]
     for (model, method), g in ok.groupby(["model", "method"]):
-        a, f = g[g.recipe == "article"], g[g.recipe == "fast"]
+        a, f = g[g.recipe == "article"], g[(g.recipe == "fast") & (g.outcome == "ok")]
         if a.empty or f.empty:
             continue
         a, f = a.iloc[-1], f.iloc[-1]
@@ -796,6 +802,7 @@ def fast_vs_article(results: pd.DataFrame, history: pd.DataFrame | None = None) 
             step_diff = float((100 * (hf[both] - ha[both]).abs() / ha[both]).max()) if len(both) else None
         rows.append({
             "model": model, "method": method, "runs": f"{a.run_id} / {f.run_id}",
+            "article outcome": "ok" if a.outcome == "ok" else f"{a.outcome} after {int(a.steps_run)} of {int(a.steps_per_epoch * 3) if pd.notna(a.get('steps_per_epoch')) else '?'} steps",
             "article s/epoch": a.epoch_s, "fast s/epoch": f.epoch_s, "speedup per epoch": a.epoch_s / f.epoch_s,
             "article MFU %": 100 * a.mfu if pd.notna(a.mfu) else None, "fast MFU %": 100 * f.mfu if pd.notna(f.mfu) else None,
             "article peak GiB": a.peak_allocated_GiB, "fast peak GiB": f.peak_allocated_GiB,

@@ -142,7 +142,10 @@ class Record:
         for ext, reader in ((".csv", pd.read_csv), (".parquet", pd.read_parquet)):
             f = self.path / f"{name}{ext}"
             if f.exists():
-                df = reader(f)
+                try:
+                    df = reader(f)
+                except pd.errors.EmptyDataError:  # an empty table is written as a bare newline
+                    df = pd.DataFrame()
                 df.insert(0, "run_id", self.run_id)
                 return df
         raise RecordError(f"{self.path}: no table {name!r}")

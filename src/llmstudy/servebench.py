@@ -329,6 +329,8 @@ def _write_record(rec: RunWriter, points: list[Point], servers: list[dict], work
     res = pts.merge(w, on="point_id", how="left").merge(srv[[c for c in srv.columns if c in ("server", "kv_cache_tokens", "max_concurrency", "available_kv_gib", "weights_gib", "start_s")]], on="server", how="left")
     rec.write_table(res, "results")
     rec.write_json(servers, "servers.json")
+    if (work / "model" / "config.json").exists():  # the config vLLM served: model configs may change later
+        rec.write_text((work / "model" / "config.json").read_text(), "model-config.json")
     for f in sorted((work / "logs").glob("*.log")) if (work / "logs").exists() else []:
         rec.write_text(f.read_text(errors="replace"), f"logs/{f.name}")
     raw = work / "raw"
