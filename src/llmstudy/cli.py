@@ -168,6 +168,34 @@ def _lora_vs_qlora(args) -> int:
     return 0
 
 
+def _features(args) -> int:
+    from . import servebench as SB
+    from . import vllm_features as F
+
+    if args.action == "prompts":
+        for kind, path in F.build_prompts().items():
+            print(f"{kind}: {path}")
+        return 0
+    kw = {"repeats": args.repeats}
+    if args.concurrency:
+        kw["concurrency"] = tuple(args.concurrency)
+    if args.action == "plan":
+        pts = F.plan(args.arms, **kw)
+        for p in pts:
+            print(f"{p.point_id:70s} {p.workload.num_prompts:4d} prompts {p.workload.warmups:2d} warm-ups  {' '.join(p.server.args())}")
+        est = F.estimate(pts)
+        print(est.to_string(index=False, float_format="{:,.0f}".format))
+        print(f"estimated total: {est.total_s.sum() / 60:.1f} min for {len(est)} server starts and {len(pts)} points (rough: H100 probes, 7B)")
+        return 0
+    try:
+        path = F.run(args.arms, model=args.model, run_id=args.run_id, budget_s=args.budget_s, port=args.port or None, start_timeout_s=args.start_timeout_s, **kw)
+    except SB.SweepIncomplete as e:
+        print(f"llmstudy: incomplete: {e}", file=sys.stderr)
+        return 3
+    print(f"run record: {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="llmstudy", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -273,6 +301,18 @@ def main(argv=None) -> int:
     lq.add_argument("--run-id", default="")
     lq.add_argument("--deadline-s", type=float, default=None)
     lq.set_defaults(fn=_lora_vs_qlora)
+
+    f = sub.add_parser("features", help="vLLM feature ablations: plan (points, time estimate), run (one record per selection), prompts (rebuild the text prompts)")
+    f.add_argument("action", choices=("plan", "run", "prompts"))
+    f.add_argument("arms", nargs="?", default="core", help="groups (core, quant, kernels, spec, extra) and/or arm names, comma-separated")
+    f.add_argument("--model", default="llama-2-7b", help="the 7B arms' model (the spec arms use gemma-3-270m's checkpoint)")
+    f.add_argument("--repeats", type=int, default=2)
+    f.add_argument("--concurrency", type=int, nargs="+")
+    f.add_argument("--run-id", default="")
+    f.add_argument("--budget-s", type=float, default=None, help="start no server or point that would end after this many seconds (resume with the same --run-id)")
+    f.add_argument("--port", type=int, default=0)
+    f.add_argument("--start-timeout-s", type=float, default=420)
+    f.set_defaults(fn=_features)
 
     args = p.parse_args(argv)
     try:

@@ -46,7 +46,13 @@ METRIC_COLUMNS = ["metric", "stat", "value", "unit"]
 
 @dataclass(frozen=True)
 class Workload:
-    """One load point: fixed input/output lengths (random tokens, ``ignore_eos``) at a fixed concurrency."""
+    """One load point: fixed input/output lengths (random tokens, ``ignore_eos``) at a fixed concurrency.
+
+    ``prefix_len``: the first that many of the ``input_len`` tokens are one random prefix shared by every prompt
+    (``--random-prefix-len``; what prefix caching can reuse). ``dataset``: a JSONL file of real text prompts
+    (``{"prompt": ...}``, vllm bench's ``custom`` dataset; a path relative to the repository root) sent as they
+    are, decoded greedily and ended by the model's EOS or ``output_len`` (a cap); ``input_len`` is then nominal.
+    """
 
     input_len: int
     output_len: int
@@ -54,6 +60,8 @@ class Workload:
     num_prompts: int
     warmups: int = 2
     seed: int = 0
+    prefix_len: int = 0
+    dataset: str = ""
 
     def __post_init__(self):
         for k in ("input_len", "output_len", "concurrency", "num_prompts"):
@@ -62,6 +70,20 @@ class Workload:
                 raise ValueError(f"{k} must be a positive integer, got {v!r}")
         if self.warmups < 0:
             raise ValueError(f"warmups must be >= 0, got {self.warmups}")
+        if not isinstance(self.prefix_len, int) or not 0 <= self.prefix_len < self.input_len:
+            raise ValueError(f"prefix_len must be an integer in [0, input_len), got {self.prefix_len!r}")
+        if self.dataset and self.prefix_len:
+            raise ValueError("a shared prefix applies to random-token prompts, not to a prompt file")
+
+    @property
+    def tag(self) -> str:
+        """What distinguishes this workload in a point id: lengths, concurrency, shared prefix, prompt file."""
+        t = f"in{self.input_len}-out{self.output_len}-c{self.concurrency}"
+        if self.prefix_len:
+            t += f"-p{self.prefix_len}"
+        if self.dataset:
+            t += "-" + Path(self.dataset).stem
+        return t
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,12 +100,19 @@ def prompts_for(concurrency: int, max_num_seqs: int, min_prompts: int = 8, max_w
 def bench_command(base_url: str, model: str, tokenizer: str, w: Workload, result_dir: Path, result_file: str, python: str | None = None, served_model_name: str | None = None) -> list[str]:
     """``vllm bench serve`` against an OpenAI-compatible completions endpoint (no chat template: exact lengths)."""
     py = python or os.environ.get("LLMSTUDY_VLLM_PYTHON") or sys.executable
+    if w.dataset:  # real text: greedy, ends at EOS or the cap; no chat template (the completions endpoint)
+        from .paths import repo_root
+
+        path = Path(w.dataset) if Path(w.dataset).is_absolute() else repo_root() / w.dataset
+        data = ["--dataset-name", "custom", "--dataset-path", str(path), "--custom-output-len", str(w.output_len), "--skip-chat-template", "--temperature", "0"]
+    else:
+        data = ["--dataset-name", "random", "--random-input-len", str(w.input_len - w.prefix_len), "--random-output-len", str(w.output_len), "--random-range-ratio", "0", "--ignore-eos"]
+        data += ["--random-prefix-len", str(w.prefix_len)] if w.prefix_len else []
     return [
         py, "-m", "vllm.entrypoints.cli.main", "bench", "serve",
         "--backend", "openai", "--endpoint", "/v1/completions", "--base-url", base_url,
         "--model", served_model_name or model, "--tokenizer", tokenizer,
-        "--dataset-name", "random", "--random-input-len", str(w.input_len), "--random-output-len", str(w.output_len),
-        "--random-range-ratio", "0", "--ignore-eos", "--max-concurrency", str(w.concurrency),
+        *data, "--max-concurrency", str(w.concurrency),
         "--num-prompts", str(w.num_prompts), "--num-warmups", str(w.warmups), "--seed", str(w.seed),
         "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
         "--save-result", "--save-detailed", "--result-dir", str(result_dir), "--result-filename", result_file,

