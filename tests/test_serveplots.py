@@ -129,7 +129,7 @@ def test_engine_stats_and_failure_reason_parse_vllm_lines():
 
 
 def test_server_logs_show_the_kv_cache_and_the_busiest_moment():
-    logs = SP.server_logs("batch_size_sweep").set_index("max_num_seqs")
+    logs = SP.server_logs("batch_size_sweep", ["h100-b"]).set_index("max_num_seqs")
     assert (logs.kv_cache_tokens == KV_TOKENS).all() and (logs.max_concurrency == 29.64).all()
     assert logs.max_running.to_dict() == {4: 4, 16: 16, 64: 64, 256: 214}  # 256 is held back by the KV cache
     assert logs.loc[256, "max_waiting"] == 55 and logs.loc[256, "max_kv_usage_pct"] == 98.9
@@ -195,6 +195,7 @@ def test_batch_notebook_renders_the_records(tmp_path):
     assert glue["bs_plateau_256"] == "4,786" and glue["bs_kv_tokens"] == "121,424" and glue["bs_max_running"] == "214"
     assert glue["bs_calls"] == "3" and glue["bs_wall_min"] == "20" and glue["bs_c1_itl"] == "6.02–6.06"
     assert "runs: h100-b" in text and "probe (H100, vLLM 0.25 defaults)" in text and "1,157" in text
+    assert glue["bs_q_awq_w"] == "3.74" and glue["bs_q_gptq_w"] == "12.55, 12.55" and glue["bs_q_base_run"] == "h100-bf16-seqs16"
 
 
 def test_length_notebook_renders_refusals_and_failures(tmp_path):
@@ -203,13 +204,15 @@ def test_length_notebook_renders_refusals_and_failures(tmp_path):
     assert glue["ls_kv_tokens"] == "121,424" and glue["ls_lens"] == "2,048, 4,096, 8,192, 32,768"
     assert glue["ls_refusal"].startswith("User-specified max_model_len") and glue["ls_fit_points"] == "9"
     assert "index out of bounds" in text and "runs: h100-b, h100-c" in text and "runs: h100-d" in text
+    assert glue["ls16_runs"] == "h100-e" and "runs: h100-e" in text  # the concurrency-16 half, kept apart from concurrency 1
 
 
 @pytest.mark.parametrize("name", ["batch_size_sweep", "length_sweep"])
 def test_notebooks_render_without_any_record(tmp_path, runs_root, name):
     text, glue = _run(tmp_path, name)
     assert '"ename"' not in text and "No run record yet" in text
-    assert glue and all(v == "n/a" for k, v in glue.items() if k != "ls_kv_bytes")  # from the model config, not a record
+    # ls_kv_bytes comes from the model config and bs_art_gptq is the article's published number: neither is a record
+    assert glue and all(v == "n/a" for k, v in glue.items() if k not in ("ls_kv_bytes", "bs_art_gptq"))
 
 
 def test_notebook_stops_on_a_bad_parameter_before_any_work(tmp_path):
@@ -228,3 +231,20 @@ def test_notebook_run_mode_without_vllm_fails_before_any_server(tmp_path, runs_r
     with pytest.raises(pm.PapermillExecutionError, match="run mode needs vLLM"):
         _run(tmp_path, "length_sweep", mode="run", run_id="nb-cpu")
     assert not list(runs_root.rglob("*"))  # nothing started, nothing written
+
+
+def test_four_bit_records_say_what_the_engine_did_with_the_weights():
+    """The H100 records at max_num_seqs 16 (2026-11-22): AWQ loaded as 4-bit; GPTQ with dummy weights did not."""
+    if not (ROOT / "data/runs/batch_size_sweep/h100-awq").exists():
+        pytest.skip("no 4-bit records")
+    q = SP.fixed_batch_table("batch_size_sweep", ["llama-2-7b", "llama-2-7b-gptq", "llama-2-7b-awq"]).set_index("run_id")
+    assert set(q.index) == {"h100-b", "h100-bf16-seqs16", "h100-gptq", "h100-gptq-kernel", "h100-awq"}
+    assert q.loc["h100-awq", "engine quantization"] == "auto_awq" and q.loc["h100-awq", "GEMM kernel"] == "MacheteLinearKernel"
+    assert q.loc["h100-awq", "weights GiB"] == 3.74 and q.loc["h100-awq", "KV tokens"] == 139_632
+    for r in ("h100-gptq", "h100-gptq-kernel"):  # auto_gptq resolved, but no layer quantized: bf16-sized weights
+        assert q.loc[r, "engine quantization"] == "auto_gptq" and q.loc[r, "GEMM kernel"] == "unquantized" and q.loc[r, "weights GiB"] == 12.55
+    assert q.loc["h100-b", "prefix caching"] == "True" and q.loc["h100-bf16-seqs16", "prefix caching"] == "False"
+    # 4-bit weights: a quarter of the bytes per decode step, so a faster step at c=1
+    assert q.loc["h100-awq", "c1 ITL ms"] < 0.75 * q.loc["h100-bf16-seqs16", "c1 ITL ms"]
+    # the main sweep's figures never mix in the single-setting comparison records
+    assert SP.sweep_runs("batch_size_sweep", "llama-2-7b", [4, 16, 64, 256]) == ["h100-b"]

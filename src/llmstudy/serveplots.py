@@ -16,6 +16,7 @@ import pandas as pd
 from . import models as M
 from . import records as R
 from . import servebench as SB
+from .vllm_log import parse_startup_log
 from .params import Param, known_model, positive
 from .vllm_log import parse_startup_log
 
@@ -137,6 +138,44 @@ def runs_info(experiment: str, run_ids=()) -> pd.DataFrame:
             "VLLM_ALLOW_LONG_MAX_MODEL_LEN": "not recorded" if env is None else env.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "unset"),
             "notes": m.get("notes", ""),
         })
+    return pd.DataFrame(rows)
+
+
+def sweep_runs(experiment: str, model: str, max_num_seqs=None) -> list[str]:
+    """Run ids of ``model``'s records that ran this sweep's plan: the same max_num_seqs list (``None`` in a record means
+    the CLI default, the full plan). Single-setting comparison records (e.g. 4-bit weights at max_num_seqs 16) are
+    left out, so they never mix into the main sweep's figures."""
+    out = []
+    for rec in R.load_runs(experiment):
+        p = rec.manifest["parameters"]
+        got = p.get("max_num_seqs")
+        if p.get("model") == model and (max_num_seqs is None or got is None or sorted(got) == sorted(max_num_seqs)):
+            out.append(rec.run_id)
+    return out
+
+
+def fixed_batch_table(experiment: str, models, max_num_seqs: int = 16, concurrency=(1, 16)) -> pd.DataFrame:
+    """One row per record of ``models`` that served max_num_seqs with every listed concurrency: what the engine made of
+    the weights (resolved quantization method, GEMM kernel, weight GiB, KV tokens, prefix caching, all read from the
+    server log) and the speed at each concurrency (ITL, TTFT, output tok/s). Compares weight formats like for like."""
+    rows = []
+    for rec in R.load_runs(experiment):
+        p = rec.manifest["parameters"]
+        if p.get("model") not in list(models):
+            continue
+        res = rec.table("results")
+        res = res[(res.max_num_seqs == max_num_seqs) & (res.outcome == "ok")]
+        if not set(concurrency) <= set(res.concurrency):
+            continue
+        logs = sorted((rec.path / "logs").glob(f"server-seqs{max_num_seqs}-*.log"))
+        facts = parse_startup_log("\n".join(f.read_text(errors="replace") for f in logs))
+        row = {"run_id": rec.run_id, "gpu": rec.gpu_name(), "model": p["model"], "--quantization": p.get("quantization") or "",
+               "dtype": p.get("dtype"), "engine quantization": facts.get("quantization"), "GEMM kernel": facts.get("linear_kernel", "unquantized"),
+               "weights GiB": facts.get("weights_gib"), "KV tokens": facts.get("kv_cache_tokens"), "prefix caching": facts.get("prefix_caching")}
+        for c in concurrency:
+            r = res[res.concurrency == c].iloc[0]
+            row.update({f"c{c} ITL ms": r.inter_token_latency_avg, f"c{c} TTFT ms": r.time_to_first_token_avg, f"c{c} output tok/s": r.output_token_throughput})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

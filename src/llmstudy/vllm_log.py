@@ -26,6 +26,9 @@ PATTERNS: dict[str, tuple[re.Pattern, type]] = {
     "attention_backend": (re.compile(r"Using (\w+) (?:attention )?backend"), str),
     "engine_init_s": (re.compile(rf"init engine \(profile, create kv cache, warmup model\) took {_NUM} ?s"), float),
     "vllm_version": (re.compile(r"vLLM API server version ([0-9][^\s]*)"), str),
+    "quantization": (re.compile(r"quantization=(\w+), quantization_config"), str),  # the engine's resolved method
+    "linear_kernel": (re.compile(r"Using (\w+LinearKernel) for \w+"), str),  # quantized GEMM kernel (none: unquantized)
+    "prefix_caching": (re.compile(r"enable_prefix_caching=(True|False)"), str),
 }
 _GROUP = {"max_concurrency": 2, "weights_load_s": 2, "graph_capture_gib": 2}
 _LAST = {"kv_cache_tokens", "max_concurrency", "max_concurrency_len", "available_kv_gib"}
