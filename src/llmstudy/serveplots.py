@@ -16,7 +16,6 @@ import pandas as pd
 from . import models as M
 from . import records as R
 from . import servebench as SB
-from .vllm_log import parse_startup_log
 from .params import Param, known_model, positive
 from .vllm_log import parse_startup_log
 
