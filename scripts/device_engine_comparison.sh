@@ -5,7 +5,8 @@
 # PART
 #   gptoss-vllm    gpt-oss-20b (MXFP4 experts, random weights) on vLLM, 512 in / 256 out, c = 1, 2, 4, ..., 256, one
 #                  server (--max-num-seqs 256, --max-model-len 8192). ~6-7 min on an H100: ~4 min start (graph
-#                  capture for 256 sizes), ~2 min of points. Needs only the vLLM wheels.
+#                  capture for 256 sizes), ~2 min of points. Needs only the vLLM wheels. MOE_BACKEND=marlin: vLLM's
+#                  Marlin MXFP4 experts instead of its choice (TRITON on Hopper), if TRITON fails (use a new RUN_ID).
 #   second-engine  Llama-2-7B GPTQ layout (random weights), 512 / 256, batch cap 16, c = 1..64 (400 requests at 16):
 #                  SGLang 0.5.17, then vLLM, ONE SERVER PER CALL: call 1 runs SGLang and exits 3, call 2 (same
 #                  RUN_ID, machine still warm) runs vLLM, exits 0 and tars the record. ~4-5 min per call.
@@ -43,7 +44,7 @@ STAMP=$(date -u +%H%M%S)
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia-smi.txt"
 SECOND=${SECOND_ENGINE:-sglang}
 case "$PART" in
-  gptoss-vllm)   ARGS=(--budget-s "${BUDGET_S:-420}") ;;
+  gptoss-vllm)   ARGS=(--budget-s "${BUDGET_S:-420}" ${MOE_BACKEND:+--moe-backend "$MOE_BACKEND"}) ;;
   second-engine) ARGS=(--second-engine "$SECOND" --budget-s "${BUDGET_S:-400}" --max-servers 1) ;;
   cpu-smoke)     ARGS=(--start-timeout-s 400) ;;
   *) echo "unknown part $PART"; exit 2 ;;

@@ -173,14 +173,14 @@ def _engines(args) -> int:
     from . import servebench as SB
 
     if args.action == "plan":
-        model, pts = EC.plan(args.part, args.second_engine)
+        model, pts = EC.plan(args.part, args.second_engine, args.moe_backend)
         print(f"model {model}: {len(pts)} points")
         for p in pts:
             print(p.point_id, p.workload.num_prompts, "prompts", p.workload.warmups, "warm-ups", " ".join(p.server.args()))
         return 0
     if args.action == "run":
         try:
-            path = EC.run_part(args.part, run_id=args.run_id, second=args.second_engine, budget_s=args.budget_s, max_servers=args.max_servers, start_timeout_s=args.start_timeout_s, point_timeout_s=args.point_timeout_s)
+            path = EC.run_part(args.part, run_id=args.run_id, second=args.second_engine, budget_s=args.budget_s, max_servers=args.max_servers, start_timeout_s=args.start_timeout_s, point_timeout_s=args.point_timeout_s, moe_backend=args.moe_backend)
         except SB.SweepIncomplete as e:
             print(f"llmstudy: incomplete: {e}", file=sys.stderr)
             return 3
@@ -327,6 +327,7 @@ def main(argv=None) -> int:
     en.add_argument("--start-timeout-s", type=float, default=900)
     en.add_argument("--point-timeout-s", type=float, default=600)
     en.add_argument("--versions", nargs="*", default=[], help="sglang-pins: the releases to read")
+    en.add_argument("--moe-backend", default=None, help="gptoss-vllm: vLLM --moe-backend (e.g. marlin) instead of vLLM's own choice")
     en.set_defaults(fn=_engines)
 
     args = p.parse_args(argv)

@@ -97,9 +97,11 @@ def plan_engines(second: str = "sglang", concurrency=ENGINES_CONCURRENCY, input_
     return plan_compare("engines", {second: servers[second], "vllm": servers["vllm"]}, schedule(concurrency, input_len, output_len, max_num_seqs, ARTICLE_PROMPTS))
 
 
-def plan_gptoss(concurrency=SB.CONCURRENCY, input_len: int = 512, output_len: int = 256, max_num_seqs: int = 256, max_model_len: int = 8192) -> list[SB.Point]:
-    """The article's ch. 8 sweep on vLLM: gpt-oss-20b with its MXFP4 experts (from config.json), bf16 elsewhere."""
-    srv = SB.ServerSettings(engine="vllm", max_num_seqs=max_num_seqs, max_model_len=max_model_len, dtype="bfloat16")
+def plan_gptoss(concurrency=SB.CONCURRENCY, input_len: int = 512, output_len: int = 256, max_num_seqs: int = 256, max_model_len: int = 8192, moe_backend: str | None = None) -> list[SB.Point]:
+    """The article's ch. 8 sweep on vLLM: gpt-oss-20b with its MXFP4 experts (from config.json), bf16 elsewhere.
+    ``moe_backend`` (vLLM ``--moe-backend``, e.g. ``marlin``) overrides vLLM's choice (TRITON on Hopper)."""
+    extra = ("--moe-backend", moe_backend) if moe_backend else ()
+    srv = SB.ServerSettings(engine="vllm", max_num_seqs=max_num_seqs, max_model_len=max_model_len, dtype="bfloat16", extra=extra)
     return plan_compare("gptoss", {"vllm": srv}, schedule(concurrency, input_len, output_len, max_num_seqs))
 
 
@@ -113,11 +115,11 @@ def plan_cpu_smoke(concurrency=(1, 2, 4), input_len: int = 32, output_len: int =
     return plan_compare("cpu", servers, schedule(concurrency, input_len, output_len, 4, {c: num_prompts for c in concurrency}))
 
 
-def plan(part: str, second: str = "sglang") -> tuple[str, list[SB.Point]]:
+def plan(part: str, second: str = "sglang", moe_backend: str | None = None) -> tuple[str, list[SB.Point]]:
     """(model, points) of a part. With ``second='transformers'`` the 7B case is served in bf16 by both engines
     (transformers serve has no GPTQ kernel), so that both serve one model."""
     if part == "gptoss-vllm":
-        return GPTOSS_MODEL, plan_gptoss()
+        return GPTOSS_MODEL, plan_gptoss(moe_backend=moe_backend)
     if part == "second-engine":
         if second == "transformers":
             return "llama-2-7b", plan_engines(second, dtype="bfloat16")
@@ -127,9 +129,9 @@ def plan(part: str, second: str = "sglang") -> tuple[str, list[SB.Point]]:
     raise ValueError(f"unknown part {part!r}; known: {PARTS}")
 
 
-def run_part(part: str, run_id: str = "", second: str = "sglang", budget_s: float | None = None, max_servers: int | None = None, root=None, python: str | None = None, server_env: dict | None = None, start_timeout_s: float = 900, point_timeout_s: float = 600) -> Path:
+def run_part(part: str, run_id: str = "", second: str = "sglang", budget_s: float | None = None, max_servers: int | None = None, root=None, python: str | None = None, server_env: dict | None = None, start_timeout_s: float = 900, point_timeout_s: float = 600, moe_backend: str | None = None) -> Path:
     """Run a part as a resumable sweep and write its record (``SweepIncomplete`` when the budget ends first)."""
-    model, points = plan(part, second)
+    model, points = plan(part, second, moe_backend)
     env = dict(server_env or {})
     if part == "cpu-smoke":
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
