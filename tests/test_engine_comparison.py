@@ -77,6 +77,12 @@ def test_settings_an_engine_cannot_express_are_refused_before_any_server():
         validate(EC.params(), {"part": "x"})
 
 
+def test_transformers_labels_have_no_dot():
+    s = SB.ServerSettings(engine="transformers", gpu_memory_utilization=0.9, enforce_eager=True)
+    assert s.label() == "transformers-bfloat16-mem90-eager"  # server-<label>.<start>.log must keep its label
+    assert s.args() == ["--continuous-batching", "--dtype", "bfloat16", "--random-weights", "0", "--cb-max-memory-percent", "0.9", "--no-cb-use-cuda-graph"]
+
+
 def test_labels_with_extra_flags_are_stable_across_processes():
     s = SB.ServerSettings(engine="sglang", extra=EC.SGLANG_EXTRA)
     digest = hashlib.sha256("\0".join(EC.SGLANG_EXTRA).encode()).hexdigest()[:6]

@@ -109,7 +109,7 @@ class ServerSettings:
         if self.engine == "transformers":
             parts = ["transformers", self.dtype]
             if self.gpu_memory_utilization is not None:
-                parts.append(f"mem{self.gpu_memory_utilization}")
+                parts.append(f"mem{round(100 * self.gpu_memory_utilization)}")  # no dot: log names are label.N.log
             if self.enforce_eager:
                 parts.append("eager")
             if self.extra:
