@@ -372,7 +372,7 @@ def test_cpu_engines_sweep_is_fair_and_renders(runs_root, tmp_path):
     _trtllm_record(runs_root, tmp_path)
     text = _execute(tmp_path, run_ids=["gpu-7b", "gpu-oss"])
     assert "No GPU record" not in text and "Where each engine wins, per concurrency (run gpu-7b)" in text
-    assert "Concurrency 1: our vLLM record against the article" in text and "Kernels the vLLM server logged (run gpu-oss)" in text
+    assert "Concurrency 1: our vLLM record against the article" in text and "The servers: flags, package versions and the kernels they logged (run gpu-oss, trt-ci)" in text
     assert "**Not compared** (run gpu-oss, trt-ci): refusing to compare these records: same_prompts: c=1: trtllm-serve none" in text
     assert text.count("image/png") == 4 and "Traceback" not in text
 

@@ -167,7 +167,7 @@ def load_points(run_ids=(), root=None) -> pd.DataFrame:
             req = pd.DataFrame()
         srv = rec.table("servers")
         res = res.merge(_exactness(req, res), on="point_id", how="left")
-        keep = [c for c in ("server", "args", "versions") if c in srv]
+        keep = [c for c in ("server", "args", "versions", "started_utc", "start_s") if c in srv and (c == "server" or c not in res)]
         res = res.merge(srv[keep], on="server", how="left")
         kern = server_kernels(rec.path)
         if len(kern):

@@ -309,7 +309,7 @@ def _serve_points(settings, todo, model_dir, served, work, srv_file, port, start
             break
         info["starts"] += 1
         srv = cls(str(model_dir), settings.args(), port=port, env=server_env, log_path=log_path.with_suffix(f".{info['starts']}.log"), start_timeout_s=start_timeout_s, python=srv_python, served_name=served)
-        info["tag"] = srv.tag
+        info["tag"], info["started_utc"] = srv.tag, utcnow()
         if "versions" not in info:
             info["versions"] = srv.versions()
         write_json_atomic(srv_file, info)
@@ -383,7 +383,7 @@ def _write_record(rec: RunWriter, points: list[Point], servers: list[dict], work
             r.insert(0, "point_id", p.point_id)
             requests.append(r)
     pts = pd.DataFrame(rows)
-    srv = pd.DataFrame([{"server": i["server"], "engine": i.get("engine", "vllm"), "outcome": i.get("outcome"), "start_s": i.get("start_s"), "starts": i.get("starts"), **{k: v for k, v in (i.get("facts") or {}).items() if k != "lines"}, "args": " ".join(i.get("args", [])), "versions": json.dumps(i.get("versions")) if i.get("versions") else None, "error": (i.get("error") or "")[:500]} for i in servers])
+    srv = pd.DataFrame([{"server": i["server"], "engine": i.get("engine", "vllm"), "started_utc": i.get("started_utc"), "outcome": i.get("outcome"), "start_s": i.get("start_s"), "starts": i.get("starts"), **{k: v for k, v in (i.get("facts") or {}).items() if k != "lines"}, "args": " ".join(i.get("args", [])), "versions": json.dumps(i.get("versions")) if i.get("versions") else None, "error": (i.get("error") or "")[:500]} for i in servers])
     met = pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame(columns=["point_id", *loadgen.METRIC_COLUMNS])
     rec.write_table(pts, "points")
     rec.write_table(srv, "servers")
