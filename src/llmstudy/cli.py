@@ -196,6 +196,48 @@ def _features(args) -> int:
     return 0
 
 
+def _engines(args) -> int:
+    from . import engine_comparison as EC
+    from . import servebench as SB
+
+    if args.action == "plan":
+        model, pts = EC.plan(args.part, args.second_engine, args.moe_backend)
+        print(f"model {model}: {len(pts)} points")
+        for p in pts:
+            print(p.point_id, p.workload.num_prompts, "prompts", p.workload.warmups, "warm-ups", " ".join(p.server.args()))
+        return 0
+    if args.action == "run":
+        try:
+            path = EC.run_part(args.part, run_id=args.run_id, second=args.second_engine, budget_s=args.budget_s, max_servers=args.max_servers, start_timeout_s=args.start_timeout_s, point_timeout_s=args.point_timeout_s, moe_backend=args.moe_backend)
+        except SB.SweepIncomplete as e:
+            print(f"llmstudy: incomplete: {e}", file=sys.stderr)
+            return 3
+        print(f"run record: {path}")
+        return 0
+    if args.action == "sglang-pins":
+        pins = EC.sglang_pins(args.versions or None)
+        print(pins.to_string(index=False))
+        print(f"newest SGLang pinning torch 2.11.0: {EC.newest_with_torch(pins)}")
+        return 0
+    pts = EC.load_points(args.run_ids)
+    if not len(pts):
+        print("no engine_comparison records" + (f" among {args.run_ids}" if args.run_ids else ""))
+        return 1
+    status = 0
+    with pd.option_context("display.width", 250, "display.max_colwidth", 120):
+        for key, g in EC.comparison_sets(pts).items():
+            print(f"== {' / '.join(map(str, key))}: engines {sorted(g.engine.unique())}")
+            rep = EC.fairness(g)
+            print(rep.to_string(index=False))
+            if args.action == "wins":
+                if not rep["ok"].all():
+                    print("not compared: a fairness rule is broken")
+                    status = 4
+                    continue
+                print(EC.win_table(g[g.outcome == "ok"]).to_string(index=False))
+    return status
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="llmstudy", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -313,6 +355,21 @@ def main(argv=None) -> int:
     f.add_argument("--port", type=int, default=0)
     f.add_argument("--start-timeout-s", type=float, default=420)
     f.set_defaults(fn=_features)
+
+
+    en = sub.add_parser("engines", help="engine comparison: vLLM vs SGLang (or transformers) and gpt-oss on vLLM; fairness-checked win tables")
+    en.add_argument("action", choices=("plan", "run", "check", "wins", "sglang-pins"), help="plan/run a part; check: the fairness rules on the records; wins: who wins where (fair records only); sglang-pins: which SGLang releases pin which torch (asks the package index)")
+    en.add_argument("part", nargs="?", default="second-engine", choices=("gptoss-vllm", "second-engine", "cpu-smoke"))
+    en.add_argument("--second-engine", default="sglang", choices=("sglang", "transformers"))
+    en.add_argument("--run-id", default="")
+    en.add_argument("--run-ids", nargs="*", default=[], help="check/wins: only these records")
+    en.add_argument("--budget-s", type=float, default=None, help="start no new server or point after this many seconds (resume with the same --run-id)")
+    en.add_argument("--max-servers", type=int, default=None, help="serve at most this many server settings in this call")
+    en.add_argument("--start-timeout-s", type=float, default=900)
+    en.add_argument("--point-timeout-s", type=float, default=600)
+    en.add_argument("--versions", nargs="*", default=[], help="sglang-pins: the releases to read")
+    en.add_argument("--moe-backend", default=None, help="gptoss-vllm: vLLM --moe-backend (e.g. marlin) instead of vLLM's own choice")
+    en.set_defaults(fn=_engines)
 
     args = p.parse_args(argv)
     try:

@@ -128,7 +128,8 @@ def bench_args(command: list[str]) -> list[str]:
 class BenchWorker:
     """One long-lived ``vllm bench serve`` process (see ``llmstudy._benchworker``) for many points.
 
-    ``run`` returns (the tool's JSON result, its console output) and raises ``TimeoutError`` on a timeout (the worker
+    ``run`` returns (the tool's JSON result plus ``llmstudy_prompts``, the digest of the prompt token ids it sent;
+    its console output) and raises ``TimeoutError`` on a timeout (the worker
     is then killed and the next call starts a fresh one) or ``RuntimeError`` when the benchmark fails.
     """
 
@@ -171,12 +172,13 @@ class BenchWorker:
     def run(self, base_url: str, model: str, tokenizer: str, w: Workload, result_dir: Path, tag: str, timeout_s: float = 600, served_model_name: str | None = None) -> tuple[dict, str]:
         result_dir = Path(result_dir)
         result_dir.mkdir(parents=True, exist_ok=True)
-        out_file, console = result_dir / f"{tag}.json", result_dir / f"{tag}.console.txt"
+        out_file, console, prompts = result_dir / f"{tag}.json", result_dir / f"{tag}.console.txt", result_dir / f"{tag}.prompts.json"
         out_file.unlink(missing_ok=True)
+        prompts.unlink(missing_ok=True)
         if self.proc is None or self.proc.poll() is not None:
             self._start()
         args = bench_args(bench_command(base_url, model, tokenizer, w, result_dir, out_file.name, self.python, served_model_name))
-        self.proc.stdin.write(json.dumps({"args": args, "console": str(console)}) + "\n")
+        self.proc.stdin.write(json.dumps({"args": args, "console": str(console), "prompts": str(prompts)}) + "\n")
         self.proc.stdin.flush()
         status = self._readline(timeout_s)
         text = console.read_text(errors="replace") if console.exists() else ""
@@ -185,7 +187,11 @@ class BenchWorker:
             raise TimeoutError(f"vllm bench serve did not finish within {timeout_s:.0f} s\n{text[-3000:]}")
         if status != "OK" or not out_file.exists():
             raise RuntimeError(f"vllm bench serve failed ({status})\n{text[-4000:]}")
-        return json.loads(out_file.read_text()), text
+        result = json.loads(out_file.read_text())
+        if prompts.exists():  # what was sent, as token ids (see llmstudy._benchworker.prompt_digest)
+            result["llmstudy_prompts"] = json.loads(prompts.read_text())
+            prompts.unlink()
+        return result, text
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

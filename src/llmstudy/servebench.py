@@ -1,4 +1,5 @@
-"""Serving sweeps on vLLM: server settings x workloads, resumable, every point a recorded outcome.
+"""Serving sweeps (vLLM, and SGLang / HF transformers for the engine comparison): server settings x workloads,
+resumable, every point a recorded outcome.
 
 A sweep is a list of points (server settings + workload). Points that share server settings run against one
 server; the server restarts only when a setting changes. Each finished point is saved atomically in the sweep's
@@ -27,15 +28,17 @@ from . import loadgen
 from . import models as M
 from .loadgen import Workload
 from .records import RunWriter, new_run_id, runs_dir, utcnow, write_json_atomic
-from .serving import ServerStartError, VLLMServer, classify_failure
+from .serving import ENGINES, ManagedServer, ServerStartError, classify_failure, server_class
 
-EXPERIMENTS = ("batch_size_sweep", "length_sweep", "vllm_features")
+EXPERIMENTS = ("batch_size_sweep", "length_sweep", "vllm_features", "engine_comparison")
 CONCURRENCY = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """The ``vllm serve`` settings a sweep varies; equal settings share one server."""
+    """The server settings a sweep varies; equal settings share one server. ``engine`` picks the server (vLLM by
+    default); each engine gets its own flags for the same setting (:meth:`args`), and a setting an engine has no
+    flag for is refused when the settings are made, before any server starts."""
 
     max_num_seqs: int | None = None
     max_model_len: int | None = None
@@ -48,6 +51,7 @@ class ServerSettings:
     extra: tuple[str, ...] = ()
     name: str = ""  # when set, the server's label; equal flags under two names are two servers (a restart)
     model: str = ""  # a model for this server alone (a name under data/models, or a folder with real weights)
+    engine: str = "vllm"
 
     def __post_init__(self):
         if self.name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
@@ -58,8 +62,16 @@ class ServerSettings:
                 raise ValueError(f"{k} must be a positive integer, got {v!r}")
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}; known: {sorted(ENGINES)}")
+        self.args()  # a setting the engine cannot express fails here
 
     def args(self) -> list[str]:
+        """The engine's command-line flags for these settings."""
+        if self.engine == "sglang":
+            return self._sglang_args()
+        if self.engine == "transformers":
+            return self._transformers_args()
         a = ["--dtype", self.dtype, "--load-format", self.load_format]
         for flag, v in (("--max-num-seqs", self.max_num_seqs), ("--max-model-len", self.max_model_len), ("--gpu-memory-utilization", self.gpu_memory_utilization), ("--quantization", self.quantization)):
             if v is not None:
@@ -69,10 +81,49 @@ class ServerSettings:
         a.append("--enable-prefix-caching" if self.prefix_caching else "--no-enable-prefix-caching")
         return a + list(self.extra)
 
+    def _sglang_args(self) -> list[str]:
+        """SGLang's names: max_num_seqs = --max-running-requests, max_model_len = --context-length,
+        gpu_memory_utilization = --mem-fraction-static (weights + KV pool), enforce_eager = --disable-cuda-graph,
+        no prefix caching = --disable-radix-cache."""
+        a = ["--dtype", self.dtype, "--load-format", self.load_format]
+        for flag, v in (("--max-running-requests", self.max_num_seqs), ("--context-length", self.max_model_len), ("--mem-fraction-static", self.gpu_memory_utilization), ("--quantization", self.quantization)):
+            if v is not None:
+                a += [flag, str(v)]
+        if self.enforce_eager:
+            a.append("--disable-cuda-graph")
+        if not self.prefix_caching:
+            a.append("--disable-radix-cache")
+        return a + list(self.extra)
+
+    def _transformers_args(self) -> list[str]:
+        """``transformers serve`` with continuous batching: random weights for the dummy load format, the dtype, the
+        KV-cache memory share, CUDA graphs off when eager; it has no batch cap, length cap, GPTQ or prefix cache."""
+        unsupported = {"max_num_seqs": self.max_num_seqs, "max_model_len": self.max_model_len, "quantization": self.quantization, "prefix_caching": self.prefix_caching or None}
+        bad = sorted(k for k, v in unsupported.items() if v is not None)
+        if bad:
+            raise ValueError(f"transformers serve has no setting for {bad}; leave them unset for engine 'transformers'")
+        if self.load_format not in ("dummy", "auto"):
+            raise ValueError(f"engine 'transformers' loads 'auto' (the checkpoint) or 'dummy' (random weights), not {self.load_format!r}")
+        a = ["--continuous-batching", "--dtype", self.dtype] + (["--random-weights", "0"] if self.load_format == "dummy" else [])
+        if self.gpu_memory_utilization is not None:
+            a += ["--cb-max-memory-percent", str(self.gpu_memory_utilization)]
+        if self.enforce_eager:
+            a.append("--no-cb-use-cuda-graph")
+        return a + list(self.extra)
+
     def label(self) -> str:
         if self.name:
             return self.name
-        parts = [f"seqs{self.max_num_seqs or 'default'}", f"len{self.max_model_len or 'default'}"]
+        if self.engine == "transformers":
+            parts = ["transformers", self.dtype]
+            if self.gpu_memory_utilization is not None:
+                parts.append(f"mem{round(100 * self.gpu_memory_utilization)}")  # no dot: log names are label.N.log
+            if self.enforce_eager:
+                parts.append("eager")
+            if self.extra:
+                parts.append("x" + _digest(self.extra))
+            return "-".join(parts)
+        parts = ([] if self.engine == "vllm" else [self.engine]) + [f"seqs{self.max_num_seqs or 'default'}", f"len{self.max_model_len or 'default'}"]
         if self.quantization:
             parts.append(self.quantization)
         if self.enforce_eager:
@@ -80,8 +131,14 @@ class ServerSettings:
         if self.prefix_caching:
             parts.append("prefix")
         if self.extra:  # a stable digest: point ids must be equal in the call that resumes a sweep
-            parts.append("x" + str(int(hashlib.sha256("\0".join(self.extra).encode()).hexdigest(), 16) % 10**6))
+            parts.append("x" + _digest(self.extra))
         return "-".join(parts)
+
+
+def _digest(extra: tuple[str, ...]) -> str:
+    """A short stable digest of extra flags (Python's hash() of strings changes between processes, so a label built
+    from it would not match when a sweep resumes in a new process)."""
+    return hashlib.sha256("\0".join(extra).encode()).hexdigest()[:6]
 
 
 @dataclass(frozen=True)
@@ -263,8 +320,10 @@ def _save_point(work: Path, p: Point, res: dict) -> None:
 
 def _serve_points(settings, todo, model_dir, served, work, srv_file, port, start_timeout_s, point_timeout_s, python, server_env, bar, deadline=None) -> dict:
     log_path = work / "logs" / f"server-{settings.label()}.log"
-    info = {"server": settings.label(), "settings": asdict(settings), "args": settings.args(), "starts": 0}
+    info = {"server": settings.label(), "engine": settings.engine, "settings": asdict(settings), "args": settings.args(), "starts": 0}
     remaining = list(todo)
+    cls = server_class(settings.engine)
+    srv_python = python if settings.engine == "vllm" else None  # ``python`` is vLLM's (it also runs the load tool)
     while remaining:
         for p in [p for p in remaining if p.refusal()]:
             _save_point(work, p, {"outcome": "refused", "error": p.refusal()})
@@ -273,8 +332,10 @@ def _serve_points(settings, todo, model_dir, served, work, srv_file, port, start
         if not remaining:
             break
         info["starts"] += 1
-        srv = VLLMServer(str(model_dir), settings.args() + ["--served-model-name", served], port=port, env=server_env, log_path=log_path.with_suffix(f".{info['starts']}.log"), start_timeout_s=start_timeout_s, python=python)
-        info["tag"] = srv.tag
+        srv = cls(str(model_dir), settings.args(), port=port, env=server_env, log_path=log_path.with_suffix(f".{info['starts']}.log"), start_timeout_s=start_timeout_s, python=srv_python, served_name=served)
+        info["tag"], info["started_utc"] = srv.tag, utcnow()
+        if "versions" not in info:
+            info["versions"] = srv.versions()
         write_json_atomic(srv_file, info)
         try:
             srv.start()
@@ -293,7 +354,7 @@ def _serve_points(settings, todo, model_dir, served, work, srv_file, port, start
                 p = remaining[0]
                 if deadline and time.monotonic() > deadline:
                     raise SweepIncomplete("time budget spent; rerun with the same run_id to resume")
-                res = _run_point(srv, worker, p, model_dir, served, work, point_timeout_s)
+                res = _run_point(srv, worker, p, model_dir, srv.served_name, work, point_timeout_s)
                 _save_point(work, p, res)
                 remaining.pop(0)
                 bar.update(1)
@@ -307,7 +368,7 @@ def _serve_points(settings, todo, model_dir, served, work, srv_file, port, start
     return info
 
 
-def _run_point(srv: VLLMServer, worker: loadgen.BenchWorker, p: Point, model_dir, served, work, timeout_s) -> dict:
+def _run_point(srv: ManagedServer, worker: loadgen.BenchWorker, p: Point, model_dir, served, work, timeout_s) -> dict:
     t0 = time.monotonic()
     raw_dir = work / "raw"
     try:
@@ -318,6 +379,7 @@ def _run_point(srv: VLLMServer, worker: loadgen.BenchWorker, p: Point, model_dir
         died = srv.proc.poll() is not None
         return {"outcome": classify_failure(srv.log_text()) if died else "error", "error": str(e)[-3000:], "server_alive": not died, "wall_s": round(time.monotonic() - t0, 1)}
     req, met = loadgen.normalize_vllm_bench(result)
+    prompts = result.get("llmstudy_prompts") or {}
     (raw_dir / f"{p.point_id}.json").unlink(missing_ok=True)
     result.pop("generated_texts", None)
     with gzip.open(raw_dir / f"{p.point_id}.json.gz", "wt") as f:
@@ -328,7 +390,7 @@ def _run_point(srv: VLLMServer, worker: loadgen.BenchWorker, p: Point, model_dir
         errs = sorted(set(req["error"]))[:3]
         return {"outcome": classify_failure(srv.log_text()) if died else "error", "error": f"all {bad} requests failed: {errs}", "server_alive": not died, "wall_s": round(time.monotonic() - t0, 1)}
     exact = bool((req.loc[req["ok"], "output_sequence_length"] == p.workload.output_len).all())
-    return {"outcome": "ok" if bad == 0 else "partial", "wall_s": round(time.monotonic() - t0, 1), "failed_requests": bad, "exact_output_lengths": exact, "requests": req.to_dict(orient="list"), "metrics": met.to_dict(orient="list")}
+    return {"outcome": "ok" if bad == 0 else "partial", "wall_s": round(time.monotonic() - t0, 1), "failed_requests": bad, "exact_output_lengths": exact, "prompt_token_ids_sha256": prompts.get("prompt_token_ids_sha256"), "requests": req.to_dict(orient="list"), "metrics": met.to_dict(orient="list")}
 
 
 def _write_record(rec: RunWriter, points: list[Point], servers: list[dict], work: Path, model: str = "") -> None:
@@ -336,7 +398,7 @@ def _write_record(rec: RunWriter, points: list[Point], servers: list[dict], work
     for p in points:
         res = json.loads((work / "points" / f"{p.point_id}.json").read_text())
         s = p.server
-        rows.append({"point_id": p.point_id, "sweep": p.sweep, "server": s.label(), "model": Path(str(s.model or model)).name, "max_num_seqs": s.max_num_seqs, "max_model_len": s.max_model_len, "quantization": s.quantization, **p.workload.to_dict(), "repeat": p.repeat, "outcome": res["outcome"], "error": (res.get("error") or "")[:500], "wall_s": res.get("wall_s"), "exact_output_lengths": res.get("exact_output_lengths")})
+        rows.append({"point_id": p.point_id, "sweep": p.sweep, "engine": s.engine, "server": s.label(), "model": Path(str(s.model or model)).name, "max_num_seqs": s.max_num_seqs, "max_model_len": s.max_model_len, "quantization": s.quantization, **p.workload.to_dict(), "repeat": p.repeat, "outcome": res["outcome"], "error": (res.get("error") or "")[:500], "wall_s": res.get("wall_s"), "exact_output_lengths": res.get("exact_output_lengths"), "prompt_token_ids_sha256": res.get("prompt_token_ids_sha256")})
         if "metrics" in res:
             m = pd.DataFrame(res["metrics"])
             m.insert(0, "point_id", p.point_id)
@@ -345,7 +407,7 @@ def _write_record(rec: RunWriter, points: list[Point], servers: list[dict], work
             r.insert(0, "point_id", p.point_id)
             requests.append(r)
     pts = pd.DataFrame(rows)
-    srv = pd.DataFrame([{"server": i["server"], "outcome": i.get("outcome"), "start_s": i.get("start_s"), "starts": i.get("starts"), **{k: v for k, v in (i.get("facts") or {}).items() if k != "lines"}, "args": " ".join(i.get("args", [])), "error": (i.get("error") or "")[:500]} for i in servers])
+    srv = pd.DataFrame([{"server": i["server"], "engine": i.get("engine", "vllm"), "started_utc": i.get("started_utc"), "outcome": i.get("outcome"), "start_s": i.get("start_s"), "starts": i.get("starts"), **{k: v for k, v in (i.get("facts") or {}).items() if k != "lines"}, "args": " ".join(i.get("args", [])), "versions": json.dumps(i.get("versions")) if i.get("versions") else None, "error": (i.get("error") or "")[:500]} for i in servers])
     met = pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame(columns=["point_id", *loadgen.METRIC_COLUMNS])
     rec.write_table(pts, "points")
     rec.write_table(srv, "servers")

@@ -1,5 +1,8 @@
-"""A managed ``vllm serve`` process: start it, wait until it is healthy, read its startup facts, always stop it.
+"""A managed inference server (vLLM, SGLang, HF transformers): start it, wait until healthy, read its startup facts,
+always stop it.
 
+:class:`ManagedServer` does the process work for every engine; an engine subclass only says how its command line
+is built, which environment it needs and which facts its log holds (:data:`ENGINES` maps a name to the class).
 The server runs under a small supervisor (``python -m llmstudy.serving supervise``) that leads its own process
 group. Stopping sends SIGTERM to the whole group, waits, then SIGKILLs it; the supervisor also kills the group
 when the client that started it disappears (even after ``kill -9``), so a sweep never leaves an orphan server
@@ -8,7 +11,9 @@ holding a GPU.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,6 +23,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Self
 
 from .vllm_log import parse_startup_log
 
@@ -66,14 +72,19 @@ def vllm_command(model: str, args: list[str], port: int, host: str = "127.0.0.1"
     return [py, "-m", "vllm.entrypoints.cli.main", "serve", str(model), "--host", host, "--port", str(port), *map(str, args)]
 
 
-class VLLMServer:
-    """Context manager around one ``vllm serve`` process.
+class ManagedServer:
+    """Context manager around one OpenAI-compatible server process, whatever the engine.
 
-    >>> with VLLMServer("data/models/x", ["--max-num-seqs", "16"], port=8000, log_path=Path("server.log")) as srv:
-    ...     srv.base_url, srv.facts["kv_cache_tokens"]
+    Subclasses set ``engine`` and ``python_env`` (the variable naming the engine's Python) and implement
+    :meth:`build_command`; they may add environment (:meth:`engine_env`) and log facts (:meth:`parse_facts`).
+    ``served_name`` is the model name clients must send (``--served-model-name`` where the engine has it).
     """
 
-    def __init__(self, model: str, args: list[str] | tuple = (), port: int | None = None, env: dict | None = None, log_path: Path | None = None, start_timeout_s: float = 900, host: str = "127.0.0.1", python: str | None = None, stop_grace_s: float = 30):
+    engine = "server"
+    python_env = "LLMSTUDY_SERVER_PYTHON"
+    health_path = "/health"
+
+    def __init__(self, model: str, args: list[str] | tuple = (), port: int | None = None, env: dict | None = None, log_path: Path | None = None, start_timeout_s: float = 900, host: str = "127.0.0.1", python: str | None = None, stop_grace_s: float = 30, served_name: str | None = None):
         if not Path(model).is_dir():
             raise FileNotFoundError(f"model directory {model} does not exist (a model is a folder with config.json)")
         if not (Path(model) / "config.json").is_file():
@@ -81,16 +92,41 @@ class VLLMServer:
         if start_timeout_s <= 0:
             raise ValueError(f"start_timeout_s must be > 0, got {start_timeout_s}")
         self.model, self.args, self.host = str(model), [str(a) for a in args], host
+        self.served_name = served_name
         self.port = port or free_port(host)
         if not port_free(self.port, host):
             raise ServerStartError(f"port {self.port} on {host} is already in use; stop what holds it or pass another port", outcome="refused")
-        self.env = {**os.environ, **(env or {}), TAG_ENV: uuid.uuid4().hex, "PYTHONUNBUFFERED": "1"}
-        self.log_path = Path(log_path) if log_path else Path(os.environ.get("TMPDIR", "/tmp")) / f"vllm-{self.port}-{os.getpid()}.log"
+        self.python = python or os.environ.get(self.python_env) or sys.executable
+        base = {**os.environ, **(env or {})}
+        self.env = {**base, **self.engine_env(base), TAG_ENV: uuid.uuid4().hex, "PYTHONUNBUFFERED": "1"}
+        self.log_path = Path(log_path) if log_path else Path(os.environ.get("TMPDIR", "/tmp")) / f"{self.engine}-{self.port}-{os.getpid()}.log"
         self.start_timeout_s, self.stop_grace_s = start_timeout_s, stop_grace_s
-        self.command = vllm_command(self.model, self.args, self.port, host, python)
+        self.command = self.build_command()
         self.proc: subprocess.Popen | None = None
         self.facts: dict = {}
         self.start_s: float | None = None
+
+    def build_command(self) -> list[str]:
+        raise NotImplementedError
+
+    def engine_env(self, env: dict) -> dict:
+        """Variables the engine's process needs on top of ``env`` (the caller's environment)."""
+        return {}
+
+    def parse_facts(self, text: str) -> dict:
+        """Startup facts from the server log (capacity, memory, kernels); missing ones are absent, never guessed."""
+        return {}
+
+    def versions(self, packages: tuple[str, ...] = ()) -> dict:
+        """Package versions as the server's own Python and environment see them (a server may run from another
+        site folder than the client), without starting it."""
+        names = list(packages or ENGINE_PACKAGES.get(self.engine, ()))
+        code = "import importlib.metadata as m, json, sys\nout = {}\nfor n in sys.argv[1:]:\n    try: out[n] = m.version(n)\n    except m.PackageNotFoundError: out[n] = None\nprint(json.dumps(out))"
+        try:
+            p = subprocess.run([self.python, "-c", code, *names], check=False, capture_output=True, text=True, env=self.env, timeout=120)
+            return json.loads(p.stdout.strip().splitlines()[-1])
+        except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+            return {n: None for n in names}
 
     @property
     def base_url(self) -> str:
@@ -111,12 +147,12 @@ class VLLMServer:
 
     def healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(self.base_url + "/health", timeout=2) as r:
+            with urllib.request.urlopen(self.base_url + self.health_path, timeout=2) as r:
                 return r.status == 200
         except (urllib.error.URLError, OSError):
             return False
 
-    def start(self) -> VLLMServer:
+    def start(self) -> Self:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         sup = [sys.executable, "-m", "llmstudy.serving", "supervise", str(os.getpid()), str(self.stop_grace_s), "--", *self.command]
         t0 = time.monotonic()
@@ -124,21 +160,22 @@ class VLLMServer:
             log.write("$ " + " ".join(self.command) + "\n")
             log.flush()
             self.proc = subprocess.Popen(sup, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env, start_new_session=True)
+        what = f"{self.engine} server"
         try:
             while True:
                 if self.proc.poll() is not None:
                     tail = self.log_tail()
-                    raise ServerStartError(f"vllm serve exited with code {self.proc.returncode} before it was healthy", tail, classify_failure(self.log_text()))
+                    raise ServerStartError(f"{what} exited with code {self.proc.returncode} before it was healthy", tail, classify_failure(self.log_text()))
                 if self.healthy():
                     break
                 if time.monotonic() - t0 > self.start_timeout_s:
-                    raise ServerStartError(f"vllm serve was not healthy within {self.start_timeout_s:.0f} s", self.log_tail(), "start_timeout")
+                    raise ServerStartError(f"{what} was not healthy within {self.start_timeout_s:.0f} s", self.log_tail(), "start_timeout")
                 time.sleep(1)
         except BaseException:
             self.stop()
             raise
         self.start_s = round(time.monotonic() - t0, 1)
-        self.facts = parse_startup_log(self.log_text())
+        self.facts = self.parse_facts(self.log_text())
         return self
 
     def stop(self) -> int | None:
@@ -164,12 +201,130 @@ class VLLMServer:
             pass
         return self.proc.returncode
 
-    def __enter__(self) -> VLLMServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> bool:
         self.stop()
         return False
+
+
+class VLLMServer(ManagedServer):
+    """``vllm serve``.
+
+    >>> with VLLMServer("data/models/x", ["--max-num-seqs", "16"], port=8000, log_path=Path("server.log")) as srv:
+    ...     srv.base_url, srv.facts["kv_cache_tokens"]
+    """
+
+    engine = "vllm"
+    python_env = "LLMSTUDY_VLLM_PYTHON"
+
+    def build_command(self) -> list[str]:
+        extra = ["--served-model-name", self.served_name] if self.served_name else []
+        return vllm_command(self.model, self.args + extra, self.port, self.host, self.python)
+
+    def parse_facts(self, text: str) -> dict:
+        return parse_startup_log(text)
+
+
+_SGL_NUM = r"([0-9][0-9,]*(?:\.[0-9]+)?)"
+SGLANG_PATTERNS = {  # key -> (regex, group); SGLang 0.5.x startup lines (scheduler, model runner, memory pool)
+    "kv_cache_tokens": (re.compile(rf"max_total_num_tokens={_SGL_NUM}"), 1),
+    "max_running_requests": (re.compile(rf"max_running_requests={_SGL_NUM}"), 1),
+    "context_len": (re.compile(rf"context_len={_SGL_NUM}"), 1),
+    "available_gpu_mem_gib": (re.compile(rf"available_gpu_mem={_SGL_NUM} GB"), 1),
+    "weights_gib": (re.compile(rf"Load weight end\..*?mem usage={_SGL_NUM} GB"), 1),
+    "weights_load_s": (re.compile(rf"Load weight end\. elapsed={_SGL_NUM} s"), 1),
+    "kv_pool_tokens": (re.compile(rf"Cache is allocated\. dtype: \S+, #tokens: {_SGL_NUM}"), 1),
+    "graph_capture_s": (re.compile(rf"Capture (?:\w+ )?(?:cuda|CUDA) graph end\. (?:Time elapsed|elapsed)[=:] ?{_SGL_NUM} ?s"), 1),
+    "attention_backend": (re.compile(r"attention_backend='(\w+)'"), 1),
+    "sampling_backend": (re.compile(r"sampling_backend='(\w+)'"), 1),
+    "quantization_kernel": (re.compile(r"(?:Using|using) (\w*marlin\w*) kernel"), 1),
+}
+
+
+def parse_sglang_log(text: str) -> dict:
+    """SGLang's startup facts, named like vLLM's where they mean the same (``kv_cache_tokens``: the token pool),
+    with the verbatim lines in ``lines``; the first match wins."""
+    out: dict = {}
+    lines: list[str] = []
+    for line in text.splitlines():
+        hit = False
+        for key, (rx, g) in SGLANG_PATTERNS.items():
+            m = rx.search(line)
+            if m and key not in out:
+                v = m.group(g).replace(",", "")
+                out[key] = v if key in ("attention_backend", "sampling_backend", "quantization_kernel") else float(v) if "." in v else int(v)
+                hit = True
+        if hit:
+            lines.append(line.strip()[:500])
+    out["lines"] = lines
+    return out
+
+
+class SGLangServer(ManagedServer):
+    """``python -m sglang.launch_server``. ``$LLMSTUDY_SGLANG_SITE`` (a folder of SGLang's own pinned packages)
+    is put first on the server's PYTHONPATH only, so SGLang's pins never leak into vLLM's environment."""
+
+    engine = "sglang"
+    python_env = "LLMSTUDY_SGLANG_PYTHON"
+
+    def build_command(self) -> list[str]:
+        extra = ["--served-model-name", self.served_name] if self.served_name else []
+        return [self.python, "-m", "sglang.launch_server", "--model-path", self.model, "--host", self.host, "--port", str(self.port), *self.args, *extra]
+
+    def engine_env(self, env: dict) -> dict:
+        site = env.get("LLMSTUDY_SGLANG_SITE")
+        if not site:
+            return {}
+        return {"PYTHONPATH": os.pathsep.join(p for p in (site, env.get("PYTHONPATH", "")) if p)}
+
+    def parse_facts(self, text: str) -> dict:
+        return parse_sglang_log(text)
+
+
+class TransformersServer(ManagedServer):
+    """``transformers serve`` (continuous batching) through ``llmstudy._hfserve``, which adds what a benchmark needs
+    and the CLI lacks: random weights built from the config, and ``ignore_eos`` on ``/v1/completions``. The server
+    is pinned to the model folder, so clients send the folder as the model name."""
+
+    engine = "transformers"
+    python_env = "LLMSTUDY_HF_PYTHON"
+
+    def __init__(self, model: str, *a, served_name: str | None = None, **kw):
+        super().__init__(model, *a, served_name=str(model), **kw)
+
+    def build_command(self) -> list[str]:
+        return [self.python, "-m", "llmstudy._hfserve", self.model, "--host", self.host, "--port", str(self.port), *self.args]
+
+    def engine_env(self, env: dict) -> dict:
+        src = str(Path(__file__).resolve().parents[1])  # the launcher lives in this package
+        return {"PYTHONPATH": os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)}
+
+    def parse_facts(self, text: str) -> dict:
+        lines = [ln.strip() for ln in text.splitlines() if "[llmstudy hfserve]" in ln]
+        out: dict = {"lines": lines}
+        for ln in lines:
+            m = re.search(r"random weights: ([0-9,]+) parameters, dtype (\S+), device (\S+?),", ln)
+            if m:
+                out.update(parameters=int(m.group(1).replace(",", "")), dtype=m.group(2).rstrip(","), device=m.group(3))
+        return out
+
+
+ENGINES: dict[str, type[ManagedServer]] = {"vllm": VLLMServer, "sglang": SGLangServer, "transformers": TransformersServer}
+ENGINE_PACKAGES = {
+    "vllm": ("vllm", "torch", "transformers", "tokenizers"),
+    "sglang": ("sglang", "sglang-kernel", "torch", "transformers", "tokenizers", "flashinfer-python"),
+    "transformers": ("transformers", "torch", "tokenizers", "fastapi", "uvicorn"),
+}
+
+
+def server_class(engine: str) -> type[ManagedServer]:
+    """The managed-server class of an engine name; a clear error for an unknown one."""
+    try:
+        return ENGINES[engine]
+    except KeyError:
+        raise ValueError(f"unknown engine {engine!r}; known: {sorted(ENGINES)}") from None
 
 
 def tagged_pids(tag: str) -> list[int]:
