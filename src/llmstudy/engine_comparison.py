@@ -174,7 +174,11 @@ def load_points(run_ids=(), root=None) -> pd.DataFrame:
             res = res.merge(kern, on="server", how="left")
         params = rec.manifest["parameters"]
         res.insert(1, "gpu", rec.gpu_name())
-        res.insert(2, "model", Path(str(params.get("model", ""))).name)
+        name = Path(str(params.get("model", ""))).name
+        if "model" in res:  # newer records name each point's model (a server may serve its own)
+            res["model"] = res["model"].fillna(name)
+        else:
+            res.insert(2, "model", name)
         res["load_tool"] = params.get("load_tool")
         res["part"] = params.get("part")
         frames.append(res)
