@@ -386,9 +386,11 @@ def _relabel(src: Path, dst: Path, part: str, model: str, engines=None) -> None:
     m["run_id"], m["gpu"] = dst.name, {"count": 1, "devices": [{"index": 0, "name": "NVIDIA H100 80GB HBM3"}]}
     m["parameters"].update(part=part, model=model)
     (dst / "manifest.json").write_text(json.dumps(m))
-    for t in ("points", "results", "servers") if engines else ():
+    for t in ("points", "results", "servers"):
         df = pd.read_csv(dst / f"{t}.csv")
-        df[df["engine"].isin(engines)].to_csv(dst / f"{t}.csv", index=False)
+        if "model" in df:  # points name the model they were served with
+            df["model"] = model
+        (df[df["engine"].isin(engines)] if engines else df).to_csv(dst / f"{t}.csv", index=False)
 
 
 def _trtllm_record(runs_root: Path, tmp_path: Path) -> None:
@@ -402,3 +404,16 @@ def _trtllm_record(runs_root: Path, tmp_path: Path) -> None:
     table = loadgen.normalize_genai_perf(f).assign(concurrency=1, model="gpt-oss-20b", input_len=512, output_len=256, outcome="ok")
     with RunWriter("trtllm_serve", {"model": "gpt-oss-20b"}, run_id="trt-ci", root=runs_root) as rec:
         rec.write_table(table, "results")
+
+
+def test_recorded_gptoss_sweep_is_the_chapters_vllm_side(tmp_path):
+    """The H100 gpt-oss-20b sweep (2026-11-22), recorded with the serving chapter's driver, fills the chapter-8 section."""
+    if not (ROOT / "data/runs/batch_size_sweep/h100-gptoss").exists():
+        pytest.skip("no gpt-oss record")
+    pts = EC.load_points(experiment="batch_size_sweep", model="gpt-oss-20b", part="gptoss-vllm")
+    assert sorted(pts.concurrency) == [1, 2, 4, 8, 16, 32, 64, 128, 256] and (pts.outcome == "ok").all()
+    assert set(pts.engine) == {"vllm"} and (pts.input_len == 512).all() and (pts.output_len == 256).all()
+    c1 = pts[pts.concurrency == 1].iloc[0]
+    assert round(c1.output_token_throughput_per_user_avg, 1) == 300.2 and c1.kv_cache_tokens == 1_262_366
+    text = _execute(tmp_path)
+    assert "gpt-oss-20b on vLLM** (run h100-gptoss" in text and "No GPU record of the gpt-oss-20b sweep" not in text

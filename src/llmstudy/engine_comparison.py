@@ -152,13 +152,16 @@ def _exactness(req: pd.DataFrame, pts: pd.DataFrame) -> pd.DataFrame:
     return g.reset_index()
 
 
-def load_points(run_ids=(), root=None) -> pd.DataFrame:
+def load_points(run_ids=(), root=None, experiment: str = EXPERIMENT, model: str | None = None, part: str | None = None) -> pd.DataFrame:
     """One row per point of the ``engine_comparison`` records (all, or ``run_ids``): the plan, the outcome, the
     metrics (wide), the exactness of its requests, its server's flags, versions and kernels, and the record's GPU,
-    model and load tool."""
+    model and load tool. ``experiment``/``model``/``part`` read the same sweep made with another chapter's driver
+    (e.g. the gpt-oss concurrency sweep recorded by ``llmstudy sweep batch-size``), labelled as that part."""
     frames = []
-    for rec in R.load_runs(EXPERIMENT, root):
+    for rec in R.load_runs(experiment, root):
         if run_ids and rec.run_id not in run_ids:
+            continue
+        if model and Path(str(rec.manifest["parameters"].get("model", ""))).name != model:
             continue
         res = rec.table("results")
         try:
@@ -180,7 +183,11 @@ def load_points(run_ids=(), root=None) -> pd.DataFrame:
         else:
             res.insert(2, "model", name)
         res["load_tool"] = params.get("load_tool")
-        res["part"] = params.get("part")
+        res["part"] = part or params.get("part")
+        if "engine" not in res:  # the serving chapters' records predate the engine column: they are all vLLM
+            res["engine"] = "vllm"
+        if experiment != EXPERIMENT:
+            res["experiment"] = experiment
         frames.append(res)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
