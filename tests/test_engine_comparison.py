@@ -417,3 +417,16 @@ def test_recorded_gptoss_sweep_is_the_chapters_vllm_side(tmp_path):
     assert round(c1.output_token_throughput_per_user_avg, 1) == 300.2 and c1.kv_cache_tokens == 1_262_366
     text = _execute(tmp_path)
     assert "gpt-oss-20b on vLLM** (run h100-gptoss" in text and "No GPU record of the gpt-oss-20b sweep" not in text
+    assert "Stalled points (run h100-gptoss).** At c=16 the mean TTFT (2,652 ms)" in text and "_topk_forward" in text
+
+
+def test_mid_run_kernel_compilations_are_read_from_the_server_log(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "server-seqs256-len4096.1.log").write_text(
+        "(EngineCore pid=1) WARNING 11-22 03:00:24 [jit_monitor.py:129] Triton kernel JIT compilation during inference: _topk_forward. This causes a latency spike; consider extending warmup\n"
+        "(APIServer pid=2) INFO 11-22 03:00:30 [loggers.py:273] Engine 000: Running: 4 reqs\n"
+        "(EngineCore pid=1) WARNING 11-22 03:01:19 [jit_monitor.py:129] Triton kernel JIT compilation during inference: f.<locals>._pow2. This causes a latency spike\n")
+    j = EC.jit_warnings(tmp_path)
+    assert j[["time", "kernel"]].values.tolist() == [["11-22 03:00:24", "_topk_forward"], ["11-22 03:01:19", "f.<locals>._pow2"]]
+    assert EC.jit_warnings(tmp_path / "nothing").empty

@@ -222,6 +222,17 @@ def server_kernels(record_path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+_JIT_RE = re.compile(r"(\d\d-\d\d \d\d:\d\d:\d\d) \[jit_monitor.py:\d+\] Triton kernel JIT compilation during inference: ([\w.<>]+?)\. This causes")
+
+
+def jit_warnings(record_path: Path) -> pd.DataFrame:
+    """vLLM's own warnings that a Triton kernel was compiled while requests were being served (a latency spike that
+    the warm-up did not cover), from every server log of a record: time and kernel."""
+    rows = [{"time": m.group(1), "kernel": m.group(2), "log": f.name}
+            for f in sorted((Path(record_path) / "logs").glob("server-*.log")) for m in _JIT_RE.finditer(f.read_text(errors="replace"))]
+    return pd.DataFrame(rows, columns=["time", "kernel", "log"])
+
+
 def comparison_sets(points: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
     """The points grouped by what makes a like-for-like comparison: (run_id, model, input_len, output_len)."""
     if not len(points):
