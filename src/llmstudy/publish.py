@@ -9,6 +9,7 @@ the data snapshot (``data/``) and the build time (see :mod:`llmstudy.sphinxext`)
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -145,6 +146,33 @@ def chapters(root: Path | None = None) -> list[Path]:
 def page_paths(root: Path | None = None) -> list[str]:
     """The HTML path of every TOC page relative to the site's version folder (``intro.html``, ``notebooks/x.html``)."""
     return [f"{f}.html" for f in toc_files(root)]
+
+
+def notebook_pages(root: Path | None = None) -> dict[str, Path]:
+    """``{"notebooks/x.html": notebook}`` for every TOC chapter (what the reader's check compares the glue against)."""
+    root = root or repo_root()
+    return {f"{f}.html": root / f"{f}.ipynb" for f in toc_files(root) if (root / f"{f}.ipynb").is_file()}
+
+
+def run_recipes(root: Path | None = None, only: list[str] | None = None) -> tuple[list[dict], list[dict]]:
+    """The GPU workflow's matrix: TOC chapters whose notebook metadata has ``llmstudy.run`` (env, runner labels,
+    papermill parameters). Chapters without one, or run by another workflow, come back in the second list."""
+    root = root or repo_root()
+    include, skipped = [], []
+    for nb in chapters(root):
+        if only and nb.stem not in only:
+            continue
+        meta = (json.loads(nb.read_text()).get("metadata") or {}).get("llmstudy", {}).get("run")
+        if not meta:
+            skipped.append({"chapter": nb.stem, "reason": "no llmstudy.run recipe in the notebook metadata"})
+        elif meta.get("workflow"):
+            skipped.append({"chapter": nb.stem, "reason": f"run by {meta['workflow']}"})
+        else:
+            include.append({"chapter": nb.stem, "notebook": nb.relative_to(root).as_posix(), "env": meta["env"],
+                            "runs_on": meta.get("runs_on", ["self-hosted", "linux", "x64", "gpu"]),
+                            "timeout_minutes": int(meta.get("timeout_minutes", 180)),
+                            "setup": meta.get("setup", ""), "parameters": json.dumps(meta.get("parameters", {}))})
+    return include, skipped
 
 
 # --- the versioned site -------------------------------------------------------------------------------------------
@@ -313,3 +341,17 @@ def build_site(root: Path | None = None, site: Path | None = None, base_url: str
     entries = write_switcher(site, base_url)
     write_redirect(site, entries[0]["version"])
     return out
+
+
+def benchmark(path_output: Path | None = None, root: Path | None = None, jobs: int = 2) -> dict:
+    """Time a cold build (empty build folder) and an unchanged rebuild of the book, as ``make book`` does them."""
+    import tempfile
+
+    root = (root or repo_root()).resolve()
+    with contextlib.ExitStack() as stack:
+        out = Path(path_output) if path_output else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llmstudy-bench-")))
+        shutil.rmtree(out / "_build", ignore_errors=True)
+        cold = build_book(root, out, quiet=True, jobs=jobs)
+        warm = build_book(root, out, quiet=True, jobs=jobs)
+    return {"cold_s": round(cold, 1), "unchanged_rebuild_s": round(warm, 1), "jobs": jobs, "cpus": os.cpu_count(),
+            "chapters": len(chapters(root)), "version": version(root), "measured_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}

@@ -55,6 +55,17 @@ def _config_inited(app: Sphinx, config) -> None:
     config.html_static_path = [*config.html_static_path, str(static)]
 
 
+def _dedupe_scripts(app: Sphinx, pagename, templatename, context, doctree) -> None:
+    """Drop repeated inline scripts: sphinx-thebe 0.3 adds its config twice under JB1, a JavaScript error on every page."""
+    seen, out = set(), []
+    for js in context.get("script_files", []):
+        key = (str(js), repr(sorted((getattr(js, "attributes", None) or {}).items())))
+        if key not in seen:
+            seen.add(key)
+            out.append(js)
+    context["script_files"] = out
+
+
 def _build_finished(app: Sphinx, exc) -> None:
     if exc is None and app.builder.format == "html":
         (Path(app.outdir) / publish.STAMP_FILE).write_text(json.dumps(app.config.llmstudy_stamp, indent=1) + "\n")
@@ -199,6 +210,7 @@ def setup(app: Sphinx) -> dict:
     app.add_config_value("llmstudy_inputs", "", "env")
     app.connect("config-inited", _config_inited, priority=900)
     app.connect("build-finished", _build_finished)
+    app.connect("html-page-context", _dedupe_scripts, priority=900)
     app.add_directive("run-records", RunRecords)
     app.add_directive("claims-table", ClaimsTable)
     app.add_css_file("llmstudy.css")
