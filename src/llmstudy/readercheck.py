@@ -26,7 +26,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-GLUE_ROLE = re.compile(r"\{glue(?::text|:any)?\}`[^`]+`")
+GLUE_ROLE = re.compile(r"\{glue(?::[a-z]*)?\}`[^`]+`")
 MATH_LEFTOVERS = re.compile(r"\\(frac|text|times|cdot|mathrm|sum|sqrt|left|right)\b|\\\(|\\\[|\$\$|(?<![\w$])\$(?!\{)[^$\s][^$\n]{0,80}\$(?!\w)")
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -176,7 +176,8 @@ def check(directory: Path, pages: list[str], prefix: str = "", notebooks: dict[s
                     if missing:
                         rep.problems.append(f"{where}: page stamp lacks {missing}")
                 for href in info["links"]:
-                    if href.startswith(base):
+                    # this version's pages and files; other versions (the switcher's menu) are checked with their own build
+                    if href.startswith(base + prefix):
                         links.setdefault(href, where)
         finally:
             browser.close()

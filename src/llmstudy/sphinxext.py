@@ -40,35 +40,39 @@ def stamp_html(s: dict) -> str:
 def _config_inited(app: Sphinx, config) -> None:
     root = repo_root()
     s = publish.stamp(root)
-    config.llmstudy_stamp = s
+    # What identifies the book (a change rewrites every page); the build time is added per written page, so an
+    # unchanged rebuild writes nothing and a page's stamp says when that page was built.
+    config.llmstudy_stamp = {k: s[k] for k in ("version", "git_sha", "git_dirty", "data_hash")}
+    app._llmstudy_built_utc = s["built_utc"]
     config.version = config.release = s["version"]
     inputs = publish.inputs_hash(root)
     config.llmstudy_inputs = inputs
     if not config.nb_execution_cache_path:
         config.nb_execution_cache_path = str(publish.execution_cache(Path(app.outdir).parent.parent, root))
-    opts = dict(config.html_theme_options or {})
-    opts["extra_footer"] = stamp_html(s) + str(opts.get("extra_footer") or "")
-    config.html_theme_options = opts
     static = Path(app.outdir).parent / "llmstudy-static"
     static.mkdir(parents=True, exist_ok=True)
     (static / "llmstudy.css").write_text(CSS)
     config.html_static_path = [*config.html_static_path, str(static)]
 
 
-def _dedupe_scripts(app: Sphinx, pagename, templatename, context, doctree) -> None:
-    """Drop repeated inline scripts: sphinx-thebe 0.3 adds its config twice under JB1, a JavaScript error on every page."""
+def _page_context(app: Sphinx, pagename, templatename, context, doctree) -> None:
+    """The stamp in the footer; repeated inline scripts dropped (sphinx-thebe 0.3 adds its config twice under JB1,
+    a JavaScript error on every page). Runs first: a later handler may end the event (``emit_firstresult``)."""
+    stamp = {**app.config.llmstudy_stamp, "built_utc": app._llmstudy_built_utc}
+    context["theme_extra_footer"] = stamp_html(stamp) + str(context.get("theme_extra_footer") or "")
     seen, out = set(), []
     for js in context.get("script_files", []):
-        key = (str(js), repr(sorted((getattr(js, "attributes", None) or {}).items())))
+        key = (getattr(js, "filename", str(js)) or "", repr(sorted((getattr(js, "attributes", None) or {}).items())))  # None and "" alike
         if key not in seen:
             seen.add(key)
             out.append(js)
-    context["script_files"] = out
+    context["script_files"][:] = out  # in place: it is the builder's list, which later handlers (MathJax) append to
 
 
 def _build_finished(app: Sphinx, exc) -> None:
     if exc is None and app.builder.format == "html":
-        (Path(app.outdir) / publish.STAMP_FILE).write_text(json.dumps(app.config.llmstudy_stamp, indent=1) + "\n")
+        stamp = {**app.config.llmstudy_stamp, "built_utc": app._llmstudy_built_utc}
+        (Path(app.outdir) / publish.STAMP_FILE).write_text(json.dumps(stamp, indent=1) + "\n")
 
 
 # --- {run-records} ------------------------------------------------------------------------------------------------
@@ -112,7 +116,6 @@ class RunRecords(SphinxDirective):
 
         base = runs_dir()
         doc_dir = Path(self.env.doc2path(self.env.docname)).parent
-        self.env.note_dependency(str(base))
         out: list[nodes.Node] = []
         experiments = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")) if base.is_dir() else []
         if self.options.get("experiment"):
@@ -176,7 +179,6 @@ class ClaimsTable(SphinxDirective):
     def run(self) -> list[nodes.Node]:
         from . import claims as C
 
-        self.env.note_dependency(str(runs_dir()))
         table = nodes.table(classes=["llmstudy-claims"])
         group = nodes.tgroup(cols=4)
         table += group
@@ -210,7 +212,7 @@ def setup(app: Sphinx) -> dict:
     app.add_config_value("llmstudy_inputs", "", "env")
     app.connect("config-inited", _config_inited, priority=900)
     app.connect("build-finished", _build_finished)
-    app.connect("html-page-context", _dedupe_scripts, priority=900)
+    app.connect("html-page-context", _page_context, priority=100)  # before any handler that ends the event
     app.add_directive("run-records", RunRecords)
     app.add_directive("claims-table", ClaimsTable)
     app.add_css_file("llmstudy.css")
