@@ -33,6 +33,14 @@ def test_claim_against_the_records(claim):
             assert R.load_record(RUNS / r).run_id == r.split("/")[1]
 
 
+def test_without_records_every_run_claim_reads_not_yet_measured(tmp_path):
+    for c in C.CLAIMS:
+        v = c.evaluate(tmp_path)
+        assert v.status == (C.NOT_MEASURED if c.experiment else C.HOLDS), (c.id, v)
+        if c.experiment:
+            assert c.sentence(tmp_path) == f"{c.statement} — not yet measured ({v.evidence})."
+
+
 def test_not_yet_measured_means_the_records_are_absent():
     """'not yet measured' is said only of experiments with no run record at all (a bug cannot hide a claim)."""
     for c in C.CLAIMS:

@@ -209,7 +209,9 @@ def test_length_notebook_renders_refusals_and_failures(tmp_path):
 def test_notebooks_render_without_any_record(tmp_path, runs_root, name):
     text, glue = _run(tmp_path, name)
     assert '"ename"' not in text and "No run record yet" in text
-    assert glue and all(v == "n/a" for k, v in glue.items() if k != "ls_kv_bytes")  # from the model config, not a record
+    assert glue and all(v == "n/a" for k, v in glue.items() if k != "ls_kv_bytes" and not k.startswith("claim_"))  # ls_kv_bytes: from the config
+    claims = {k: v for k, v in glue.items() if k.startswith("claim_")}
+    assert claims and all("— not yet measured (no run record in data/runs/" in v for v in claims.values())  # the claims registry's wording
 
 
 def test_notebook_stops_on_a_bad_parameter_before_any_work(tmp_path):

@@ -156,7 +156,9 @@ def plateau_is_batch_over_itl(root=None) -> Verdict:
 
 def cap_16_beats_cap_4(root=None) -> Verdict:
     ok = _batch(root)
-    pts = ok[ok.concurrency == 16] if len(ok) else ok
+    if not len(ok):
+        return _missing("batch_size_sweep", "max_num_seqs 4 and 16 at concurrency 16")
+    pts = ok[ok.concurrency == 16]
     a, b = pts[pts.max_num_seqs == 16], pts[pts.max_num_seqs == 4]
     if not len(a) or not len(b):
         return _missing("batch_size_sweep", "max_num_seqs 4 and 16 at concurrency 16")

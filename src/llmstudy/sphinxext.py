@@ -88,7 +88,7 @@ def _gpu_line(m: dict) -> str:
 
 
 def _table(rows: list[tuple[str, nodes.Node | str]], widths=(22, 78)) -> nodes.table:
-    table = nodes.table(classes=["llmstudy-manifest"])
+    table = nodes.table(classes=["llmstudy-manifest", "colwidths-given"])
     group = nodes.tgroup(cols=2)
     table += group
     for w in widths:
@@ -144,7 +144,9 @@ class RunRecords(SphinxDirective):
         g = m.get("gpu") or {}
         pk = {k: v for k, v in (m.get("packages") or {}).items() if v}
         git = m.get("git") or {}
-        params = nodes.literal_block(text=json.dumps(m.get("parameters"), indent=1, default=str)[:6000])
+        p = m.get("parameters")
+        text = "\n".join(f"{k}: {json.dumps(v, default=str)}" for k, v in p.items()) if isinstance(p, dict) else json.dumps(p, default=str)
+        params = nodes.literal_block(text=text[:6000])
         links = nodes.paragraph()
         logs = [f for f in m.get("files", []) if f.startswith("logs/")] + ["manifest.json"]
         for i, f in enumerate(logs):
@@ -179,7 +181,7 @@ class ClaimsTable(SphinxDirective):
     def run(self) -> list[nodes.Node]:
         from . import claims as C
 
-        table = nodes.table(classes=["llmstudy-claims"])
+        table = nodes.table(classes=["llmstudy-claims", "colwidths-given"])
         group = nodes.tgroup(cols=4)
         table += group
         for w in (30, 14, 12, 44):
@@ -222,5 +224,8 @@ def setup(app: Sphinx) -> dict:
 CSS = """.llmstudy-stamp { font-size: 0.8em; color: var(--pst-color-text-muted); margin-top: 0.5em; }
 .llmstudy-provenance { font-size: 0.85em; color: var(--pst-color-text-muted); margin: 0.2em 0 1em 0; }
 table.llmstudy-manifest td p, table.llmstudy-claims td p { margin: 0; }
+table.llmstudy-manifest, table.llmstudy-claims { width: 100%; table-layout: fixed; }
+table.llmstudy-manifest td, table.llmstudy-claims td { white-space: normal; overflow-wrap: anywhere; }
+table.llmstudy-manifest pre { white-space: pre-wrap; max-height: 20em; }
 """
 
