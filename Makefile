@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP_Q  := --quiet --disable-pip-version-check
 
-.PHONY: book test install clean
+.PHONY: book test install clean site bench-book
 
 $(VENV)/.installed: envs/cpu.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +36,23 @@ LLAMA2_TOK := .cache/llama2-tokenizer/tokenizer_config.json
 $(LLAMA2_TOK): $(VENV)/.installed
 	$(PY) -m llmstudy.cli lora-vs-qlora fetch-tokenizer
 book test: $(LLAMA2_TOK)
+
+# Headless Chromium for the reader's check (tests/test_reader.py): Debian's package, driven by Playwright. Where
+# apt-get is missing (or not root) the check is skipped with that reason; where apt-get fails, make fails.
+CHROMIUM_OK := .cache/chromium.ok
+$(CHROMIUM_OK):
+	@mkdir -p .cache
+	@if command -v chromium >/dev/null 2>&1 || [ -x /usr/lib/chromium/chromium ]; then touch $@; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian's chromium for the reader's check"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null && touch $@; \
+	else echo "make: no chromium and no apt-get as root: tests/test_reader.py will be skipped"; fi
+test: $(CHROMIUM_OK)
+
+# The versioned site: site/<version>/ for the current version, earlier versions kept, switcher.json, root redirect.
+site: $(VENV)/.installed $(LLAMA2_TOK)
+	$(PY) -m llmstudy.cli site build
+
+# Cold build and unchanged rebuild of the book, timed (the README's build-speed table).
+bench-book: $(VENV)/.installed $(LLAMA2_TOK)
+	$(PY) -m llmstudy.cli site bench

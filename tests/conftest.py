@@ -20,3 +20,25 @@ def runs_root(tmp_path, monkeypatch):
     d.mkdir()
     monkeypatch.setenv("LLMSTUDY_RUNS", str(d))
     return d
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory):
+    """The versioned site built once for the session by ``llmstudy.publish.build_site`` (an earlier version kept).
+
+    Returns (site folder, build folder, version, cold build seconds).
+    """
+    import json
+    import time
+
+    from llmstudy import publish
+
+    base = tmp_path_factory.mktemp("site")
+    site, out = base / "site", base / "build"
+    old = site / "0.0.1"
+    old.mkdir(parents=True)
+    (old / "index.html").write_text("<p>an earlier version</p>")
+    (old / publish.STAMP_FILE).write_text(json.dumps({"version": "0.0.1", "git_sha": None, "git_dirty": None, "data_hash": "", "built_utc": ""}))
+    t0 = time.perf_counter()
+    publish.build_site(ROOT, site=site, path_output=out, quiet=True)
+    return site, out, publish.version(ROOT), time.perf_counter() - t0

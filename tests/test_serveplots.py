@@ -212,7 +212,9 @@ def test_notebooks_render_without_any_record(tmp_path, runs_root, name):
     text, glue = _run(tmp_path, name)
     assert '"ename"' not in text and "No run record yet" in text
     # ls_kv_bytes comes from the model config and bs_art_gptq is the article's published number: neither is a record
-    assert glue and all(v == "n/a" for k, v in glue.items() if k not in ("ls_kv_bytes", "bs_art_gptq"))
+    assert glue and all(v == "n/a" for k, v in glue.items() if k not in ("ls_kv_bytes", "bs_art_gptq") and not k.startswith("claim_"))
+    claims = {k: v for k, v in glue.items() if k.startswith("claim_")}
+    assert claims and all("— not yet measured (no run record in data/runs/" in v for v in claims.values())  # the claims registry's wording
 
 
 def test_notebook_stops_on_a_bad_parameter_before_any_work(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import pandas as pd
@@ -238,6 +239,70 @@ def _engines(args) -> int:
     return status
 
 
+def _site(args) -> int:
+    from pathlib import Path
+
+    from . import publish as P
+
+    if args.action == "build":
+        out = P.build_site(site=Path(args.site) if args.site else None, base_url=args.base_url,
+                           path_output=Path(args.path_output) if args.path_output else None, jobs=args.jobs)
+        print(f"site: {out} (switcher: {out.parent / 'switcher.json'})")
+        return 0
+    if args.action == "bench":
+        res = P.benchmark(Path(args.path_output) if args.path_output else None, jobs=args.jobs)
+        print(json.dumps(res, indent=1))
+        return 0
+    from . import readercheck as RC
+
+    site = Path(args.site or P.repo_root() / P.SITE_DIR)
+    v = args.version or P.version()
+    rep = RC.check(site, P.page_paths(), prefix=f"{v}/", notebooks=P.notebook_pages())
+    print(f"{rep.pages} pages, {rep.images} figures, {rep.glued} glued values, {rep.math} math elements, "
+          f"{rep.provenance} figure/table cells with provenance, {rep.links} internal links")
+    for p in rep.problems:
+        print(f"  problem: {p}")
+    return 0 if rep.ok() else 1
+
+
+def _fork(args) -> int:
+    from . import fork as F
+
+    dest, summary = F.fork(args.config, args.name, out=args.out or None, force=args.force)
+    print(f"model: {dest}")
+    with pd.option_context("display.width", 200, "display.max_colwidth", 90):
+        print(summary[["chapter", "status", "records"]].to_string(index=False))
+    print(f"rendered notebooks and SUMMARY.md: {summary.output[summary.output != ''].iloc[0].rsplit('/', 1)[0] if (summary.output != '').any() else '-'}")
+    return 1 if summary.status.str.startswith("failed").any() else 0
+
+
+def _claims(args) -> int:
+    from . import claims as C
+
+    t = C.table()
+    with pd.option_context("display.width", 250, "display.max_colwidth", 120):
+        print(t[["claim", "chapter", "status", "evidence"]].to_string(index=False))
+    return 1 if (t.status == C.CONTRADICTED).any() else 0
+
+
+def _chapters(args) -> int:
+    from . import publish as P
+
+    if args.run_matrix:
+        only = [c.strip() for c in (args.only or "").split(",") if c.strip()]
+        unknown = sorted(set(only) - {nb.stem for nb in P.chapters()})
+        if unknown:
+            raise ValueError(f"unknown chapter(s) {unknown}; the TOC has {[nb.stem for nb in P.chapters()]}")
+        include, skipped = P.run_recipes(only=only or None)
+        for s in skipped:
+            print(f"{s['chapter']}: {s['reason']}", file=sys.stderr)
+        print(json.dumps({"include": include}))
+        return 0
+    for nb in P.chapters():
+        print(nb.relative_to(P.repo_root()))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="llmstudy", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -370,6 +435,26 @@ def main(argv=None) -> int:
     en.add_argument("--versions", nargs="*", default=[], help="sglang-pins: the releases to read")
     en.add_argument("--moe-backend", default=None, help="gptoss-vllm: vLLM --moe-backend (e.g. marlin) instead of vLLM's own choice")
     en.set_defaults(fn=_engines)
+    st = sub.add_parser("site", help="the versioned site: build site/<version>/, benchmark the build, or run the reader's check")
+    st.add_argument("action", choices=("build", "bench", "check"))
+    st.add_argument("--site", default="", help="the site folder (default site/)")
+    st.add_argument("--base-url", default="/", help="where the site folder is served (the switcher's links)")
+    st.add_argument("--path-output", default="", help="build folder (default: the checkout's _build; bench: a fresh temp folder)")
+    st.add_argument("--jobs", type=int, default=2, help="notebooks executed at a time")
+    st.add_argument("--version", default="", help="check: the version folder to check (default: the current version)")
+    st.set_defaults(fn=_site)
+    fk = sub.add_parser("fork", help="add a model config and render every chapter of the book for it")
+    fk.add_argument("config", help="a Hugging Face config.json (or a folder holding one)")
+    fk.add_argument("--name", required=True, help="the new model's name: data/models/<name>/")
+    fk.add_argument("--out", default="", help="where the rendered chapters go (default _build/forks/<name>)")
+    fk.add_argument("--force", action="store_true", help="replace an existing data/models/<name>/")
+    fk.set_defaults(fn=_fork)
+    cl = sub.add_parser("claims", help="the book's headline claims and their verdicts against data/runs")
+    cl.set_defaults(fn=_claims)
+    ch = sub.add_parser("chapters", help="the chapters of _toc.yml; --run-matrix: the GPU workflow's matrix")
+    ch.add_argument("--run-matrix", action="store_true")
+    ch.add_argument("--only", default="", help="--run-matrix: comma-separated chapter names (default: all with a recipe)")
+    ch.set_defaults(fn=_chapters)
 
     args = p.parse_args(argv)
     try:

@@ -567,3 +567,7 @@ def stacked_bars(df: pd.DataFrame, x: str, title: str, hue_order=MEMORY_COMPONEN
     ax.invert_yaxis()
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     return ax
+
+# Published (labelled): the article's print_trainable_parameters() for ELYZA-japanese-Llama-2-7b, LoRA r=4 on the seven
+# projections (Fixstars 2026, §2). The chapter says whether the forked/default model reproduces it.
+ARTICLE_LORA_PRINTOUT = {"trainable": 9_994_240, "total": 6_748_409_856}

@@ -210,3 +210,13 @@ def summary(model: str | Path) -> dict:
         "vocab": cfg.vocab_size,
         "params": int(component_counts(model)["total"]),
     }
+
+
+def title(model: str | Path) -> str:
+    """The model's name as its SOURCE.md heading gives it (the folder name when there is none)."""
+    src = config_path(model).parent / "SOURCE.md"
+    if src.is_file():
+        for line in src.read_text().splitlines():
+            if line.startswith("# "):
+                return line[2:].strip()
+    return config_path(model).parent.name

@@ -279,10 +279,22 @@ def load_runs(experiment: str, root: Path | None = None, strict: bool = True) ->
     return sorted(out, key=lambda r: (r.manifest["started_utc"], r.run_id))
 
 
-def results(experiment: str, name: str = "results", root: Path | None = None) -> pd.DataFrame:
-    """The named table of every record of an experiment, concatenated, with ``run_id`` and ``gpu`` columns."""
+def run_model(rec: Record) -> str | None:
+    """The model a record measured (its ``model`` parameter), or None when the experiment has no model parameter."""
+    params = rec.manifest.get("parameters") or {}
+    return params.get("model") if isinstance(params, dict) else None
+
+
+def results(experiment: str, name: str = "results", root: Path | None = None, model: str | None = None) -> pd.DataFrame:
+    """The named table of every record of an experiment, concatenated, with ``run_id`` and ``gpu`` columns.
+
+    With ``model``, only the records whose ``model`` parameter names it (a fork for a new model sees none of the
+    study's records until it makes its own).
+    """
     frames = []
     for rec in load_runs(experiment, root):
+        if model is not None and run_model(rec) != model:
+            continue
         try:
             df = rec.table(name)
         except RecordError:

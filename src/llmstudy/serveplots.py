@@ -103,9 +103,9 @@ def require_vllm(python: str | None = None) -> str:
 
 
 # --- loading ---------------------------------------------------------------------------------------------------
-def load(experiment: str, run_ids=(), table: str = "results") -> pd.DataFrame:
-    """A table of every record of ``experiment`` (or only ``run_ids``), with ``run_id`` and ``gpu`` columns."""
-    df = R.results(experiment, table)
+def load(experiment: str, run_ids=(), table: str = "results", model: str | None = None) -> pd.DataFrame:
+    """A table of every record of ``experiment`` (or only ``run_ids``; only ``model``'s), with ``run_id`` and ``gpu`` columns."""
+    df = R.results(experiment, table, model=model)
     if len(df) and run_ids:
         df = df[df["run_id"].isin(list(run_ids))].reset_index(drop=True)
     return df
