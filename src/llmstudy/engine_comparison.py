@@ -401,6 +401,7 @@ def trtllm_points(run_ids=(), root=None) -> pd.DataFrame:
                 w[col] = t.groupby("concurrency")[col].first().reindex(w["concurrency"]).values
         w["model"] = Path(str(rec.manifest["parameters"].get("model", ""))).name
         w["engine"] = "trtllm-serve"
+        w["experiment"] = "trtllm_serve"
         rows.append(w)
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
