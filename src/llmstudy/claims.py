@@ -113,15 +113,20 @@ def fp32_master_weights_oom_h100_fit_h200(root=None) -> Verdict:
 
 
 # --- serving: max_num_seqs ----------------------------------------------------------------------------------------
-BATCH_WORKLOAD = {"input_len": 512, "output_len": 256}
+BATCH_WORKLOAD = {"model": "llama-2-7b", "input_len": 512, "output_len": 256}
 
 
 def _batch(root):
     from .records import results
 
+    from .serveplots import sweep_runs
+
     res = results("batch_size_sweep", root=root)
     if not len(res):
         return res
+    # the records that ran the chapter's full plan; single-setting comparisons (4-bit weights, prefix caching off,
+    # another model) are not points of the max_num_seqs sweep
+    res = res[res.run_id.isin(sweep_runs("batch_size_sweep", BATCH_WORKLOAD["model"], [4, 16, 64, 256], root=root))]
     res = res[(res.input_len == BATCH_WORKLOAD["input_len"]) & (res.output_len == BATCH_WORKLOAD["output_len"])]
     return res[res.outcome == "ok"]
 

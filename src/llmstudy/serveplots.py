@@ -140,12 +140,12 @@ def runs_info(experiment: str, run_ids=()) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def sweep_runs(experiment: str, model: str, max_num_seqs=None) -> list[str]:
+def sweep_runs(experiment: str, model: str, max_num_seqs=None, root=None) -> list[str]:
     """Run ids of ``model``'s records that ran this sweep's plan: the same max_num_seqs list (``None`` in a record means
     the CLI default, the full plan). Single-setting comparison records (e.g. 4-bit weights at max_num_seqs 16) are
     left out, so they never mix into the main sweep's figures."""
     out = []
-    for rec in R.load_runs(experiment):
+    for rec in R.load_runs(experiment, root):
         p = rec.manifest["parameters"]
         got = p.get("max_num_seqs")
         if p.get("model") == model and (max_num_seqs is None or got is None or sorted(got) == sorted(max_num_seqs)):
