@@ -3,6 +3,7 @@ arithmetic, run mode on a CPU (LoRA and the fast recipe on a tiny model), QLoRA'
 
 import json
 import math
+import statistics
 import subprocess
 import sys
 
@@ -329,3 +330,62 @@ def test_recorded_h100_runs_back_the_chapter():
     q = res[(res.model == "gemma-3-270m") & res.eval_loss.notna()].set_index("variant")
     # fine-tuning lowers the held-out loss of the real model, LoRA more than QLoRA on the same batches
     assert q.loc["lora-fast", "eval_loss"] < q.loc["qlora-fast", "eval_loss"] < q.loc["base", "eval_loss"]
+
+
+# --- Resuming across time-limited calls ---------------------------------------------------------------------------------
+
+def test_a_resumable_run_stopped_mid_epoch_resumes_to_the_same_losses_as_one_uninterrupted_run(tmp_path, monkeypatch):
+    """The article's recipe (1 x 32) on 40 training rows: 2 optimizer steps per epoch (32 + 8 micro-batches), 2 epochs.
+    One run goes straight through; the other stops after its first step (its stop time has passed), leaving a Trainer
+    checkpoint, and a second call resumes it mid-epoch (skipping the 32 seen micro-batches) across the epoch boundary
+    to the end. One CPU thread per worker: the same arithmetic in both runs, and no thread contention on a busy box."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    base_rows = L.load_rows(FIXTURE)
+    rows = [{"instruction": f"{r['instruction']} ({i})", "output": r["output"]} for i, r in enumerate(base_rows[i % len(base_rows)] for i in range(50))]
+    data = tmp_path / "persona50.json"
+    data.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    root = tmp_path / "runs"
+    kw = dict(model="tiny-llama-32k", variants=["lora"], epochs=2, eval_steps=1, optimizer="adamw_torch", dataset=str(data), heldout_prompts=2, max_new_tokens=4, root=root, deadline_s=600)
+    straight = R.load_record(L.run_experiment(run_id="straight", **kw))
+
+    work = root / L.EXPERIMENT / ".work-resumed"
+    with pytest.raises(L.ResumeNeeded, match=r"run resumed is incomplete \(lora 1/4 steps") as e:
+        L.run_experiment(run_id="resumed", resumable=True, stop_s=0, **kw)
+    assert e.value.pending == {"lora": (1, 4)}
+    assert not (root / L.EXPERIMENT / "resumed").exists()  # nothing published before every variant has finished
+    ck = work / "trainer-lora" / "checkpoint-1"
+    for f in ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "llmstudy_progress.json"):
+        assert (ck / f).is_file(), f
+    with pytest.raises(ValueError, match="run resumed was started with other parameters"):
+        L.run_experiment(run_id="resumed", resumable=True, **{**kw, "eval_steps": 2})
+
+    resumed = R.load_record(L.run_experiment(run_id="resumed", resumable=True, **kw))
+    assert not work.exists()
+    assert [c["variants"]["lora"]["outcome"] for c in resumed.manifest["calls"]] == ["incomplete", "ok"]
+    assert resumed.manifest["started_utc"] == resumed.manifest["calls"][0]["started_utc"]
+    a, b = straight.table().iloc[0], resumed.table().iloc[0]
+    assert list(straight.table().columns) == list(resumed.table().columns)
+    assert (a.outcome, b.outcome, a.steps_run, b.steps_run, a.calls, b.calls) == ("ok", "ok", 4, 4, 1, 2)
+    ha, hb = straight.table("history"), resumed.table("history")
+    assert list(ha.columns) == list(hb.columns) and hb.call.tolist() == [1, 2, 2, 2] and ha.call.tolist() == [1] * 4
+    # the real proof: the same batches in the same order, the same dropout masks, the same optimizer and schedule
+    assert hb.loss.tolist() == pytest.approx(ha.loss.tolist(), rel=1e-5)
+    assert hb.grad_norm.tolist() == pytest.approx(ha.grad_norm.tolist(), rel=1e-4)
+    assert hb.learning_rate.tolist() == pytest.approx(ha.learning_rate.tolist(), rel=1e-9)
+    assert hb.tokens.tolist() == ha.tokens.tolist() and hb.epoch.tolist() == ha.epoch.tolist() == [0.8, 1.0, 1.8, 2.0]
+    assert resumed.table("evals").eval_loss.tolist() == pytest.approx(straight.table("evals").eval_loss.tolist(), rel=1e-5)
+    for col in ("eval_loss", "eval_perplexity", "train_loss", "first_loss", "last_loss"):
+        assert b[col] == pytest.approx(a[col], rel=1e-5), col
+    assert (b.eval_tokens, b.tokens_per_step, b.max_micro_batch_tokens) == (a.eval_tokens, a.tokens_per_step, a.max_micro_batch_tokens)
+    raw_a, raw_b = (json.loads((r.path / "raw/lora.json").read_text()) for r in (straight, resumed))
+    assert raw_b["micro_batches"] == raw_a["micro_batches"] and len(raw_b["micro_batches"]) == 2 * (32 + 8)
+    assert [c["resumed_from_step"] for c in raw_b["calls"]] == [0, 1] and [c["steps"] for c in raw_b["calls"]] == [1, 3]
+    # step statistics leave out the first step of every call (its one-off setup)
+    assert b.median_step_s == pytest.approx(statistics.median(hb.step_seconds.tolist()[2:]))
+    assert resumed.table("answers").answer.tolist() == straight.table("answers").answer.tolist()
+    assert "=== call 1 ===" in (resumed.path / "logs/lora.log").read_text()
+
+
+def test_steady_median_leaves_out_each_calls_first_step():
+    assert F.steady_median([9.0, 1.0, 2.0, 8.0, 3.0], [{"first_step_index": 0, "steps": 3}, {"first_step_index": 3, "steps": 2}]) == 2.0
+    assert F.steady_median([9.0, 1.0, 2.0]) == 1.5 and F.steady_median([4.0]) == 4.0 and F.steady_median([]) is None

@@ -305,7 +305,8 @@ def sft_config(spec: dict, cuda: bool, has_eval: bool):
         max_length=None if padding_free else max_length,
         padding_free=padding_free,
         logging_steps=1,
-        save_strategy="no",
+        save_strategy="no",  # a resumable run saves through ``StopAt`` only: at its stop time and at the end
+        save_total_limit=1 if spec.get("resumable") else None,
         eval_strategy="steps" if has_eval and eval_steps else "no",
         eval_steps=eval_steps or None,
         report_to="none",
@@ -321,9 +322,11 @@ def train_and_measure(spec: dict, progress=None, after_train=None) -> dict:
     ``spec`` keys: checkpoint, model, method (``lora``, ``qlora``, ``full`` or ``base`` = no training), optimizer,
     weight_dtype, micro_batch, grad_accum, steps (0: run ``epochs``), grad_ckpt, lora_r, lora_alpha, lora_dropout,
     lora_targets, double_quant, kbit_prep, seed, output_dir; synthetic data: seq_len; a real dataset: data (JSON with
-    ``train``/``eval`` prompt-completion rows), tokenizer (a folder), max_length, padding_free, eval_steps.
-    Returns stage memories, the measured decomposition, step times (and their wall-clock spans), the trainer's log
-    history and the shape of every micro-batch. Raises on failure (the caller records it).
+    ``train``/``eval`` prompt-completion rows), tokenizer (a folder), max_length, padding_free, eval_steps; across
+    time-limited calls: resumable (resume from the latest checkpoint in output_dir), stop_at (a ``time.time()`` by
+    which training must stop, checkpointed, with ``stopped`` set in the result).
+    Returns stage memories, the measured decomposition, step times (and their wall-clock spans, over all calls), the
+    trainer's log history, the shape of every micro-batch and the ``calls`` that trained it. Raises on failure.
     """
     import torch
     from transformers import TrainerCallback
@@ -357,9 +360,19 @@ def train_and_measure(spec: dict, progress=None, after_train=None) -> dict:
     if spec["method"] in ("lora", "qlora"):
         peft_cfg = lora_config(spec.get("lora_r", 4), spec.get("lora_alpha", 8), spec.get("lora_dropout", 0.1), spec.get("lora_targets", M.LLAMA_LORA_TARGETS))
 
-    step_times: list[float] = []
-    step_walls: list[list[float]] = []
-    measured: dict = {}
+    resume = last_checkpoint(spec.get("output_dir")) if spec.get("resumable") else None
+    prior = _read_progress(resume) if resume else {}
+    step_times: list[float] = list(prior.get("step_seconds", []))
+    step_walls: list[list[float]] = list(prior.get("step_walls", []))
+    micro_batches: list[list] = list(prior.get("micro_batches", []))  # [rows, tokens (incl. padding), label tokens] of every training micro-batch
+    measured: dict = dict(prior.get("measured", {}))
+    calls: list[dict] = list(prior.get("calls", []))
+    call = {"call": len(calls) + 1, "resumed_from_step": _ckpt_step(resume) if resume else 0, "first_step_index": len(step_times), "steps": 0, "started": time.time()}
+    calls.append(call)
+    trained = [len(micro_batches)]  # micro-batches trained on; the dataloader collates one ahead of training
+
+    def progress_record(state) -> dict:
+        return {"step_seconds": step_times, "step_walls": step_walls, "log_history": state.log_history, "micro_batches": micro_batches[: trained[0]], "measured": measured, "calls": calls}
 
     class Probe(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
@@ -378,8 +391,9 @@ def train_and_measure(spec: dict, progress=None, after_train=None) -> dict:
                 torch.cuda.synchronize()
             step_times.append(time.perf_counter() - self.t0)
             step_walls.append([self.w0, time.time()])
+            call["steps"] += 1
             if spec.get("progress_file"):  # what survives a kill at a deadline
-                write_json_atomic(Path(spec["progress_file"]), {"step_seconds": step_times, "step_walls": step_walls, "log_history": state.log_history})
+                write_json_atomic(Path(spec["progress_file"]), progress_record(state))
             if state.global_step == 1:
                 if optimizer is not None:
                     measured["optimizer"] = tensor_bytes(_optimizer_tensors(optimizer))
@@ -387,8 +401,29 @@ def train_and_measure(spec: dict, progress=None, after_train=None) -> dict:
             if progress:
                 progress(f"step {state.global_step}/{state.max_steps}", {"seconds": step_times[-1]})
 
-    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, eval_dataset=eval_ds, processing_class=tok, peft_config=peft_cfg, callbacks=[Probe()])
-    micro_batches: list[list] = []  # [rows, tokens (incl. padding), label tokens] of every training micro-batch
+    class StopAt(TrainerCallback):
+        """Checkpoint and stop when the next step would end after ``stop_at``; checkpoint the last step too."""
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.last, self.gaps = time.time(), []
+
+        def on_step_end(self, args, state, control, **kw):
+            now = time.time()
+            self.gaps.append(now - self.last)  # step + the evaluation and logging after the previous one
+            self.last = now
+            longest = max(self.gaps[1:] or self.gaps)  # the first gap of a call holds its one-off setup
+            if state.global_step >= state.max_steps:
+                control.should_save = True  # a kill during evaluation/generation then resumes with no step to redo
+            elif spec.get("stop_at") and now + longest > spec["stop_at"]:
+                control.should_save = control.should_training_stop = True
+
+        def on_save(self, args, state, control, **kw):  # the Trainer has written checkpoint-<step>; our records join it
+            call["train_ended"] = time.time()
+            call["train_seconds"] = call["train_ended"] - call["train_started"]  # as of this checkpoint
+            write_json_atomic(Path(args.output_dir) / f"checkpoint-{state.global_step}" / PROGRESS, progress_record(state))
+
+    callbacks = [Probe()] + ([StopAt()] if spec.get("resumable") else [])
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, eval_dataset=eval_ds, processing_class=tok, peft_config=peft_cfg, callbacks=callbacks)
     collate = trainer.data_collator
 
     def recording_collator(features):
@@ -405,8 +440,15 @@ def train_and_measure(spec: dict, progress=None, after_train=None) -> dict:
         finally:
             trainer.data_collator = recording_collator
 
+    train_step = trainer.training_step
+
+    def counting_step(*a, **kw):
+        trained[0] += 1
+        return train_step(*a, **kw)
+
     trainer.data_collator = recording_collator
     trainer.get_eval_dataloader = eval_loader
+    trainer.training_step = counting_step
     mark("trainer_ready")
     tm = trainer.model
     result["trainable_params"] = int(sum(p.numel() for p in tm.parameters() if p.requires_grad))
@@ -418,12 +460,28 @@ def train_and_measure(spec: dict, progress=None, after_train=None) -> dict:
     result["train_rows"] = len(trainer.train_dataset)
     result["eval_rows"] = len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0
     if spec["method"] != "base":
+        if resume:  # trl counts the tokens it trained on itself, outside the Trainer's state: carry the count over
+            logged = [h["num_tokens"] for h in json.loads((Path(resume) / "trainer_state.json").read_text())["log_history"] if "num_tokens" in h]
+            if logged and hasattr(trainer, "_total_train_tokens"):
+                trainer._total_train_tokens = logged[-1]
         t_train = time.perf_counter()
-        result["train_started"] = time.time()
-        out = trainer.train()
-        result["train_seconds"] = time.perf_counter() - t_train
-        result["train_ended"] = time.time()
-        result["train_loss"] = float(out.training_loss)
+        call["train_started"] = time.time()
+        out = trainer.train(resume_from_checkpoint=resume)
+        call["train_seconds"] = time.perf_counter() - t_train
+        call["train_ended"] = time.time()
+        result["train_started"] = calls[0].get("train_started")
+        result["train_seconds"] = sum(c.get("train_seconds", 0.0) for c in calls)
+        result["train_ended"] = call["train_ended"]
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        # the Trainer's training_loss divides this call's loss sum by all steps: over several calls take the mean of
+        # the per-step losses (logging_steps=1), which is what it equals in one call
+        result["train_loss"] = float(out.training_loss) if len(calls) == 1 else statistics.fmean(losses)
+        if len(calls) > 1 and "train_loss" in trainer.state.log_history[-1]:
+            trainer.state.log_history[-1]["train_loss"] = result["train_loss"]
+        if trainer.state.global_step < trainer.state.max_steps:
+            result["stopped"] = True
+            result["checkpoint"] = last_checkpoint(args.output_dir)
+        result["global_step"], result["max_steps"] = trainer.state.global_step, trainer.state.max_steps
     mark("end")
     base = tm.get_base_model() if hasattr(tm, "get_base_model") else tm
     result["gradient_checkpointing"] = bool(getattr(base, "is_gradient_checkpointing", False))
@@ -431,15 +489,45 @@ def train_and_measure(spec: dict, progress=None, after_train=None) -> dict:
     result["measured"] = measured
     result["step_seconds"] = step_times
     result["step_walls"] = step_walls
-    result["micro_batches"] = micro_batches
+    result["micro_batches"] = micro_batches[: trained[0]]
     result["log_history"] = trainer.state.log_history
     result["losses"] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    steady = step_times[1:] or step_times
-    result["median_step_seconds"] = statistics.median(steady) if steady else None
+    result["calls"] = calls
+    result["median_step_seconds"] = steady_median(step_times, calls)
+    if result.get("stopped"):
+        return result
     if after_train:
         trainer.data_collator = collate
         after_train(trainer, result)
     return result
+
+
+PROGRESS = "llmstudy_progress.json"  # our per-step records up to a checkpoint, kept inside it
+
+
+def last_checkpoint(output_dir) -> str | None:
+    """The Trainer checkpoint with the most steps in ``output_dir`` (``checkpoint-<step>``), or None."""
+    d = Path(output_dir) if output_dir else None
+    found = [p for p in d.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()] if d and d.is_dir() else []
+    return str(max(found, key=_ckpt_step)) if found else None
+
+
+def _ckpt_step(path) -> int:
+    return int(Path(path).name.split("-")[-1])
+
+
+def _read_progress(ckpt: str) -> dict:
+    f = Path(ckpt) / PROGRESS
+    if not f.is_file():
+        raise RuntimeError(f"{ckpt} has no {PROGRESS} (interrupted while saving?): delete the checkpoint to resume from an earlier one, or start a new run id")
+    return json.loads(f.read_text())
+
+
+def steady_median(step_seconds: list[float], calls: list[dict] | None = None) -> float | None:
+    """Median step time without the first step of each call (its one-off setup: compilation, allocation, resume)."""
+    firsts = {c.get("first_step_index", 0) for c in calls or [{}] if c.get("steps", 1)}
+    steady = [s for i, s in enumerate(step_seconds) if i not in firsts] or step_seconds
+    return statistics.median(steady) if steady else None
 
 
 # --- After training: exact evaluation, greedy answers, adapters ---------------------------------------------------
@@ -562,7 +650,7 @@ def run_workers(jobs: list[dict], timeout_s: float) -> list[dict]:
 
 
 def worker_main(spec_path: str, out_path: str) -> int:
-    """Subprocess entry: run one spec, always write a JSON result (outcome ok | oom | error)."""
+    """Subprocess entry: run one spec, always write a JSON result (outcome ok | incomplete | oom | error)."""
     import torch
 
     spec = json.loads(Path(spec_path).read_text())
@@ -584,7 +672,7 @@ def worker_main(spec_path: str, out_path: str) -> int:
 
         try:
             res.update(train_and_measure(spec, progress=progress, after_train=after_train))
-            res["outcome"] = "ok"
+            res["outcome"] = "incomplete" if res.get("stopped") else "ok"
         except torch.OutOfMemoryError as e:
             res["outcome"] = "oom"
             res["error"] = str(e).splitlines()[0][:500]

@@ -30,6 +30,10 @@ from . import models as M
 from .paths import data_dir, repo_root
 
 EXPERIMENT = "lora_vs_qlora"
+# Resumable runs: stop training this long before the call's deadline (checkpoint save, exact evaluation and the
+# greedy answers took ~25 s for Gemma-3-270m on the H100), and start a variant only with this much time left.
+RESUME_MARGIN_S = 60.0
+RESUME_MIN_START_S = 60.0
 GiB = 2**30
 
 # The article's eight chat prompts (§2.3.1, §2.4, §3.4); held out of the dataset.
@@ -79,6 +83,18 @@ LLAMA2_TOKENIZER_JS = {"npm": "llama-tokenizer-js", "version": "1.2.2", "sha256"
 
 class DatasetError(ValueError):
     """The persona dataset is missing or malformed; the message names the rows."""
+
+
+class ResumeNeeded(RuntimeError):
+    """A resumable run stopped at its deadline with checkpoints saved: call again with the same run id.
+
+    ``pending`` maps each unfinished variant to ``(steps done, steps in all)``.
+    """
+
+    def __init__(self, run_id: str, pending: dict[str, tuple[int, int | None]], work: Path):
+        self.run_id, self.pending, self.work = run_id, pending, work
+        done = ", ".join(f"{v} {k}/{n if n else '?'} steps" for v, (k, n) in pending.items())
+        super().__init__(f"run {run_id} is incomplete ({done}; checkpoints in {work}): call again with the same run id to resume")
 
 
 # --- Where things are ---------------------------------------------------------------------------------------------
@@ -553,6 +569,8 @@ def run_experiment(
     timeout_s: int = 3600,
     deadline_s: float | None = None,
     root=None,
+    resumable: bool = False,
+    stop_s: float | None = None,
 ):
     """Train the variants on the persona dataset, each in its own subprocess, and publish one run record.
 
@@ -560,6 +578,11 @@ def run_experiment(
     every ``eval_steps`` steps, the exact held-out loss and greedy answers (quality). Variants named in ``parallel``
     run side by side at the end (each its own process on the same GPU, to fit a time budget; their step times say
     so). ``deadline_s`` bounds the whole run: a variant that cannot finish in time is recorded as a timeout.
+    ``resumable`` instead stops a variant ``stop_s`` seconds after the call began (default: a minute before the
+    deadline, room for saving, evaluation and answers; a variant starts only with a minute left) with a checkpoint in the
+    work folder (``<root>/lora_vs_qlora/.work-<run_id>``, kept), raises :class:`ResumeNeeded`, and the next call
+    with the same arguments and run id resumes it; the record is published once every variant has finished, and
+    notes its calls (``calls.json``, the manifest's ``calls``, the results' ``calls`` and the history's ``call``).
     Bad input (unknown variant, over-long prompts, missing checkpoint) is an error before any training.
     """
     import torch
@@ -568,7 +591,7 @@ def run_experiment(
     from . import finetune
     from .records import RunWriter, new_run_id, runs_dir, write_json_atomic
 
-    t_begin = time.monotonic()
+    t_begin, wall_begin = time.monotonic(), time.time()
     bad = [v for v in list(variants) + list(parallel) if v not in VARIANTS]
     if bad:
         raise ValueError(f"unknown variant(s) {bad}; known: {list(VARIANTS)}")
@@ -601,10 +624,24 @@ def run_experiment(
     run_id = run_id or new_run_id(f"{Path(str(model)).name}-{'gpu' if cuda else 'cpu'}")
     base = Path(root) if root else runs_dir()
     work = base / EXPERIMENT / f".work-{run_id}"
+    if not resumable:
+        shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     (work / "data.json").write_text(json.dumps(data, ensure_ascii=False))
     ckpt = io["weights"]
     params = dict(model=str(model), variants=list(variants), parallel=list(parallel), steps=steps, epochs=epochs, eval_steps=eval_steps, max_length=max_length, optimizer=optimizer, lora_r=lora_r, kbit_prep=kbit_prep, heldout_prompts=heldout_prompts, max_new_tokens=max_new_tokens, weights=ckpt, tokenizer=io["tokenizer"], prompt_style=io["style"], dataset=str(dataset or dataset_path().relative_to(repo_root())), dataset_sha256=_sha256(Path(dataset or dataset_path())), train_rows=len(train_rows), eval_rows=len(eval_rows), lengths=checked, recipes=RECIPES, recipe=finetune.RECIPE)
+    calls: list[dict] = []
+    if stop_s is None and deadline_s is not None:
+        stop_s = deadline_s - RESUME_MARGIN_S
+    stop_at = wall_begin + stop_s if resumable and stop_s is not None else None
+    if resumable:  # a later call must ask for exactly what the first one did
+        params["resumable"] = True
+        pf, cf = work / "params.json", work / "calls.json"
+        if pf.exists() and json.loads(pf.read_text()) != json.loads(json.dumps(params, default=str)):
+            raise ValueError(f"run {run_id} was started with other parameters ({pf}): resume with the same ones, or choose another run id")
+        write_json_atomic(pf, params)
+        calls = json.loads(cf.read_text()) if cf.exists() else []
+    calls.append({"call": len(calls) + 1, "started_utc": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(wall_begin)), "variants": {}})
     results: dict[str, dict] = {}
     with RunWriter(EXPERIMENT, params, run_id=run_id, root=base) as rec:
         if ckpt == "random" and not all(reasons.values()):
@@ -620,6 +657,10 @@ def run_experiment(
                 if reasons[v]:
                     results[v] = {"outcome": "refused", "error": reasons[v]}
                     continue
+                done = work / f"{v}.json"
+                if resumable and done.exists() and json.loads(done.read_text()).get("outcome") != "incomplete":
+                    results[v] = json.loads(done.read_text())  # finished in an earlier call
+                    continue
                 method, recipe = VARIANTS[v]
                 spec = dict(
                     label=v, checkpoint=ckpt, model=str(model), method=method, optimizer=optimizer, weight_dtype="bf16",
@@ -630,6 +671,7 @@ def run_experiment(
                     generate={"prompts": gen["texts"], "add_special_tokens": gen["add_special_tokens"], "eos": io["eos"], "max_new_tokens": max_new_tokens} if gen else None,
                     save_adapter=str(work / f"adapter-{v}") if save_adapters and quality and recipe == "article" else None,
                     progress_file=str(work / f"{v}.progress.json"),
+                    resumable=resumable, stop_at=stop_at,
                 )
                 (work / f"{v}.spec.json").write_text(json.dumps(spec, ensure_ascii=False))
                 jobs.append({"spec_file": work / f"{v}.spec.json", "result_file": work / f"{v}.json", "log_file": work / f"{v}.log", "variant": v})
@@ -637,18 +679,34 @@ def run_experiment(
                 continue
             budget = timeout_s if deadline_s is None else min(timeout_s, deadline_s - (time.monotonic() - t_begin))
             t0 = time.time()
-            outs = finetune.run_workers(jobs, max(budget, 1.0)) if budget > 1 else [{"outcome": "timeout", "error": "no time left before the deadline"} for _ in jobs]
+            before = {j["variant"]: _trained_steps(work / f"trainer-{j['variant']}") for j in jobs}
+            if resumable and budget < RESUME_MIN_START_S:  # too little time to load, train a step and save: next call
+                outs = [{"outcome": "incomplete", "error": "not started: too little time left in this call"} for _ in jobs]
+            elif budget > 1:
+                outs = finetune.run_workers(jobs, max(budget, 1.0))
+            else:
+                outs = [{"outcome": "timeout", "error": "no time left before the deadline"} for _ in jobs]
             for job, res in zip(jobs, outs):
                 v = job["variant"]
                 partial = work / f"{v}.progress.json"
-                if res.get("outcome") == "timeout" and partial.exists():  # keep the steps that finished
+                if resumable and res.get("outcome") == "timeout" and _trained_steps(work / f"trainer-{v}") > before[v]:
+                    res = {"outcome": "incomplete", "error": f"killed at the deadline; resumes from checkpoint step {_trained_steps(work / f'trainer-{v}')}"}
+                elif res.get("outcome") == "timeout" and partial.exists():  # keep the steps that finished
                     res.update(json.loads(partial.read_text()))
-                    res["median_step_seconds"] = statistics.median(res["step_seconds"][1:] or res["step_seconds"]) if res["step_seconds"] else None
+                    res["median_step_seconds"] = finetune.steady_median(res["step_seconds"], res.get("calls"))
                 res.update({"variant": v, "group": group, "group_started": t0, "group_ended": time.time()})
+                if res["outcome"] == "incomplete":
+                    res.setdefault("global_step", _trained_steps(work / f"trainer-{v}"))
                 results[v] = res
+                calls[-1]["variants"][v] = {"outcome": res["outcome"], "global_step": res.get("global_step"), "max_steps": res.get("max_steps")}
                 write_json_atomic(job["result_file"], res)
                 if job["log_file"].exists():
-                    rec.write_text(job["log_file"].read_text(errors="replace"), f"logs/{v}.log")
+                    log = job["log_file"].read_text(errors="replace")
+                    if resumable:  # every call's log, in order
+                        with open(work / f"{v}.calls.log", "a") as f:
+                            f.write(f"=== call {len(calls)} ===\n{log}")
+                        log = (work / f"{v}.calls.log").read_text(errors="replace")
+                    rec.write_text(log, f"logs/{v}.log")
                 ad = work / f"adapter-{v}"
                 if ad.is_dir():
                     dest = rec.dir / "adapters" / v
@@ -656,6 +714,15 @@ def run_experiment(
                     for f in ad.iterdir():
                         shutil.copy(f, dest / f.name)
                 tqdm.write(f"{v}: {res.get('outcome')}" + (f" ({res.get('error', '')[:200]})" if res.get("outcome") != "ok" else ""))
+        calls[-1]["ended_utc"] = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+        if resumable:
+            write_json_atomic(work / "calls.json", calls)
+        pending = {v: (int(r.get("global_step") or 0), r.get("max_steps")) for v, r in results.items() if r.get("outcome") == "incomplete"}
+        if pending:  # nothing is published: the next call resumes from the checkpoints in the work folder
+            raise ResumeNeeded(run_id, pending, work)
+        rec.started = calls[0]["started_utc"]
+        rec.extra["calls"] = calls
+        rec.write_json(calls, "calls.json")
         for v, res in results.items():
             rec.write_json({k: val for k, val in res.items() if k not in ("answers",)}, f"raw/{v}.json")
         tables = tidy_tables(model, results, asked, quality, optimizer, lora_r, kbit_prep, len(train_rows))
@@ -664,6 +731,14 @@ def run_experiment(
         rec.write_table(lengths, "lengths")
     shutil.rmtree(work, ignore_errors=True)
     return rec.final
+
+
+def _trained_steps(trainer_dir: Path) -> int:
+    """Optimizer steps saved in a variant's latest resumable checkpoint (0: none)."""
+    from .finetune import _ckpt_step, last_checkpoint
+
+    ck = last_checkpoint(trainer_dir)
+    return _ckpt_step(ck) if ck else 0
 
 
 def tidy_tables(model: str, results: dict, asked: list[str], quality: bool, optimizer: str, lora_r: int, kbit_prep: bool, train_rows: int) -> dict[str, pd.DataFrame]:
@@ -686,9 +761,10 @@ def tidy_tables(model: str, results: dict, asked: list[str], quality: bool, opti
         max_mb_tokens = max((m[1] for m in mbs), default=None)
         steps_per_epoch = -(-train_rows // 32)  # both recipes: 32 samples per optimizer step
         med = r.get("median_step_seconds")
+        call_of = {c["first_step_index"] + j: c["call"] for c in r.get("calls") or [] for j in range(c.get("steps", 0))}
         for i, s in enumerate(steps):
             h = train_logs[i] if i < len(train_logs) else {}
-            hist.append({"variant": v, "step": i + 1, "epoch": h.get("epoch"), "loss": h.get("loss"), "learning_rate": h.get("learning_rate"), "grad_norm": h.get("grad_norm"), "tokens": step_tokens[i] if i < len(step_tokens) else None, "step_seconds": s, "wall_start": walls[i][0] if i < len(walls) else None, "wall_end": walls[i][1] if i < len(walls) else None})
+            hist.append({"variant": v, "step": i + 1, "call": call_of.get(i, 1), "epoch": h.get("epoch"), "loss": h.get("loss"), "learning_rate": h.get("learning_rate"), "grad_norm": h.get("grad_norm"), "tokens": step_tokens[i] if i < len(step_tokens) else None, "step_seconds": s, "wall_start": walls[i][0] if i < len(walls) else None, "wall_end": walls[i][1] if i < len(walls) else None})
         for h in log:
             if "eval_loss" in h:
                 evals.append({"variant": v, "step": h.get("step"), "epoch": h.get("epoch"), "eval_loss": h["eval_loss"]})
@@ -722,6 +798,7 @@ def tidy_tables(model: str, results: dict, asked: list[str], quality: bool, opti
             "first_loss": train_logs[0]["loss"] if train_logs else None, "last_loss": train_logs[-1]["loss"] if train_logs else None, "train_loss": r.get("train_loss"),
             "eval_loss": ex.get("loss"), "eval_tokens": ex.get("tokens"), "eval_perplexity": ex.get("perplexity"),
             "train_started": r.get("train_started"), "train_ended": r.get("train_ended"), "concurrent_with": ",".join(concurrent.get(v, [])) or None,
+            "calls": len(r.get("calls") or []) or None,
         })
     return {"results": pd.DataFrame(rows), "history": pd.DataFrame(hist), "evals": pd.DataFrame(evals), "answers": pd.DataFrame(answers)}
 
