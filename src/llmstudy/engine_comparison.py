@@ -152,6 +152,11 @@ def _exactness(req: pd.DataFrame, pts: pd.DataFrame) -> pd.DataFrame:
     return g.reset_index()
 
 
+def _model_name(rec: R.Record) -> str:
+    """The record's model as a name: its ``model`` parameter may be a path to a config or a checkpoint folder."""
+    return Path(str(R.run_model(rec) or "")).name
+
+
 def load_points(run_ids=(), root=None, experiment: str = EXPERIMENT, model: str | None = None, part: str | None = None) -> pd.DataFrame:
     """One row per point of the ``engine_comparison`` records (all, or ``run_ids``): the plan, the outcome, the
     metrics (wide), the exactness of its requests, its server's flags, versions and kernels, and the record's GPU,
@@ -161,7 +166,7 @@ def load_points(run_ids=(), root=None, experiment: str = EXPERIMENT, model: str 
     for rec in R.load_runs(experiment, root):
         if run_ids and rec.run_id not in run_ids:
             continue
-        if model and Path(str(rec.manifest["parameters"].get("model", ""))).name != model:
+        if model and _model_name(rec) != model:
             continue
         res = rec.table("results")
         try:
@@ -177,7 +182,7 @@ def load_points(run_ids=(), root=None, experiment: str = EXPERIMENT, model: str 
             res = res.merge(kern, on="server", how="left")
         params = rec.manifest["parameters"]
         res.insert(1, "gpu", rec.gpu_name())
-        name = Path(str(params.get("model", ""))).name
+        name = _model_name(rec)
         if "model" in res:  # newer records name each point's model (a server may serve its own)
             res["model"] = res["model"].fillna(name)
         else:
@@ -399,7 +404,7 @@ def trtllm_points(run_ids=(), root=None) -> pd.DataFrame:
         for col in ("input_len", "output_len", "outcome"):
             if col in t:
                 w[col] = t.groupby("concurrency")[col].first().reindex(w["concurrency"]).values
-        w["model"] = Path(str(rec.manifest["parameters"].get("model", ""))).name
+        w["model"] = _model_name(rec)
         w["engine"] = "trtllm-serve"
         w["experiment"] = "trtllm_serve"
         rows.append(w)
@@ -412,7 +417,7 @@ def other_vllm_7b(model: str = MODEL_7B) -> pd.DataFrame:
     frames = []
     for exp in ("batch_size_sweep", "length_sweep"):
         for rec in R.load_runs(exp):
-            if Path(str(rec.manifest["parameters"].get("model", ""))).name != model:
+            if _model_name(rec) != model:
                 continue
             t = rec.table("results")
             t.insert(1, "gpu", rec.gpu_name())

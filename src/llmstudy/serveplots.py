@@ -146,9 +146,8 @@ def sweep_runs(experiment: str, model: str, max_num_seqs=None, root=None) -> lis
     left out, so they never mix into the main sweep's figures."""
     out = []
     for rec in R.load_runs(experiment, root):
-        p = rec.manifest["parameters"]
-        got = p.get("max_num_seqs")
-        if p.get("model") == model and (max_num_seqs is None or got is None or sorted(got) == sorted(max_num_seqs)):
+        got = rec.manifest["parameters"].get("max_num_seqs")
+        if R.run_model(rec) == model and (max_num_seqs is None or got is None or sorted(got) == sorted(max_num_seqs)):
             out.append(rec.run_id)
     return out
 
@@ -159,9 +158,9 @@ def fixed_batch_table(experiment: str, models, max_num_seqs: int = 16, concurren
     server log) and the speed at each concurrency (ITL, TTFT, output tok/s). Compares weight formats like for like."""
     rows = []
     for rec in R.load_runs(experiment):
-        p = rec.manifest["parameters"]
-        if p.get("model") not in list(models):
+        if R.run_model(rec) not in list(models):
             continue
+        p = rec.manifest["parameters"]
         res = rec.table("results")
         res = res[(res.max_num_seqs == max_num_seqs) & (res.outcome == "ok")]
         if not set(concurrency) <= set(res.concurrency):

@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Self
 
@@ -72,7 +73,7 @@ def vllm_command(model: str, args: list[str], port: int, host: str = "127.0.0.1"
     return [py, "-m", "vllm.entrypoints.cli.main", "serve", str(model), "--host", host, "--port", str(port), *map(str, args)]
 
 
-class ManagedServer:
+class ManagedServer(ABC):
     """Context manager around one OpenAI-compatible server process, whatever the engine.
 
     Subclasses set ``engine`` and ``python_env`` (the variable naming the engine's Python) and implement
@@ -106,8 +107,9 @@ class ManagedServer:
         self.facts: dict = {}
         self.start_s: float | None = None
 
+    @abstractmethod
     def build_command(self) -> list[str]:
-        raise NotImplementedError
+        """The engine's server command line (argv)."""
 
     def engine_env(self, env: dict) -> dict:
         """Variables the engine's process needs on top of ``env`` (the caller's environment)."""
