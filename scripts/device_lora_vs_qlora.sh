@@ -15,6 +15,9 @@
 #   small-article-lora   Gemma-3-270m, all 3 epochs (48 steps), lora with the article's recipe, RESUMABLE: ~2 calls
 #   small-article-qlora  the same for qlora                                                   RESUMABLE: ~2 calls
 #            (~11-13.5 s per step on the H100: ~35 steps in a first call, the rest + evaluation + answers in a second)
+#   small-article        both of the above side by side on the GPU (each its own process), RESUMABLE: ~2 calls in all
+#            instead of ~4. Their step times are measured while sharing (the record says so: concurrent_with); the
+#            chapter takes the article recipe's s/step from a run that had the GPU alone (h100-small-a / -b).
 # Writes $OUT/RUN_ID.tar.gz (the run record), $OUT/log-RUN_ID-HHMMSS.txt (each call) and $OUT/nvidia-smi-RUN_ID.txt. A variant that
 # cannot finish before DEADLINE_S (default 540 s) is recorded as a timeout with the steps it completed.
 # A RESUMABLE part instead stops training 60 s before DEADLINE_S with a Trainer checkpoint (adapter, optimizer,
@@ -24,7 +27,7 @@
 # If the machine went cold between calls, the checkpoints are gone: the next call starts the run from step 0.
 # DRY_RUN=1 rehearses a part on a CPU (tiny-llama-32k, the test fixture, one epoch, adamw_torch; QLoRA refused).
 set -uo pipefail
-PART=${1:?part: 7b | small-a | small-b | small | small-article-lora | small-article-qlora}; RUN_ID=${2:?run id}; DEADLINE=${3:-540}
+PART=${1:?part: 7b | small-a | small-b | small | small-article-lora | small-article-qlora | small-article}; RUN_ID=${2:?run id}; DEADLINE=${3:-540}
 RUNS=${LLMSTUDY_DEVICE_RUNS:-/root/runs}  # outside $OUT: resumable work survives between calls (DRY_RUN: set it)
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" LLMSTUDY_ROOT="$PWD" LLMSTUDY_CACHE=/tmp PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # staged folders (stage.sh --add) land in /tmp/stage/add; a carried .cache works as well
@@ -44,6 +47,7 @@ case "$PART" in
   small:*) ARGS=(gemma-3-270m --variants ${PART#small:}) ;;            # e.g. small:lora
   small-article-lora)  ARGS=(gemma-3-270m --variants lora --resumable) ;;
   small-article-qlora) ARGS=(gemma-3-270m --variants qlora --resumable) ;;
+  small-article)       ARGS=(gemma-3-270m --variants lora qlora --parallel lora qlora --resumable) ;;
   *) echo "unknown part $PART"; exit 2 ;;
 esac
 if [ "${DRY_RUN:-0}" = 1 ]; then
