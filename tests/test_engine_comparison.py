@@ -37,7 +37,7 @@ def test_second_engine_plan_gives_both_engines_one_schedule():
     assert [p.server.engine for p in pts] == ["sglang"] * 7 + ["vllm"] * 7  # engine by engine: one server each
     sgl, vl = pts[0].server, pts[-1].server
     assert sgl.args() == ["--dtype", "float16", "--load-format", "dummy", "--max-running-requests", "16", "--context-length", "4096", "--disable-radix-cache",
-                          "--attention-backend", "fa3", "--sampling-backend", "pytorch"]
+                          "--attention-backend", "fa3", "--sampling-backend", "pytorch", "--cuda-graph-backend-prefill", "disabled"]
     assert vl.args() == ["--dtype", "float16", "--load-format", "dummy", "--max-num-seqs", "16", "--max-model-len", "4096", "--no-enable-prefix-caching"]
     assert sgl.label().startswith("sglang-seqs16-len4096-x") and vl.label() == "seqs16-len4096"
 
