@@ -14,8 +14,10 @@ The model follows what the software actually allocates (transformers + peft + tr
   PyTorch allocator (reported separately: ``optimizer (paged)``).
 * **activations** - per token per layer in the compute dtype; with gradient checkpointing only each layer's input
   is kept, plus one layer's activations while it is recomputed.
-* **temporary** - logits and the loss (bf16 logits, an fp32 copy and its gradient), the largest dequantized
-  weight under QLoRA, and the cuBLAS workspace.
+* **temporary** - the loss head, the largest dequantized weight under QLoRA, and the cuBLAS workspace. The loss
+  head is trl's fused one by default (``loss_head="fused"``: trl >= 1.x SFTTrainer, which this study trains with,
+  scores tokens through one bf16 logits tile of at most 4,096 tokens x 32,768 vocabulary entries); ``"full"`` is a
+  model's own loss (bf16 logits, an fp32 copy and its gradient for every token), as the article's older trl did.
 
 The article's rules are special cases: 12 bytes/param (fp16 weights + fp16 grads + two fp32 moments), ZeRO's 16
 (mixed precision with an fp32 master copy), LoRA's "2x + extras" and QLoRA's "0.7x + extras".
@@ -53,6 +55,11 @@ BNB_PAGED_MIN_SIZE = 100_000  # bitsandbytes get_state_buffer: paged only for te
 BNB_BLOCK = 256  # 8-bit optimizer absmax block
 NF4_BLOCK = 64  # 4-bit quantization block
 DQ_BLOCK = 256  # double-quantization block
+# trl >= 1.x SFTTrainer patches the model with a fused LM head (trl/trainer/utils.py `add_fused_lm_head`): per-token
+# log-probabilities from [4,096-token x 32,768-entry] bf16 logits tiles (trl/kernels/chunked_logprob.py
+# TOKEN_CHUNK_SIZE, trl/trainer/utils.py _CHUNKED_LOGPROB_CHUNK_SIZE; trl 1.16.0), never the full logits.
+LOSS_HEADS = ("full", "fused")
+FUSED_TOKEN_TILE, FUSED_VOCAB_TILE = 4096, 32768
 CUBLAS_WORKSPACE = 32 * 2**20  # torch's default cuBLAS workspace on Hopper (":4096:8" = 8 x 4 MiB)
 MEMORY_COMPONENTS = ("weights", "gradients", "optimizer", "activations", "temporary")
 
@@ -72,6 +79,7 @@ class Setup:
     lora_targets: tuple[str, ...] = M.LLAMA_LORA_TARGETS
     double_quant: bool = True
     fp32_upcast: bool = False  # QLoRA after peft's prepare_model_for_kbit_training: non-4-bit params in fp32
+    loss_head: str = "fused"  # "fused": trl's chunked LM head (SFTTrainer, measured here); "full": the model's own loss
 
     def __post_init__(self):
         errors = []
@@ -91,13 +99,16 @@ class Setup:
             errors.append("qlora keeps non-quantized weights in bf16/fp16; weight_dtype fp32 is not a QLoRA setup")
         if self.fp32_upcast and self.method != "qlora":
             errors.append("fp32_upcast (prepare_model_for_kbit_training) applies to qlora only")
+        if self.loss_head not in LOSS_HEADS:
+            errors.append(f"loss_head must be one of {LOSS_HEADS}, got {self.loss_head!r}")
         if errors:
             raise ValueError("; ".join(errors))
 
     def label(self) -> str:
         ck = "ckpt" if self.grad_ckpt else "no-ckpt"
         up = "/fp32-upcast" if self.fp32_upcast else ""
-        return f"{self.method}/{self.optimizer}/{self.weight_dtype}/s{self.seq_len}xb{self.micro_batch}/{ck}{up}"
+        head = "/fused-head" if self.loss_head == "fused" else ""
+        return f"{self.method}/{self.optimizer}/{self.weight_dtype}/s{self.seq_len}xb{self.micro_batch}/{ck}{up}{head}"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -248,13 +259,20 @@ def predict(setup: Setup) -> pd.DataFrame:
     per_tl = activation_bytes_per_token_layer(cfg, setup)
     layers = t.num_hidden_layers
     if setup.grad_ckpt:
-        add("activations", layers * tokens * t.hidden_size * 2, "checkpointed layer inputs (bf16)", phase="backward")
+        # after prepare_model_for_kbit_training the embeddings are fp32, so the residual stream (and every checkpointed
+        # layer input) stays fp32: a bf16 attention/MLP output added to an fp32 residual is fp32
+        ib = 4 if setup.fp32_upcast else 2
+        add("activations", layers * tokens * t.hidden_size * ib, f"checkpointed layer inputs ({'fp32 residual stream' if ib == 4 else 'bf16'})", phase="backward")
         add("activations", tokens * per_tl, f"one layer recomputed during backward ({per_tl / 1024:.0f} KiB/token)", phase="backward")
     else:
         add("activations", layers * tokens * per_tl, f"{layers} layers x {per_tl / 1024:.0f} KiB per token", phase="backward")
 
     # Temporary buffers (backward phase)
-    add("temporary", tokens * t.vocab_size * (2 + 4 + 4), "logits bf16 + fp32 copy + fp32 grad", phase="backward")
+    if setup.loss_head == "fused":
+        tile = min(tokens, FUSED_TOKEN_TILE) * min(t.vocab_size, FUSED_VOCAB_TILE) * 2
+        add("temporary", tile + tokens * t.hidden_size * 4, f"fused LM head: one bf16 logits tile ({FUSED_TOKEN_TILE} tokens x {FUSED_VOCAB_TILE} vocabulary entries at most) + fp32 hidden-state grad", phase="backward")
+    else:
+        add("temporary", tokens * t.vocab_size * (2 + 4 + 4), "logits bf16 + fp32 copy + fp32 grad", phase="backward")
     if setup.method == "full" and emb:
         add("temporary", emb * (4 + 2), "embedding backward: fp32 accumulation + new bf16 grad", phase="backward")
     if setup.method == "qlora":
@@ -495,11 +513,11 @@ def run_experiment(
     return rec.final
 
 
-def compare(results: pd.DataFrame) -> pd.DataFrame:
+def compare(results: pd.DataFrame, loss_head: str = "fused") -> pd.DataFrame:
     """Measured peak (torch allocator) next to the model's prediction for each measured row, with error %."""
     out = []
     for _, r in results.iterrows():
-        s = Setup(model=r["model"], method=r["method"], optimizer=r["optimizer"], weight_dtype=r["weight_dtype"], seq_len=int(r["seq_len"]), micro_batch=int(r["micro_batch"]), grad_ckpt=bool(r["grad_ckpt"]), lora_r=int(r["lora_r"]) if pd.notna(r.get("lora_r")) else 4)
+        s = Setup(model=r["model"], method=r["method"], optimizer=r["optimizer"], weight_dtype=r["weight_dtype"], seq_len=int(r["seq_len"]), micro_batch=int(r["micro_batch"]), grad_ckpt=bool(r["grad_ckpt"]), lora_r=int(r["lora_r"]) if pd.notna(r.get("lora_r")) else 4, loss_head=loss_head)
         try:
             sm = summarize(s)
         except Exception:  # a model config no longer present: keep the row, no prediction
@@ -511,6 +529,18 @@ def compare(results: pd.DataFrame) -> pd.DataFrame:
         row["error_pct"] = 100 * (row["predicted_peak_GiB"] - meas) / meas if sm and pd.notna(meas) and r["outcome"] == "ok" else None
         out.append(row)
     return pd.DataFrame(out)
+
+
+def loss_head_errors(results: pd.DataFrame) -> pd.DataFrame:
+    """The largest |error| % over the measured rows, per loss head: which head the recorded runs actually had."""
+    ok = results[(results.outcome == "ok") & results.peak_allocated_GiB.notna()] if len(results) else results
+    rows = []
+    for head in LOSS_HEADS:
+        c = compare(ok, head) if len(ok) else pd.DataFrame(columns=["error_pct", "run_id", "setup"])
+        worst = c.loc[c.error_pct.abs().idxmax()] if len(c) else None
+        rows.append({"loss_head": head, "rows": len(c), "max_abs_error_pct": abs(worst.error_pct) if worst is not None else None,
+                     "worst": f"{worst.run_id} {worst.setup}" if worst is not None else None})
+    return pd.DataFrame(rows).set_index("loss_head")
 
 
 # --- The chapter's parameters and figures ---------------------------------------------------------------------
