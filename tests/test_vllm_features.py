@@ -213,10 +213,15 @@ def test_deltas_and_noise_by_hand():
     assert n["restart_pct"] == pytest.approx(100 * (100 / 102 - 1))  # -1.96%
     kv = F.kv_capacity(hand_points()).set_index("arm")
     assert kv.loc["kv-fp8", "kv_change_pct"] == 100.0 and kv.loc["baseline", "kv_change_pct"] == 0.0 and "awq" not in kv.index
+    assert kv.loc["kv-fp8", "kv_noise_pct"] == 0 and kv.loc["kv-fp8", "larger_than_noise"] and not kv.loc["baseline", "larger_than_noise"]
     o = F.outcomes(hand_points()).set_index("server")
     assert o.loc["awq", "outcome"] == "oom" and o.loc["kv-fp8", "ok"] == 2
-    h = F.headline(F.compare(hand_points()), F.kv_capacity(hand_points())).iloc[0]
-    assert h["Δ throughput"] == "+19.8% (±5.9%)" and h["throughput > noise"] and h["KV capacity"] == "+100.0%"
+    h = F.headline(hand_points()).set_index("arm")
+    assert h.loc["kv-fp8", "Δ throughput"] == "+19.8% (±5.9%)" and h.loc["kv-fp8", "throughput > noise"] == "yes" and h.loc["kv-fp8", "KV capacity"] == "+100.00% (±0.00%)"
+    assert h.loc["kv-fp8", "TTFT > noise"] == "no" and h.loc["kv-fp8", "run_id"] == "h"
+    assert h.loc["awq", "Δ throughput"] == "no ok point (oom)"  # a failed arm is a row, not a gap
+    assert h.loc["eager", "Δ ITL"] == h.loc["ngram", "Δ TTFT"] == F.NOT_MEASURED and h.loc["eager", "run_id"] == "—"
+    assert list(h.index) == [a for a in F.ARMS if F.ARMS[a].group != "extra"]  # every main arm, in ARMS' order
     assert F.findings(F.compare(hand_points())) == ["kv-fp8: throughput +19.8% at c16 (noise ±5.9%) (h)"]
     assert F.spread_pct([5.0]) != F.spread_pct([5.0])  # NaN for a single value
 
@@ -255,24 +260,157 @@ def test_prompt_files_are_committed_and_rebuildable(tmp_path):
     assert built["open"].read_text() == (ROOT / F.TEXT_FILES["open"]).read_text()  # from the committed dataset: identical
 
 
+# --- the first GPU record: h100-core-a (H100, vLLM 0.25.0; eager, prefix-caching, one-at-a-time) ------------------
+H100 = "h100-core-a"
+REC = ROOT / "data" / "runs" / F.EXPERIMENT / H100
+# output tokens/s of the standard workload as the record holds them (point id -> value), both repeats of each start
+TPUT = {
+    "std-baseline.1-in512-out256-c1": 163.46398815580258, "std-baseline.1-in512-out256-c1-r1": 163.7180060909516,
+    "std-baseline.2-in512-out256-c1": 162.61440902299213, "std-baseline.2-in512-out256-c1-r1": 162.6072298668878,
+    "std-baseline.1-in512-out256-c64": 3915.1448631127632, "std-baseline.1-in512-out256-c64-r1": 3917.587880149862,
+    "std-baseline.2-in512-out256-c64": 3845.0135898196622, "std-baseline.2-in512-out256-c64-r1": 3891.6474930294876,
+    "std-eager-in512-out256-c1": 63.68196686045228, "std-eager-in512-out256-c1-r1": 63.14679269461466,
+}
+
+
+@pytest.fixture(scope="module")
+def h100():
+    return F.load([H100])
+
+
+def _spread(v):
+    return 100 * (max(v) - min(v)) / np.mean(v)
+
+
+def test_the_h100_record_holds_the_baseline_throughputs_of_both_starts():
+    res = pd.read_csv(REC / "results.csv").set_index("point_id")
+    for pid, v in TPUT.items():
+        assert res.loc[pid, "output_token_throughput"] == v, pid
+        with gzip.open(REC / "raw" / f"{pid}.json.gz", "rt") as f:
+            raw = json.load(f)  # the tool's own number: output tokens / duration
+        assert raw["output_throughput"] == v and v == pytest.approx(raw["total_output_tokens"] / raw["duration"], rel=1e-12)
+    m = load_record(REC).manifest
+    assert m["parameters"]["arms"] == ["eager", "prefix-caching", "one-at-a-time"] and m["packages"]["vllm"] == "0.25.0"
+    assert load_record(REC).gpu_name() == "NVIDIA H100 80GB HBM3" and len(res) == m["parameters"]["points"] == 28
+
+
+def test_eager_against_the_baseline_delta_and_noise_as_the_library_computes_them(h100):
+    c = F.compare(h100).set_index(["arm", "workload", "metric"])
+    base = [v for k, v in TPUT.items() if "baseline" in k and k.split("-")[4] == "c1"]
+    eager = [TPUT["std-eager-in512-out256-c1"], TPUT["std-eager-in512-out256-c1-r1"]]
+    r = c.loc["eager", "c1", "output_token_throughput"]
+    assert r["baseline"] == pytest.approx(np.mean(base)) and r["value"] == pytest.approx(np.mean(eager))
+    assert r["baseline_1"] == pytest.approx(np.mean(base[:2])) and r["baseline_2"] == pytest.approx(np.mean(base[2:]))
+    assert r["delta_pct"] == pytest.approx(100 * (np.mean(eager) / np.mean(base) - 1)) == pytest.approx(-61.12, abs=0.005)
+    assert r["baseline_spread_pct"] == pytest.approx(_spread(base)) and r["arm_spread_pct"] == pytest.approx(_spread(eager))
+    assert r["noise_pct"] == pytest.approx(0.8439, abs=1e-4) and r["larger_than_noise"] and r["n_baseline"] == 4 and r["n_arm"] == 2
+    # and a verdict that goes the other way: prefix caching on prompts that share nothing
+    p = c.loc["prefix-caching", "c16", "output_token_throughput"]
+    assert p["delta_pct"] == pytest.approx(0.4209, abs=1e-4) and p["noise_pct"] == pytest.approx(1.0516, abs=1e-4) and not p["larger_than_noise"]
+    n = F.noise(h100).set_index(["workload", "metric"]).loc[("c64", "output_token_throughput")]
+    b64 = [v for k, v in TPUT.items() if "baseline" in k and "c64" in k]
+    assert n["restart_pct"] == pytest.approx(100 * (np.mean(b64[2:]) / np.mean(b64[:2]) - 1)) == pytest.approx(-1.2265, abs=1e-4)
+
+
+def test_kv_capacity_comes_from_the_server_logs(h100):
+    from llmstudy.vllm_log import parse_startup_log
+
+    logs = {s: parse_startup_log((REC / "logs" / f"server-{s}.log").read_text()) for s in ("baseline.1.1", "baseline.2.1", "eager.1", "one-at-a-time.1")}
+    assert [logs[s]["kv_cache_tokens"] for s in logs] == [121424, 121536, 121536, 122144]
+    assert logs["one-at-a-time.1"]["available_kv_gib"] == 59.64 and any("GPU KV cache size: 122,144 tokens" in x for x in logs["one-at-a-time.1"]["lines"])
+    srv = pd.read_csv(REC / "servers.csv").set_index("server")["kv_cache_tokens"]
+    assert srv.to_dict() == {"baseline.1": 121424, "eager": 121536, "prefix-caching": 121536, "one-at-a-time": 122144, "baseline.2": 121536}
+    kv = F.kv_capacity(h100).set_index("arm")
+    assert kv.loc["baseline", "kv_cache_tokens"] == (121424 + 121536) / 2
+    assert kv.loc["one-at-a-time", "kv_change_pct"] == pytest.approx(100 * (122144 / 121480 - 1))
+    assert kv.loc["eager", "kv_noise_pct"] == pytest.approx(100 * 112 / 121480)
+    assert kv.loc["one-at-a-time", "larger_than_noise"] and not kv.loc["eager", "larger_than_noise"]
+
+
+def test_the_h100_table_lists_every_arm_measured_or_not(h100):
+    h = F.headline(h100)
+    assert list(dict.fromkeys(h["arm"])) == [a for a in F.ARMS if F.ARMS[a].group != "extra"]
+    e = h[(h["arm"] == "eager") & (h["workload"] == "c1")].iloc[0]
+    assert (e["Δ throughput"], e["throughput > noise"], e["Δ ITL"], e["KV capacity"]) == ("-61.1% (±0.8%)", "yes", "+158.6% (±1.0%)", "+0.05% (±0.09%)")
+    assert set(h.loc[h["run_id"] == H100, "arm"]) == {"eager", "prefix-caching", "one-at-a-time"}
+    pending = h[h["run_id"] == "—"]
+    assert list(pending["arm"]) == ["no-chunked-prefill", "mnbt-512", *F.GROUPS["quant"], *F.GROUPS["kernels"], *F.GROUPS["spec"]]
+    assert (pending[["Δ throughput", "Δ TTFT", "Δ ITL"]] == F.NOT_MEASURED).all().all()
+
+
+def test_what_the_chapter_text_says_of_the_h100_record_holds(h100):
+    """The chapter's words (not only its glued numbers) rest on these facts of the record."""
+    c = F.compare(h100).set_index(["arm", "workload", "metric"])
+    t = "output_token_throughput"
+    eager = [c.loc["eager", w, t] for w in ("c1", "c16", "c64")]
+    assert all(r["larger_than_noise"] for r in eager) and all(c.loc["eager", w, "inter_token_latency_avg"]["larger_than_noise"] for w in ("c1", "c16", "c64"))
+    assert eager[0]["delta_pct"] < eager[1]["delta_pct"] < eager[2]["delta_pct"] < 0  # the relative loss shrinks with the batch
+    assert c.loc["eager", "c1", "time_to_first_token_avg"]["larger_than_noise"]
+    one = c.loc["one-at-a-time", "c16", t]["value"]
+    assert abs(one / c.loc["eager", "c1", t]["baseline"] - 1) < 0.01  # back to the c=1 rate
+    assert c.loc["one-at-a-time", "c16", "inter_token_latency_avg"]["delta_pct"] < 0 < c.loc["one-at-a-time", "c16", "time_to_first_token_avg"]["delta_pct"]
+    assert all(c.loc["prefix-caching", "shared prefix c16", m]["larger_than_noise"] for m in F.METRICS)
+    assert not c.loc["prefix-caching", "c16", t]["larger_than_noise"]
+    srv = pd.read_csv(REC / "servers.csv").set_index("server")["start_s"]
+    assert srv["baseline.1"] > 1.3 * srv["baseline.2"] and abs(srv["eager"] / srv["baseline.2"] - 1) < 0.1  # cold vs warm compile cache
+    assert "Compiling a graph" in (REC / "logs" / "server-baseline.1.1.log").read_text() and "Directly load the compiled graph" in (REC / "logs" / "server-baseline.2.1.log").read_text()
+
+
+def test_the_executed_chapter_glues_the_h100_numbers(tmp_path, h100):
+    import re
+
+    text, glue = _execute(tmp_path, [H100])
+    assert '"ename"' not in text and "Traceback" not in text and "No GPU record yet" not in text
+    assert glue == F.statements(h100)  # every glued statement is the library's, from this record
+    md = "\n".join("".join(c["source"]) for c in json.loads((ROOT / "notebooks" / "vllm_features.ipynb").read_text())["cells"] if c["cell_type"] == "markdown")
+    used = set(re.findall(r"\{glue:\}`([^`]+)`", md))
+    assert used and used <= glue.keys()  # every number the text quotes is glued
+    # the glued text against the record, computed here from results.csv and the server logs
+    res = pd.read_csv(REC / "results.csv").set_index("point_id")["output_token_throughput"]
+    b1 = np.mean([TPUT[k] for k in TPUT if "baseline" in k and k.split("-")[4] == "c1"])
+    e1 = np.mean([res["std-eager-in512-out256-c1"], res["std-eager-in512-out256-c1-r1"]])
+    assert glue["vf_eager_c1_throughput"] == f"{b1:,.0f} → {e1:,.0f}" == "163 → 63"
+    assert glue["vf_eager_c1_throughput_delta"] == f"{100 * (e1 / b1 - 1):+.1f}% (noise ±0.8%)" == "-61.1% (noise ±0.8%)"
+    assert glue["vf_eager_c1_throughput_verdict"] == "larger than" and glue["vf_prefix_caching_c16_throughput_verdict"] == "within"
+    assert glue["vf_base_c64_throughput"] == f"{np.mean([v for k, v in TPUT.items() if 'c64' in k and 'baseline' in k]):,.0f}" == "3,892"
+    assert glue["vf_one_at_a_time_c16_ttft"] == "184 → 17,695" and glue["vf_prefix_caching_shared_prefix_c16_throughput"] == "702 → 1,387"
+    assert glue["vf_kv_baseline"] == "121,424 and 121,536" and glue["vf_one_at_a_time_kv"] == "122,144 (+0.55%)" and glue["vf_eager_kv_verdict"] == "within"
+    assert glue["vf_drift_tput"] == "-1.2% (c64)" and glue["vf_start_baseline_1"] == "107" and glue["vf_start_eager"] == "65"
+    assert glue["vf_runs"] == H100 and glue["vf_gpu"] == "NVIDIA H100 80GB HBM3" and glue["vf_measured"] == "eager, prefix-caching, one-at-a-time"
+    assert glue["vf_pending"].startswith("no-chunked-prefill, mnbt-512 (core); kv-fp8") and glue["vf_pending"].endswith("ngram, ngram-gpu (spec)")
+    # the table names the arms not measured, the figure and every table name the record
+    assert "not measured yet" in text and "no-chunked-prefill" in text and "image/png" in text and "runs: h100-core-a" in text
+    assert text.count("Source: run record vllm_features/h100-core-a.") >= 5
+    assert "Not measured yet: no-chunked-prefill, mnbt-512" in text
+
+
 # --- end to end on the CPU build of vLLM -------------------------------------------------------------------------------
 
 needs_vllm = pytest.mark.skipif(os.environ.get("LLMSTUDY_SKIP_VLLM") == "1", reason="LLMSTUDY_SKIP_VLLM=1 (the CPU vLLM is installed by `make test`)")
 
 
-def _render(runs_root, run_ids):
+def _execute(out_dir, run_ids):
+    """Execute the chapter with papermill; its outputs as JSON text and its glued values."""
     import papermill as pm
 
-    out = runs_root.parent / "vllm_features.out.ipynb"
+    out = out_dir / "vllm_features.out.ipynb"
     pm.execute_notebook(str(ROOT / "notebooks" / "vllm_features.ipynb"), str(out), parameters={"run_ids": run_ids}, kernel_name="python3", cwd=str(ROOT / "notebooks"), progress_bar=False)
     cells = json.loads(out.read_text())["cells"]
-    return json.dumps([c.get("outputs", []) for c in cells])
+    glue = {o["metadata"]["scrapbook"]["name"]: o["data"]["application/papermill.record/text/plain"]
+            for c in cells for o in c.get("outputs", []) if o.get("metadata", {}).get("scrapbook")}
+    return json.dumps([c.get("outputs", []) for c in cells]), glue
+
+
+def _render(runs_root, run_ids):
+    return _execute(runs_root.parent, run_ids)[0]
 
 
 def test_the_chapter_says_plainly_that_no_gpu_record_exists(runs_root):
-    text = _render(runs_root, [])
+    text, glue = _execute(runs_root.parent, [])
     assert "No GPU record yet" in text and "**CPU pipeline check**" not in text and "Traceback" not in text
     assert "No speculative-decoding record yet" in text and "<table" in text  # the arms table renders, no result does
+    assert glue.keys() == F.statements(pd.DataFrame()).keys() and glue["vf_measured"] == "none"
+    assert all(v == "n/a" for k, v in glue.items() if k not in ("vf_measured", "vf_pending"))  # no number without a record
 
 
 @needs_vllm

@@ -350,7 +350,8 @@ def spread_pct(values) -> float:
 def compare(points: pd.DataFrame, metrics=tuple(METRICS)) -> pd.DataFrame:
     """Each arm against its record's baseline, per workload and metric.
 
-    delta_pct = 100 (arm mean / baseline mean - 1). The noise is the largest spread either side showed:
+    delta_pct = 100 (arm mean / baseline mean - 1), the baseline mean pooling both starts (``baseline_1``,
+    ``baseline_2``: each start's mean). The noise is the largest spread either side showed:
     noise_pct = max(spread of all baseline values - both starts, every repeat -, spread of the arm's repeats).
     ``larger_than_noise``: |delta_pct| > noise_pct. Only ok points count; an arm with no ok point has no delta.
     """
@@ -366,7 +367,8 @@ def compare(points: pd.DataFrame, metrics=tuple(METRICS)) -> pd.DataFrame:
                 bs, as_ = spread_pct(base[m]), spread_pct(a[m])
                 noise = np.nanmax([bs, as_]) if not (np.isnan(bs) and np.isnan(as_)) else np.nan
                 d = 100 * (am / bm - 1)
-                rows.append({"run_id": run, "arm": arm, "workload": wl, "metric": m, "baseline": bm, "value": am, "delta_pct": d,
+                b12 = {i: base.loc[base["instance"] == i, m].mean() for i in (1, 2)}
+                rows.append({"run_id": run, "arm": arm, "workload": wl, "metric": m, "baseline": bm, "baseline_1": b12[1], "baseline_2": b12[2], "value": am, "delta_pct": d,
                              "baseline_spread_pct": bs, "arm_spread_pct": as_, "noise_pct": noise,
                              "larger_than_noise": bool(abs(d) > noise) if pd.notna(noise) else False, "n_baseline": int(base[m].notna().sum()), "n_arm": int(a[m].notna().sum())})
     return pd.DataFrame(rows)
@@ -389,45 +391,64 @@ def noise(points: pd.DataFrame, metrics=tuple(METRICS)) -> pd.DataFrame:
 
 
 def kv_capacity(points: pd.DataFrame) -> pd.DataFrame:
-    """KV cache size (tokens, from each server's log) per arm and its change against the baseline's (mean of its starts)."""
+    """KV cache size (tokens, from each server's log) per arm, its change against the baseline's (mean of its starts)
+    and whether that change is larger than the baseline's own start-to-start spread."""
+    cols = ["run_id", "arm", "kv_cache_tokens", "kv_change_pct", "kv_noise_pct", "larger_than_noise"]
     if "kv_cache_tokens" not in points:
-        return pd.DataFrame(columns=["run_id", "arm", "kv_cache_tokens", "kv_change_pct"])
+        return pd.DataFrame(columns=cols)
     srv = points.dropna(subset=["kv_cache_tokens"]).drop_duplicates(["run_id", "server"])
     rows = []
     for run, g in srv.groupby("run_id", sort=False):
-        base = g.loc[g["arm"] == BASELINE, "kv_cache_tokens"].mean()
+        b = g.loc[g["arm"] == BASELINE, "kv_cache_tokens"]
+        base, noise = b.mean(), spread_pct(b)
         for arm, a in g.groupby("arm", sort=False):
             kv = a["kv_cache_tokens"].mean()
-            rows.append({"run_id": run, "arm": arm, "kv_cache_tokens": kv, "kv_change_pct": 100 * (kv / base - 1) if pd.notna(base) and arm != BASELINE else (0.0 if arm == BASELINE else np.nan)})
-    return pd.DataFrame(rows)
+            change = 0.0 if arm == BASELINE else (100 * (kv / base - 1) if pd.notna(base) else np.nan)
+            rows.append({"run_id": run, "arm": arm, "kv_cache_tokens": kv, "kv_change_pct": change, "kv_noise_pct": noise,
+                         "larger_than_noise": bool(arm != BASELINE and pd.notna(change) and pd.notna(noise) and abs(change) > noise)})
+    return pd.DataFrame(rows, columns=cols)
 
 
 def outcomes(points: pd.DataFrame) -> pd.DataFrame:
-    """One row per server: its arm, how many points ended ok, and the first error (a failed start is a result)."""
+    """One row per server: its arm, start seconds, how many points ended ok, and the first error (a failed start is a result)."""
     rows = []
     for (run, server), g in points.groupby(["run_id", "server"], sort=False):
         bad = g[g["outcome"] != "ok"]
-        rows.append({"run_id": run, "server": server, "arm": g["arm"].iloc[0], "points": len(g), "ok": int((g["outcome"] == "ok").sum()),
+        rows.append({"run_id": run, "server": server, "arm": g["arm"].iloc[0], "start_s": g["start_s"].iloc[0] if "start_s" in g else np.nan, "points": len(g), "ok": int((g["outcome"] == "ok").sum()),
                      "outcome": "ok" if bad.empty else bad["outcome"].iloc[0], "error": "" if bad.empty else str(bad["error"].iloc[0])[:300]})
     return pd.DataFrame(rows)
 
 
-def headline(cmp: pd.DataFrame, kv: pd.DataFrame, metrics=("output_token_throughput", "time_to_first_token_avg", "inter_token_latency_avg")) -> pd.DataFrame:
+MAIN_GROUPS = ("core", "quant", "kernels", "spec")
+NOT_MEASURED = "not measured yet"
+
+
+def headline(points: pd.DataFrame, metrics=("output_token_throughput", "time_to_first_token_avg", "inter_token_latency_avg")) -> pd.DataFrame:
     """The chapter's table: one row per arm and workload; per metric 'Δ% (noise ±%)' and whether it beats the noise,
-    plus the KV-capacity change."""
-    if cmp.empty:
-        return pd.DataFrame()
+    plus the KV-capacity change. Arms of the main groups without a point say "not measured yet"; arms whose servers
+    produced no ok point say how they failed. Rows follow ``ARMS``' order."""
+    cmp, kv = compare(points), kv_capacity(points)
+    present = [a for a in dict.fromkeys(points["arm"]) if a != BASELINE] if len(points) else []
+    arms = [a for a in ARMS if a in present or ARMS[a].group in MAIN_GROUPS] + [a for a in present if a not in ARMS]
     rows = []
-    for (run, arm, wl), g in cmp.groupby(["run_id", "arm", "workload"], sort=False):
-        r = {"run_id": run, "feature": ARMS[arm].feature if arm in ARMS else arm, "arm": arm, "workload": wl}
-        for m in metrics:
-            x = g[g["metric"] == m]
-            label = METRICS[m][0]
-            r[f"Δ {label}"] = f"{x['delta_pct'].iloc[0]:+.1f}% (±{x['noise_pct'].iloc[0]:.1f}%)" if len(x) else "—"
-            r[f"{label} > noise"] = bool(x["larger_than_noise"].iloc[0]) if len(x) else False
-        k = kv[(kv["run_id"] == run) & (kv["arm"] == arm)]
-        r["KV capacity"] = f"{k['kv_change_pct'].iloc[0]:+.1f}%" if len(k) and pd.notna(k["kv_change_pct"].iloc[0]) else "—"
-        rows.append(r)
+    for arm in arms:
+        base = {"feature": ARMS[arm].feature if arm in ARMS else arm, "arm": arm}
+        a = cmp[cmp["arm"] == arm] if len(cmp) else cmp
+        if not len(a):
+            bad = points.loc[points["arm"] == arm, "outcome"] if arm in present else pd.Series(dtype=str)
+            why = NOT_MEASURED if bad.empty else f"no ok point ({bad.iloc[0]})"
+            rows.append({"run_id": "—", **base, "workload": "—", **{f"Δ {METRICS[m][0]}": why for m in metrics}, **{f"{METRICS[m][0]} > noise": "—" for m in metrics}, "KV capacity": "—"})
+            continue
+        for (run, wl), g in a.groupby(["run_id", "workload"], sort=False):
+            r = {"run_id": run, **base, "workload": wl}
+            for m in metrics:
+                x = g[g["metric"] == m]
+                label = METRICS[m][0]
+                r[f"Δ {label}"] = f"{x['delta_pct'].iloc[0]:+.1f}% (±{x['noise_pct'].iloc[0]:.1f}%)" if len(x) else "—"
+                r[f"{label} > noise"] = ("yes" if x["larger_than_noise"].iloc[0] else "no") if len(x) else "—"
+            k = kv[(kv["run_id"] == run) & (kv["arm"] == arm)]
+            r["KV capacity"] = f"{k['kv_change_pct'].iloc[0]:+.2f}% (±{k['kv_noise_pct'].iloc[0]:.2f}%)" if len(k) and pd.notna(k["kv_change_pct"].iloc[0]) else "—"
+            rows.append(r)
     return pd.DataFrame(rows)
 
 
@@ -463,28 +484,37 @@ def spec_transfer(acceptance_length: float, speedup: float) -> dict:
 
 
 def figure(cmp: pd.DataFrame, title: str, metrics=("output_token_throughput", "time_to_first_token_avg", "inter_token_latency_avg")):
-    """Δ% against the baseline per arm and workload, one panel per metric; the grey bar is the noise band (±noise)."""
+    """Arm / baseline per arm and workload on a log axis (ratios from 0.1x to 100x share one panel), one panel per
+    metric; the grey bar is the noise band (1 ± noise)."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     d = cmp[cmp["metric"].isin(metrics)].copy()
+    d["order"] = d["arm"].map({a: i for i, a in enumerate(ARMS)}).fillna(len(ARMS))
+    d = d.sort_values("order", kind="stable")
     d["row"] = d["arm"] + " · " + d["workload"] + (" · " + d["run_id"] if d["run_id"].nunique() > 1 else "")
     order = list(dict.fromkeys(d["row"]))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 0.42 * len(order) + 1.6), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 0.42 * len(order) + 1.8), sharey=True, squeeze=False)
     for ax, m in zip(axes.flat, metrics):
         x = d[d["metric"] == m].set_index("row").reindex(order)
         y = np.arange(len(order))
-        ax.barh(y, 2 * x["noise_pct"].fillna(0), left=-x["noise_pct"].fillna(0), color="0.88", label="noise band")
+        n = x["noise_pct"].fillna(0) / 100
+        ax.barh(y, 2 * n, left=1 - n, color="0.85", label="noise band")
         colors = ["tab:blue" if b else "0.55" for b in x["larger_than_noise"].fillna(False)]
-        ax.scatter(x["delta_pct"], y, c=colors, zorder=3)
-        ax.axvline(0, color="0.3", lw=0.8)
+        ax.scatter(1 + x["delta_pct"] / 100, y, c=colors, zorder=3)
+        ax.axvline(1, color="0.3", lw=0.8)
+        ax.set_xscale("log")
+        r = (1 + x["delta_pct"] / 100).dropna()
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5) if len(r) and max(r.max(), 1) / min(r.min(), 1) < 30 else (1,)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         label, _, better = METRICS[m]
-        ax.set(title=f"{label} ({better} is better)", xlabel="Δ vs baseline (%)")
+        ax.set(title=f"{label} ({better} is better)", xlabel="arm / baseline (log scale)")
         ax.set_yticks(y, order)
         ax.invert_yaxis()
     fig.suptitle(title)
     fig.tight_layout()
     return fig
-
 
 
 def findings(cmp: pd.DataFrame, metrics=("output_token_throughput", "time_to_first_token_avg", "inter_token_latency_avg", "chunk_gap_p99_ms")) -> list[str]:
@@ -496,6 +526,66 @@ def findings(cmp: pd.DataFrame, metrics=("output_token_throughput", "time_to_fir
             out.append(f"{arm}: within the noise on all {len(g)} workload × metric pairs ({run})")
         else:
             out.append(f"{arm}: " + "; ".join(f"{METRICS[r.metric][0]} {r.delta_pct:+.1f}% at {r.workload} (noise ±{r.noise_pct:.1f}%)" for r in big.itertuples()) + f" ({run})")
+    return out
+
+
+# --- the chapter's glued statements -----------------------------------------------------------------------------------
+FMT = {"output_token_throughput": "{:,.0f}", "time_to_first_token_avg": "{:,.0f}", "inter_token_latency_avg": "{:.2f}", "chunk_gap_p99_ms": "{:,.0f}"}
+GLUED = (  # (arm, workload, metric) the chapter's text quotes
+    *[("eager", w, m) for w in ("c1", "c16", "c64") for m in ("output_token_throughput", "inter_token_latency_avg", "time_to_first_token_avg")],
+    *[("one-at-a-time", "c16", m) for m in ("output_token_throughput", "time_to_first_token_avg", "inter_token_latency_avg")],
+    *[("prefix-caching", "shared prefix c16", m) for m in METRICS], ("prefix-caching", "c16", "output_token_throughput"),
+)
+
+
+def glue_key(*parts: str) -> str:
+    """``("prefix-caching", "shared prefix c16", "p99 chunk gap")`` -> ``vf_prefix_caching_shared_prefix_c16_p99_chunk_gap``."""
+    return "vf_" + "_".join("".join(ch if ch.isalnum() else "_" for ch in p.lower()) for p in parts)
+
+
+def statements(points: pd.DataFrame, picks=GLUED) -> dict[str, str]:
+    """Every number the chapter's text quotes, as text ("n/a" where the records lack it; the latest record wins where
+    several measured an arm): per pick ``baseline → arm`` (key), the delta with its noise (``_delta``) and the
+    verdict (``_verdict``: "larger than" / "within"); the baseline's drift between its starts and its throughput per
+    concurrency; KV sizes and server start seconds; which arms have been measured and which not yet."""
+    na = "n/a"
+    cmp = compare(points) if len(points) else pd.DataFrame(columns=["arm", "workload", "metric", "run_id"])
+    out: dict[str, str] = {}
+    for arm, wl, m in picks:
+        k = glue_key(arm, wl, METRICS[m][0])
+        r = cmp[(cmp["arm"] == arm) & (cmp["workload"] == wl) & (cmp["metric"] == m)].sort_values("run_id")
+        r = r.iloc[-1] if len(r) else None
+        f = FMT[m]
+        out[k] = na if r is None else f"{f.format(r['baseline'])} → {f.format(r['value'])}"
+        out[k + "_delta"] = na if r is None else f"{r['delta_pct']:+.1f}% (noise ±{r['noise_pct']:.1f}%)"
+        out[k + "_verdict"] = na if r is None else ("larger than" if r["larger_than_noise"] else "within")
+    nz = noise(points) if len(points) else pd.DataFrame()
+    for m, name in (("output_token_throughput", "tput"), ("inter_token_latency_avg", "itl"), ("time_to_first_token_avg", "ttft")):
+        x = nz[nz["metric"] == m].dropna(subset=["restart_pct"]) if len(nz) else nz
+        w = x.loc[x["restart_pct"].abs().idxmax()] if len(x) else None
+        out[f"vf_drift_{name}"] = na if w is None else f"{w['restart_pct']:+.1f}% ({w['workload']})"
+        out[f"vf_repeat_{name}"] = na if w is None else f"{x['repeat_spread_pct'].max():.1f}%"
+    for wl in ("c1", "c16", "c64"):
+        x = nz[(nz["metric"] == "output_token_throughput") & (nz["workload"] == wl)].sort_values("run_id") if len(nz) else nz
+        out[glue_key("base", wl, "throughput")] = na if not len(x) else f"{x['mean'].iloc[-1]:,.0f}"
+    srv = points.dropna(subset=["kv_cache_tokens"]).drop_duplicates(["run_id", "server"]).sort_values("run_id") if "kv_cache_tokens" in points else pd.DataFrame()
+    b = srv[srv["arm"] == BASELINE] if len(srv) else srv
+    out["vf_kv_baseline"] = " and ".join(f"{v:,.0f}" for v in b[b["run_id"] == b["run_id"].iloc[-1]]["kv_cache_tokens"]) if len(b) else na
+    kv = kv_capacity(points) if len(srv) else pd.DataFrame(columns=["arm"])
+    out["vf_kv_noise"] = f"{kv['kv_noise_pct'].iloc[-1]:.2f}%" if len(kv) else na
+    for arm in dict.fromkeys(a for a, _, _ in picks):
+        x = kv[kv["arm"] == arm]
+        out[glue_key(arm, "kv")] = na if not len(x) else f"{x['kv_cache_tokens'].iloc[-1]:,.0f} ({x['kv_change_pct'].iloc[-1]:+.2f}%)"
+        out[glue_key(arm, "kv", "verdict")] = na if not len(x) else ("larger than" if x["larger_than_noise"].iloc[-1] else "within")
+    for server in (f"{BASELINE}.1", f"{BASELINE}.2", *dict.fromkeys(a for a, _, _ in picks)):
+        x = srv[srv["server"] == server] if len(srv) and "start_s" in srv else pd.DataFrame()
+        out[glue_key("start", server)] = na if not len(x) else f"{x['start_s'].iloc[-1]:.0f}"
+    runs = sorted(points["run_id"].unique()) if len(points) else []
+    out["vf_runs"] = ", ".join(runs) or na
+    out["vf_gpu"] = ", ".join(dict.fromkeys(points["gpu"])) if len(points) else na
+    measured = [a for a in ARMS if len(cmp) and a in set(cmp["arm"])]
+    out["vf_measured"] = ", ".join(measured) or "none"
+    out["vf_pending"] = "; ".join(f"{', '.join(n for n in GROUPS[g] if n not in measured)} ({g})" for g in MAIN_GROUPS if any(n not in measured for n in GROUPS[g])) or "none"
     return out
 
 
