@@ -141,7 +141,8 @@ def test_the_fused_loss_head_is_what_the_recorded_runs_measured():
 
     s = mm.Setup(model="llama-2-7b", method="lora", seq_len=6244)
     assert s.loss_head == "fused" and s.label().endswith("/fused-head")
-    head = lambda st: int(mm.predict(st).query("detail.str.contains('logits')", engine="python").bytes.sum())
+    def head(st):
+        return int(mm.predict(st).query("detail.str.contains('logits')", engine="python").bytes.sum())
     assert head(s) == 4096 * 32000 * 2 + 6244 * 4096 * 4 == 364_445_696
     assert head(dataclasses.replace(s, loss_head="full")) == 6244 * 32000 * 10 == 1_998_080_000
     with pytest.raises(ValueError, match="loss_head must be one of"):
