@@ -8,6 +8,7 @@ import papermill as pm
 import pytest
 
 from llmstudy import params as PR
+from llmstudy import records as R
 from llmstudy import servebench as SB
 from llmstudy import serveplots as SP
 
@@ -250,3 +251,19 @@ def test_four_bit_records_say_what_the_engine_did_with_the_weights():
     assert q.loc["h100-awq", "c1 ITL ms"] < 0.75 * q.loc["h100-bf16-seqs16", "c1 ITL ms"]
     # the main sweep's figures never mix in the single-setting comparison records
     assert SP.sweep_runs("batch_size_sweep", "llama-2-7b", [4, 16, 64, 256]) == ["h100-b"]
+
+
+def test_gptq_quantizes_once_the_config_names_its_layers():
+    """engine_comparison/h100-engines3 (2026-11-22): the GPTQ config with modules_in_block_to_quantize served by vLLM
+    0.25.0 with dummy weights loads 4-bit weights and runs Machete; the table reads only the vLLM server of that
+    two-engine record (the SGLang server's log and points are not vLLM's)."""
+    if not (ROOT / "data/runs/engine_comparison/h100-engines3").exists():
+        pytest.skip("no h100-engines3 record")
+    q = SP.fixed_batch_table("engine_comparison", ["llama-2-7b-gptq"])
+    assert len(q) == 1 and q.loc[0, "run_id"] == "h100-engines3" and q.loc[0, "experiment"] == "engine_comparison"
+    r = q.iloc[0]
+    assert (r["engine quantization"], r["GEMM kernel"], r["weights GiB"], r["KV tokens"], r["prefix caching"]) == ("auto_gptq", "MacheteLinearKernel", 3.68, 139_664, "False")
+    res = R.load_record(ROOT / "data/runs/engine_comparison/h100-engines3").table("results")
+    v = res[(res.engine == "vllm")].set_index("concurrency")
+    assert r["c1 ITL ms"] == v.loc[1, "inter_token_latency_avg"] and r["c16 output tok/s"] == v.loc[16, "output_token_throughput"]
+    assert r["c16 output tok/s"] == pytest.approx(2390.2375, abs=1e-3)

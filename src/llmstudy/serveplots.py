@@ -155,7 +155,8 @@ def sweep_runs(experiment: str, model: str, max_num_seqs=None, root=None) -> lis
 def fixed_batch_table(experiment: str, models, max_num_seqs: int = 16, concurrency=(1, 16)) -> pd.DataFrame:
     """One row per record of ``models`` that served max_num_seqs with every listed concurrency: what the engine made of
     the weights (resolved quantization method, GEMM kernel, weight GiB, KV tokens, prefix caching, all read from the
-    server log) and the speed at each concurrency (ITL, TTFT, output tok/s). Compares weight formats like for like."""
+    server log) and the speed at each concurrency (ITL, TTFT, output tok/s). Compares weight formats like for like.
+    Only vLLM's points and server logs count (an engine-comparison record also holds another engine's)."""
     rows = []
     for rec in R.load_runs(experiment):
         if R.run_model(rec) not in list(models):
@@ -163,11 +164,13 @@ def fixed_batch_table(experiment: str, models, max_num_seqs: int = 16, concurren
         p = rec.manifest["parameters"]
         res = rec.table("results")
         res = res[(res.max_num_seqs == max_num_seqs) & (res.outcome == "ok")]
+        if "engine" in res:
+            res = res[res.engine.fillna("vllm") == "vllm"]
         if not set(concurrency) <= set(res.concurrency):
             continue
         logs = sorted((rec.path / "logs").glob(f"server-seqs{max_num_seqs}-*.log"))
         facts = parse_startup_log("\n".join(f.read_text(errors="replace") for f in logs))
-        row = {"run_id": rec.run_id, "gpu": rec.gpu_name(), "model": p["model"], "--quantization": p.get("quantization") or "",
+        row = {"run_id": rec.run_id, "experiment": experiment, "gpu": rec.gpu_name(), "model": R.run_model(rec), "--quantization": p.get("quantization") or "",
                "dtype": p.get("dtype"), "engine quantization": facts.get("quantization"), "GEMM kernel": facts.get("linear_kernel", "unquantized"),
                "weights GiB": facts.get("weights_gib"), "KV tokens": facts.get("kv_cache_tokens"), "prefix caching": facts.get("prefix_caching")}
         for c in concurrency:
