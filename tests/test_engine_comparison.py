@@ -298,14 +298,23 @@ def _execute(tmp_path, **params) -> str:
     out = tmp_path / "engine_comparison.out.ipynb"
     pm.execute_notebook(str(ROOT / "notebooks/engine_comparison.ipynb"), str(out), parameters=params, kernel_name="python3", cwd=str(ROOT / "notebooks"), progress_bar=False)
     cells = json.loads(out.read_text())["cells"]
-    return json.dumps([c.get("outputs", []) for c in cells])
+    return json.dumps([c.get("outputs", []) for c in cells], ensure_ascii=False)
+
+
+def _glued(tmp_path) -> dict:
+    """name -> text of every value the last executed chapter glued (myst-nb's glue outputs)."""
+    cells = json.loads((tmp_path / "engine_comparison.out.ipynb").read_text())["cells"]
+    return {o["metadata"]["scrapbook"]["name"]: "".join(o["data"][o["metadata"]["scrapbook"]["mime_prefix"] + "text/plain"]) for c in cells for o in c.get("outputs", []) if "scrapbook" in o.get("metadata", {})}
 
 
 def test_chapter_says_plainly_that_no_gpu_record_exists(runs_root, tmp_path):
     text = _execute(tmp_path)
     assert "No GPU record of this comparison exists yet" in text and "No GPU record of the gpt-oss-20b sweep exists yet" in text
     assert "SGLang 0.5.17" in text and "1,156.97" in text and "813.81" in text  # the decision and the published numbers
-    assert "Where each engine wins" not in text and "image/png" not in text  # nothing measured is shown
+    assert "Where each engine wins: measured" in text and "published: Fixstars 2026 §6.6" in text  # the article's verdicts only
+    assert "measured: run" not in text and "image/png" not in text  # nothing measured is shown
+    glued = _glued(tmp_path)
+    assert glued["ec_pub_vllm"] == "813.81" and glued["ec_run"] == glued["ec_c16_sgl"] == "n/a"
 
 
 def test_a_server_that_cannot_start_is_a_recorded_result_and_the_chapter_shows_why(runs_root, tmp_path, monkeypatch):
@@ -430,3 +439,109 @@ def test_mid_run_kernel_compilations_are_read_from_the_server_log(tmp_path):
     j = EC.jit_warnings(tmp_path)
     assert j[["time", "kernel"]].values.tolist() == [["11-22 03:00:24", "_topk_forward"], ["11-22 03:01:19", "f.<locals>._pow2"]]
     assert EC.jit_warnings(tmp_path / "nothing").empty
+
+
+# --- the H100 record: SGLang 0.5.17 against vLLM 0.25.0, one session (h100-engines3) ------------------------------------
+
+H100 = ROOT / "data/runs/engine_comparison/h100-engines3"
+
+
+def test_h100_engines_record_throughput():
+    """Output throughput at c=1 and c=16, read from the record's results.csv and through load_points."""
+    res = pd.read_csv(H100 / "results.csv").set_index(["engine", "concurrency"])["output_token_throughput"]
+    assert [round(res[k], 2) for k in [("sglang", 1), ("vllm", 1), ("sglang", 16), ("vllm", 16)]] == [304.32, 222.8, 2425.88, 2390.24]
+    pts = EC.load_points(["h100-engines3"])
+    assert pts.set_index(["engine", "concurrency"])["output_token_throughput"].sort_index().equals(res.sort_index())
+    assert set(pts.gpu) == {"NVIDIA H100 80GB HBM3"} and set(pts.model) == {"llama-2-7b-gptq"} and (pts.outcome == "ok").all()
+    assert {e: EC.engine_label(r) for e, r in pts.drop_duplicates("engine").set_index("engine", drop=False).iterrows()} == {"sglang": "sglang 0.5.17", "vllm": "vllm 0.25.0"}
+
+
+def test_h100_engines_record_passes_every_fairness_rule():
+    pts = EC.load_points(["h100-engines3"])
+    rep = EC.require_fair(pts)
+    assert rep["ok"].all() and list(rep["rule"]) == list(EC.RULES)
+    assert pts.groupby("engine").size().to_dict() == {"sglang": 7, "vllm": 7}
+    digests = pts.groupby("concurrency")["prompt_token_ids_sha256"].agg(set)
+    assert list(digests.index) == [1, 2, 4, 8, 16, 32, 64] and all(len(d) == 1 for d in digests) and len(set.union(*digests)) == 7  # same per c, new per c
+    assert digests[1] == {"cbf3f84c9e206f70aa0c0e9143f2aac919731fd49bacfd64da7e4dea139a3b8f"}
+    sched = pts.sort_values("concurrency").groupby("engine")[["num_prompts", "warmups"]].agg(list)
+    assert sched.loc["sglang"].tolist() == sched.loc["vllm"].tolist() == [[8, 8, 8, 16, 400, 64, 128], [1, 2, 4, 8, 16, 16, 16]]
+    req = pd.read_csv(H100 / "requests.csv")
+    assert req["ok"].all() and set(req.input_sequence_length) == {512} and set(req.output_sequence_length) == {256}  # counted by the servers
+    assert len(req) == 2 * 632 and pts.prompts_exact.all() and pts.outputs_exact.all()
+    # the same record with one digest changed is refused, by name
+    with pytest.raises(EC.FairnessError, match=r"^refusing to compare these records: same_prompts: c=16: sglang e9c72fd3ccd7, vllm none$"):
+        EC.require_fair(_set(pts, {"engine": "vllm", "concurrency": 16}, prompt_token_ids_sha256=None))
+
+
+def test_h100_server_logs_read_with_each_engines_parser():
+    from llmstudy.vllm_log import parse_startup_log
+
+    sgl = parse_sglang_log((H100 / "logs/server-sglang-seqs16-len4096-xf71eb7.1.log").read_text())
+    assert (sgl["weights_gib"], sgl["weights_quant"], sgl["weights_bits"], sgl["quantization_kernel"]) == (3.73, "gptq", 4, "gptq_marlin")
+    assert (sgl["kv_cache_tokens"], sgl["kv_k_gib"], sgl["kv_v_gib"], sgl["graph_capture_s"]) == (126_579, 30.9, 30.9, 2.06) and "prefill_graph_capture_s" not in sgl
+    assert round(126_579 * SB.kv_bytes_per_token("llama-2-7b-gptq") / 2**30 / 2, 2) == 30.9  # SGLang's "GB" are GiB
+    vl = parse_startup_log((H100 / "logs/server-seqs16-len4096.1.log").read_text())
+    assert (vl["weights_gib"], vl["kv_cache_tokens"], vl["available_kv_gib"], vl["linear_kernel"], vl["quantization"]) == (3.68, 139_664, 68.2, "MacheteLinearKernel", "auto_gptq")
+    facts = EC.server_facts(H100).set_index("engine")
+    assert facts.loc["sglang", ["weights_gib", "quantization", "gemm_kernel", "kv_cache_tokens", "kv_cache_gib"]].tolist() == [3.73, "gptq, 4 bits", "gptq_marlin", 126_579, 61.8]
+    assert facts.loc["vllm", ["weights_gib", "quantization", "gemm_kernel", "kv_cache_tokens", "kv_cache_gib"]].tolist() == [3.68, "auto_gptq", "MacheteLinearKernel", 139_664, 68.2]
+    assert len(facts.loc["sglang", "lines"]) == 3 and "mem usage=3.73 GB" in facts.loc["sglang", "lines"][1]
+    assert len(facts.loc["vllm", "lines"]) == 4 and facts.loc["vllm", "lines"][-1].endswith("GPU KV cache size: 139,664 tokens")
+
+
+def test_h100_failed_attempts_are_read_from_their_logs():
+    fa = EC.failed_attempts(H100)
+    assert list(fa.log) == ["logs/failed-attempts/h100-engines-sglang-no-flashinfer.log", "logs/failed-attempts/h100-engines2-sglang-prefill-graphs-409s.log"]
+    assert fa.failure.tolist() == ["ModuleNotFoundError: No module named 'flashinfer'", ""]
+    assert fa.prefill_graph_capture_s.iloc[1] == 409.16 and fa.decode_graph_capture_s.iloc[1] == 3.23 and fa.ready_after_s.iloc[1] == 460.0
+    assert fa.iloc[0, 2:].isna().all()
+    readme = (H100 / "logs/failed-attempts/README.md").read_text()
+    assert "h100-engines2" in readme and "409.16 s" in readme and "flashinfer" in readme
+
+
+def test_h100_where_each_wins_and_the_articles_c16():
+    pts = EC.load_points(["h100-engines3"])
+    w = EC.where_each_wins(pts)
+    mine = w[w.source == "measured: run h100-engines3, NVIDIA H100 80GB HBM3"].set_index(["metric", "winner"])
+    assert set(mine.comparison) == {"sglang 0.5.17 vs vllm 0.25.0 (llama-2-7b-gptq, 512 in / 256 out)"}
+    assert mine.loc[("TTFT, avg (ms)", "sglang"), "at concurrency"] == "1, 2" and mine.loc[("TTFT, avg (ms)", "vllm"), "at concurrency"] == "4, 8, 16, 32, 64"
+    assert mine.loc[("total output throughput (tokens/s)", "sglang"), "points won"] == "7 of 7"
+    pub = w[w.source.str.startswith("published")]
+    assert list(pub.source.unique()) == ["published: Fixstars 2026 §6.6, NVIDIA H100 PCIe", "published: Fixstars 2026 §8.2, NVIDIA H100 PCIe"]
+    r66 = pub.iloc[0]
+    assert (r66.winner, r66["at concurrency"], r66["margin, median"]) == ("Triton + TensorRT-LLM", "16", pytest.approx(1156.97 / 813.81))
+    assert pub.iloc[1:].winner.tolist() == ["trtllm-serve", "vLLM", "no difference"] and (pub.iloc[1:]["at concurrency"] == "1 to 256").all()
+    va = EC.versus_article(pts).set_index("engine")
+    assert va["output tokens/s"].round(2).to_dict() == {"sglang 0.5.17": 2425.88, "vllm 0.25.0": 2390.24, "Triton (TensorRT-LLM engine)": 1156.97, "vLLM 0.11.0": 813.81}
+    assert va.loc["vllm 0.25.0", "x article's vLLM"] == pytest.approx(2390.237503 / 813.81) and va["HBM TB/s"].tolist() == [3.35, 3.35, 2.0, 2.0]
+    assert va.loc["vLLM 0.11.0", "gpu"] == EC.ARTICLE_GPU and va.loc["vLLM 0.11.0", "source"] == "published (Fixstars 2026, §6.6)"
+
+
+def test_chapter_glues_what_the_h100_record_says(tmp_path):
+    """The executed chapter: every glued name its text uses has a value, and the values are the record's."""
+    import re
+
+    text = _execute(tmp_path)
+    glued = _glued(tmp_path)
+    md = "".join("".join(c["source"]) for c in json.loads((ROOT / "notebooks/engine_comparison.ipynb").read_text())["cells"] if c["cell_type"] == "markdown")
+    used = set(re.findall(r"\{glue:\}`([^`]+)`", md))
+    assert used <= set(glued) and not [k for k in used if glued[k] == "n/a"]
+    res = pd.read_csv(H100 / "results.csv").set_index(["engine", "concurrency"])
+    c16 = res.xs(16, level="concurrency")["output_token_throughput"]
+    expect = {
+        "ec_run": "h100-engines3", "ec_gpu": "NVIDIA H100 80GB HBM3", "ec_article_gpu": "NVIDIA H100 PCIe", "ec_sgl_version": "0.5.17", "ec_vllm_version": "0.25.0",
+        "ec_pub_vllm": "813.81", "ec_pub_triton": "1,156.97", "ec_pub_ratio": "1.42×", "ec_pub_trtllm_c1": "231", "ec_pub_trtllm_c1_incl": "212",
+        "ec_c16_sgl": f"{c16['sglang']:,.0f}", "ec_c16_vllm": f"{c16['vllm']:,.0f}", "ec_c16_margin": f"{c16['sglang'] / c16['vllm']:.2f}×",
+        "ec_c1_sgl_user": f"{res.loc[('sglang', 1), 'output_token_throughput_per_user_avg']:.1f}", "ec_c1_vllm_user": f"{res.loc[('vllm', 1), 'output_token_throughput_per_user_avg']:.1f}",
+        "ec_sgl_weights": "3.73", "ec_vllm_weights": "3.68", "ec_sgl_kv": "126,579", "ec_vllm_kv": "139,664", "ec_sgl_kv_gib": "61.8", "ec_vllm_kv_gib": "68.2",
+        "ec_sgl_kernel": "gptq_marlin", "ec_vllm_kernel": "MacheteLinearKernel", "ec_kv_need": "12,288", "ec_kv_headroom": "10×",
+        "ec_fail_first": "ModuleNotFoundError: No module named 'flashinfer'", "ec_prefill_s": "409.16", "ec_ready_s": "460",
+        "ec_ttft_sgl_at": "1, 2", "ec_ttft_vllm_at": "4, 8, 16, 32, 64", "ec_ours_vs_article_vllm": f"{c16['vllm'] / 813.81:.2f}×", "ec_bw_ratio": "1.68×",
+        "ec_c16_prompts": "400", "ec_cap": "16", "ec_conc": "1 to 64",
+    }
+    assert {k: glued[k] for k in expect} == expect
+    assert glued["ec_sgl_args"].endswith("--attention-backend fa3 --sampling-backend pytorch --cuda-graph-backend-prefill disabled")
+    assert "What each server loaded, read from its log (run h100-engines3)" in text and "Attempts before run h100-engines3 that measured nothing" in text
+    assert "measured: run h100-engines3, NVIDIA H100 80GB HBM3" in text and "Concurrency 16, total output throughput: run h100-engines3" in text
+    assert "published: the article&#x27;s §6.6 numbers" in text  # the 7B figures cite §6.6, not the gpt-oss §8.1

@@ -240,6 +240,52 @@ def jit_warnings(record_path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["time", "kernel", "log"])
 
 
+_EVIDENCE_RE = re.compile(r"Load weight end|Cache is allocated|Model loading took|KV cache size|Available KV cache memory|LinearKernel for|kernel\.$")
+
+
+def server_facts(record_path: Path) -> pd.DataFrame:
+    """What each server of a record says it loaded, read from its log with its engine's parser (SGLang's or vLLM's):
+    weight memory, quantization, GEMM kernel, KV-cache tokens and memory, and the log lines they came from."""
+    from .serving import parse_sglang_log
+    from .vllm_log import parse_startup_log
+
+    path = Path(record_path)
+    engines = pd.read_csv(path / "servers.csv").set_index("server")["engine"].to_dict() if (path / "servers.csv").exists() else {}
+    rows = []
+    for f in sorted((path / "logs").glob("server-*.1.log")):
+        server, text = f.name[len("server-"):-len(".1.log")], f.read_text(errors="replace")
+        engine = engines.get(server, "vllm")
+        if engine == "sglang":
+            x = parse_sglang_log(text)
+            quant, kernel, kv_gib = f"{x.get('weights_quant')}, {x.get('weights_bits')} bits", x.get("quantization_kernel"), x.get("kv_k_gib", np.nan) + x.get("kv_v_gib", np.nan)
+        else:
+            x = parse_startup_log(text)
+            quant, kernel, kv_gib = x.get("quantization"), x.get("linear_kernel"), x.get("available_kv_gib")
+        rows.append({"engine": engine, "server": server, "weights_gib": x.get("weights_gib"), "quantization": quant, "gemm_kernel": kernel, "kv_cache_tokens": x.get("kv_cache_tokens"),
+                     "kv_cache_gib": kv_gib, "log": f"logs/{f.name}", "lines": [ln for ln in x["lines"] if _EVIDENCE_RE.search(ln)]})
+    return pd.DataFrame(rows)
+
+
+_TS_RE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\]", re.MULTILINE)
+
+
+def failed_attempts(record_path: Path) -> pd.DataFrame:
+    """The SGLang server logs a record keeps of attempts that measured nothing (``logs/failed-attempts/*.log``): the
+    line it died on, its prefill and decode CUDA-graph capture times, and how long after its first line it was ready."""
+    from .serveplots import failure_reason
+    from .serving import parse_sglang_log
+
+    rows = []
+    for f in sorted((Path(record_path) / "logs" / "failed-attempts").glob("*.log")):
+        text = f.read_text(errors="replace")
+        x, ts = parse_sglang_log(text), _TS_RE.findall(text)
+        ready = re.search(r"^\[([^\]]+)\] The server is fired up and ready to roll", text, re.MULTILINE)
+        ready_s = (pd.Timestamp(ready.group(1)) - pd.Timestamp(ts[0])).total_seconds() if ready and ts else np.nan
+        rows.append({"log": f"logs/failed-attempts/{f.name}", "failure": failure_reason(text), "prefill_graph_capture_s": x.get("prefill_graph_capture_s", np.nan),
+                     "decode_graph_capture_s": x.get("graph_capture_s", np.nan), "ready_after_s": ready_s})
+    return pd.DataFrame(rows, columns=["log", "failure", "prefill_graph_capture_s", "decode_graph_capture_s", "ready_after_s"])
+
+
 def comparison_sets(points: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
     """The points grouped by what makes a like-for-like comparison: (run_id, model, input_len, output_len)."""
     if not len(points):
@@ -386,6 +432,53 @@ def published_7b_wins() -> pd.DataFrame:
 def article_claims() -> pd.DataFrame:
     """The article's ch. 8.2 verdicts (qualitative: its figure's numbers are not in the text), with the source line."""
     return pd.read_csv(data_dir() / "engine_comparison" / "article_claims.csv")
+
+
+ARTICLE_GPU = "NVIDIA H100 PCIe"  # the article's §12 setup: 4x "NVIDIA H100 80GB PCIe", one per server
+
+
+def engine_label(row) -> str:
+    """``engine version`` from a point's recorded package versions (e.g. ``sglang 0.5.17``)."""
+    v = json.loads(row["versions"]) if isinstance(row.get("versions"), str) else {}
+    return f"{row['engine']} {v.get(row['engine'], '')}".strip()
+
+
+def versus_article(points: pd.DataFrame, concurrency: int = 16) -> pd.DataFrame:
+    """Total output throughput at ``concurrency``: each engine measured in ``points``, then the article's §6.6 pair
+    (labelled published), with each GPU's datasheet HBM bandwidth and the ratio to the article's vLLM."""
+    ok = points[(points["outcome"] == "ok") & (points["concurrency"] == concurrency)]
+    rows = [{"engine": engine_label(r), "source": f"measured, run {r['run_id']}", "gpu": r["gpu"], "load tool": r["load_tool"], "output tokens/s": r["output_token_throughput"]} for _, r in ok.iterrows()]
+    pub = published()
+    for _, r in pub[(pub["section"].astype(str) == "6.6") & (pub["concurrency"] == concurrency)].iterrows():
+        rows.append({"engine": r["server"], "source": r["source"], "gpu": ARTICLE_GPU, "load tool": r["note"].split(";")[0], "output tokens/s": float(r["value"])})
+    df = pd.DataFrame(rows)
+    if not len(df):
+        return df
+    df["HBM TB/s"] = [SB.hbm_bandwidth(g) / 1e12 for g in df["gpu"]]
+    base = df.loc[df["engine"].str.startswith("vLLM 0.11") & df["source"].str.startswith("published"), "output tokens/s"]
+    df["x article's vLLM"] = df["output tokens/s"] / base.iloc[0] if len(base) else np.nan
+    return df
+
+
+def where_each_wins(points: pd.DataFrame) -> pd.DataFrame:
+    """Who wins what, measured and published in one table but never judged against each other: the win summary of
+    every fair multi-engine comparison set in ``points`` (source: measured), then the article's §6.6 and §8.2
+    verdicts (source: published)."""
+    rows = []
+    for (run, model, i, o), g in comparison_sets(points).items() if len(points) else ():
+        ok = g[g["outcome"] == "ok"]
+        if ok["engine"].nunique() < 2 or not fairness(g)["ok"].all():
+            continue
+        names = " vs ".join(sorted({engine_label(r) for _, r in ok.drop_duplicates("engine").iterrows()}))
+        for _, r in win_summary(win_table(ok)).iterrows():
+            rows.append({"source": f"measured: run {run}, {ok['gpu'].iloc[0]}", "comparison": f"{names} ({model}, {i} in / {o} out)", "metric": r["metric"], "winner": r["winner"],
+                         "at concurrency": r["at concurrency"], "points won": f"{r['points won']} of {r['of']}", "margin, median": r["margin, median"]})
+    margin = published_7b_wins()["margin"].iloc[0]
+    for _, r in article_claims().sort_values("section").iterrows():
+        at = re.search(r"c=([\d.]+)", r["comparison"])
+        rows.append({"source": f"published: Fixstars 2026 §{r['section']}, {ARTICLE_GPU}", "comparison": r["comparison"], "metric": r["metric"], "winner": r["article_winner"],
+                     "at concurrency": at.group(1).replace("..", " to ") if at else "", "points won": "", "margin, median": margin if str(r["section"]) == "6.6" else np.nan})
+    return pd.DataFrame(rows)
 
 
 def trtllm_points(run_ids=(), root=None) -> pd.DataFrame:

@@ -187,7 +187,7 @@ _FAILURE_RES = (
     re.compile(r"Assertion `(.*?)` failed"),
     re.compile(r"(CUDA out of memory.*|torch\.OutOfMemoryError.*)"),
     re.compile(r"(CUDA error: .*)"),
-    re.compile(r"((?:ValueError|RuntimeError): .*)"),
+    re.compile(r"((?:ValueError|RuntimeError|ModuleNotFoundError|ImportError): .*)"),
 )
 
 

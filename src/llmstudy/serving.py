@@ -238,7 +238,13 @@ SGLANG_PATTERNS = {  # key -> (regex, group); SGLang 0.5.x startup lines (schedu
     "weights_gib": (re.compile(rf"Load weight end\..*?mem usage={_SGL_NUM} GB"), 1),
     "weights_load_s": (re.compile(rf"Load weight end\. elapsed={_SGL_NUM} s"), 1),
     "kv_pool_tokens": (re.compile(rf"Cache is allocated\. dtype: \S+, #tokens: {_SGL_NUM}"), 1),
-    "graph_capture_s": (re.compile(rf"Capture (?:\w+ )?(?:cuda|CUDA) graph end\. (?:Time elapsed|elapsed)[=:] ?{_SGL_NUM} ?s"), 1),
+    "weights_quant": (re.compile(r"Load weight end\..*?quant=(\w+)"), 1),  # 0.5.17 logs the checkpoint's method, e.g. gptq
+    "weights_bits": (re.compile(r"Load weight end\..*?bits=(\d+)"), 1),
+    "kv_k_gib": (re.compile(rf"Cache is allocated\..*?K size: {_SGL_NUM} GB"), 1),  # SGLang's "GB" are 2**30 bytes
+    "kv_v_gib": (re.compile(rf"Cache is allocated\..*?V size: {_SGL_NUM} GB"), 1),
+    # decode graphs ("Capture cuda graph end", 0.5.17: "Capture target decode CUDA graph end"); prefill graphs apart
+    "graph_capture_s": (re.compile(rf"Capture (?:target )?(?:decode )?(?:cuda|CUDA) graph end\. (?:Time elapsed|elapsed)[=:] ?{_SGL_NUM} ?s"), 1),
+    "prefill_graph_capture_s": (re.compile(rf"Capture (?:target )?prefill (?:cuda|CUDA) graph end\. elapsed={_SGL_NUM} ?s"), 1),
     "attention_backend": (re.compile(r"attention_backend='(\w+)'"), 1),
     "sampling_backend": (re.compile(r"sampling_backend='(\w+)'"), 1),
     "quantization_kernel": (re.compile(r"(?:Using|using) (\w*marlin\w*) kernel"), 1),
@@ -256,7 +262,7 @@ def parse_sglang_log(text: str) -> dict:
             m = rx.search(line)
             if m and key not in out:
                 v = m.group(g).replace(",", "")
-                out[key] = v if key in ("attention_backend", "sampling_backend", "quantization_kernel") else float(v) if "." in v else int(v)
+                out[key] = v if key in ("attention_backend", "sampling_backend", "quantization_kernel", "weights_quant") else float(v) if "." in v else int(v)
                 hit = True
         if hit:
             lines.append(line.strip()[:500])
