@@ -318,6 +318,9 @@ def test_kv_capacity_comes_from_the_server_logs(h100):
     logs = {s: parse_startup_log((REC / "logs" / f"server-{s}.log").read_text()) for s in ("baseline.1.1", "baseline.2.1", "eager.1", "one-at-a-time.1")}
     assert [logs[s]["kv_cache_tokens"] for s in logs] == [121424, 121536, 121536, 122144]
     assert logs["one-at-a-time.1"]["available_kv_gib"] == 59.64 and any("GPU KV cache size: 122,144 tokens" in x for x in logs["one-at-a-time.1"]["lines"])
+    # vLLM 0.25 writes "torch.compile took ... s in total": a cold compile cache at the first start, a warm one at the last
+    assert (logs["baseline.1.1"]["torch_compile_s"], logs["baseline.2.1"]["torch_compile_s"]) == (19.96, 6.95)
+    assert "torch_compile_s" not in logs["eager.1"]  # --enforce-eager compiles nothing
     srv = pd.read_csv(REC / "servers.csv").set_index("server")["kv_cache_tokens"]
     assert srv.to_dict() == {"baseline.1": 121424, "eager": 121536, "prefix-caching": 121536, "one-at-a-time": 122144, "baseline.2": 121536}
     kv = F.kv_capacity(h100).set_index("arm")

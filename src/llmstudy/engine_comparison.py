@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import loadgen
+from . import vllm_log as VL
 from . import records as R
 from . import servebench as SB
 from .loadgen import Workload
@@ -201,7 +202,7 @@ def load_points(run_ids=(), root=None, experiment: str = EXPERIMENT, model: str 
 
 _KERNEL_RES = {
     "moe_backend": re.compile(r"Using '?(\w+)'? \w+ MoE backend"),
-    "linear_kernel": re.compile(r"Using (\w+Kernel) for (\w+)"),
+    "linear_kernel": VL.PATTERNS["linear_kernel"][0],  # the same pattern the serving chapters read
     "attention_backend": re.compile(r"Using (\w+) attention backend|attention_backend='(\w+)'"),
     "sampling_backend": re.compile(r"sampling_backend='(\w+)'"),
     "quant_kernel": re.compile(r"Using (\w+) kernel\."),

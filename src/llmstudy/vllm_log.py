@@ -19,7 +19,7 @@ PATTERNS: dict[str, tuple[re.Pattern, type]] = {
     "available_kv_gib": (re.compile(rf"Available KV cache memory: {_NUM} GiB"), float),
     "weights_gib": (re.compile(rf"Model loading took {_NUM} ?GiB"), float),
     "weights_load_s": (re.compile(rf"Model loading took {_NUM} ?GiB (?:memory )?and {_NUM} ?s"), float),
-    "torch_compile_s": (re.compile(rf"torch\.compile takes {_NUM} ?s in total"), float),
+    "torch_compile_s": (re.compile(rf"torch\.compile (?:takes|took) {_NUM} ?s in total"), float),  # 0.25 says "took"
     "graph_capture_s": (re.compile(rf"Graph capturing finished in {_NUM} secs?"), float),
     "graph_capture_gib": (re.compile(rf"Graph capturing finished in {_NUM} secs?, took {_NUM} GiB"), float),
     "cudagraph_estimate_gib": (re.compile(rf"[Ee]stimated CUDA graph memory:? {_NUM} GiB"), float),
