@@ -40,25 +40,32 @@ def _convert(text: str, kind: type):
     return kind(float(text.replace(",", ""))) if kind is int else kind(text.replace(",", ""))
 
 
+def scan_log(text: str, patterns: dict[str, tuple[re.Pattern, type]], group: dict | None = None, last=(), width: int | None = None) -> dict:
+    """The facts ``patterns`` (key -> (regex, type)) find in a server log, one line at a time: the first match wins,
+    except for keys in ``last`` (the last one wins); ``group`` names the regex group of a key when it is not the first.
+    Missing keys are absent, never guessed; ``lines`` holds the matching log lines in order (cut to ``width``)."""
+    out: dict = {}
+    lines: list[str] = []
+    for line in text.splitlines():
+        hit = False
+        for key, (rx, kind) in patterns.items():
+            m = rx.search(line)
+            if not m:
+                continue
+            if key in out and key not in last:
+                continue
+            out[key] = _convert(m.group((group or {}).get(key, 1)), kind)
+            hit = True
+        if hit:
+            lines.append(line.strip()[:width])
+    out["lines"] = lines
+    return out
+
+
 def parse_startup_log(text: str) -> dict:
     """Pull the KV-cache and memory facts out of a vLLM server log.
 
     Returns a dict with the keys of ``PATTERNS`` that were found (missing ones are absent, never guessed) and
     ``lines``: the verbatim log lines they came from, in log order.
     """
-    out: dict = {}
-    lines: list[str] = []
-    for line in text.splitlines():
-        hit = False
-        for key, (rx, kind) in PATTERNS.items():
-            m = rx.search(line)
-            if not m:
-                continue
-            if key in out and key not in _LAST:
-                continue
-            out[key] = _convert(m.group(_GROUP.get(key, 1)), kind)
-            hit = True
-        if hit:
-            lines.append(line.strip())
-    out["lines"] = lines
-    return out
+    return scan_log(text, PATTERNS, _GROUP, _LAST)
