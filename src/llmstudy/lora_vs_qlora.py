@@ -828,8 +828,8 @@ def current_prediction(results: pd.DataFrame) -> pd.DataFrame:
     pred = []
     for _, r in df.iterrows():
         ok = pd.notna(r.get("max_micro_batch_tokens")) and r.get("method") in ("lora", "qlora")
-        kbit = bool(r["kbit_prep"]) if pd.notna(r.get("kbit_prep")) else True
-        s = variant_setup(r["model"], r["variant"], r["optimizer"], int(r["max_micro_batch_tokens"]), int(r.get("lora_r") or 4) if pd.notna(r.get("lora_r")) else 4, True, kbit) if ok else None
+        kbit, lora_r = r.get("kbit_prep"), r.get("lora_r")
+        s = variant_setup(r["model"], r["variant"], r["optimizer"], int(r["max_micro_batch_tokens"]), int(lora_r) if pd.notna(lora_r) else 4, True, bool(kbit) if pd.notna(kbit) else True) if ok else None
         pred.append(mm.summarize(s)["peak_bytes"] / GiB if s is not None else None)
     df["predicted_peak_GiB"] = pred
     return df
@@ -891,9 +891,8 @@ def fast_vs_article(results: pd.DataFrame, history: pd.DataFrame | None = None) 
             continue
         # time from a run that had the GPU alone where one exists (a run sharing it with a partner is slower);
         # quality from a run that finished all its steps
-        shared = a.concurrent_with.notna() if "concurrent_with" in a else pd.Series(False, index=a.index)
-        t = a[~shared].iloc[-1] if (~shared).any() else a.iloc[-1]
-        done = a[(a.outcome == "ok") & a.eval_loss.notna()] if "eval_loss" in a else a.iloc[0:0]
+        alone, done = a[a.concurrent_with.isna()], a[(a.outcome == "ok") & a.eval_loss.notna()]
+        t = alone.iloc[-1] if len(alone) else a.iloc[-1]
         q = done.iloc[-1] if len(done) else t
         a, f = t, f.iloc[-1]
         loss_diff = 100 * (f.eval_loss - q.eval_loss) / q.eval_loss if pd.notna(q.eval_loss) and pd.notna(f.eval_loss) else None
@@ -913,7 +912,7 @@ def fast_vs_article(results: pd.DataFrame, history: pd.DataFrame | None = None) 
             "article MFU %": 100 * a.mfu if pd.notna(a.mfu) else None, "fast MFU %": 100 * f.mfu if pd.notna(f.mfu) else None,
             "article peak GiB": a.peak_allocated_GiB, "fast peak GiB": f.peak_allocated_GiB,
             "article eval loss": q.eval_loss, "fast eval loss": f.eval_loss, "eval loss diff %": loss_diff, "max train loss diff % (same steps)": step_diff,
-            "article timing shared the GPU": bool(pd.notna(a.get("concurrent_with"))),
+            "article timing shared the GPU": pd.notna(a.concurrent_with),
         })
     return pd.DataFrame(rows)
 
