@@ -12,7 +12,10 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" LLMSTUDY_ROOT="$PWD" LLM
 # Never NVLink multicast on the shared host (also set in every server's environment by llmstudy.capacity).
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 VLLM_USE_FLASHINFER_SAMPLER=0
 nvidia-smi --query-gpu=index,name,memory.total,memory.used,driver_version --format=csv | tee "$OUT/nvidia-smi-$RUN_ID.txt"
-python3 -m llmstudy.cli capacity --run ${CONFIGS//,/ } --run-id "$RUN_ID" --root "$OUT/runs" --deadline-s "$DEADLINE" 2>&1 \
+# The record is written under /root/runs, which outlives the call while the machine stays warm: if the files under
+# $OUT do not come back, a follow-up call can still tar it (tar -czf $OUT/x.tar.gz -C /root/runs/context_limits RUN_ID).
+python3 -m llmstudy.cli capacity --run ${CONFIGS//,/ } --run-id "$RUN_ID" --root /root/runs --deadline-s "$DEADLINE" 2>&1 \
   | grep -v "DEBUG" | tee "$OUT/log-$RUN_ID.txt"
-tar -czf "$OUT/$RUN_ID.tar.gz" -C "$OUT/runs/context_limits" "$RUN_ID" && rm -rf "$OUT/runs"
+cp "$OUT/log-$RUN_ID.txt" "/root/runs/context_limits/$RUN_ID/logs/console-$RUN_ID.txt"; cp "$OUT/nvidia-smi-$RUN_ID.txt" "/root/runs/context_limits/$RUN_ID/logs/"
+tar -czf "$OUT/$RUN_ID.tar.gz" -C /root/runs/context_limits "$RUN_ID"
 ls -la "$OUT"

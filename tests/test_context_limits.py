@@ -255,13 +255,15 @@ def fake_serving(monkeypatch):
     started = []
 
     class ServerStartError(RuntimeError):
-        def __init__(self, msg, log_tail=""):
+        def __init__(self, msg, log_tail="", outcome="start_failed"):
             super().__init__(msg)
-            self.log_tail = log_tail
+            self.log_tail, self.outcome = log_tail, outcome
 
     class VLLMServer:
         def __init__(self, model, args, port, env, log_path, start_timeout_s):
-            self.model, self.args, self.env, self.log_path = model, args, env, log_path
+            if "refuse" in str(log_path):  # refused before any process starts, as the real class does for a taken port
+                raise ServerStartError("port 8000 on 127.0.0.1 is already in use", outcome="refused")
+            self.model, self.args, self.env, self.log_path, self.port = model, args, env, log_path, port
             self.base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
 
         def __enter__(self):
@@ -302,6 +304,7 @@ def test_run_mode_records_outcomes_memory_lines_and_long_requests(runs_root, fak
     for srv in fake_serving:
         assert srv.env["NCCL_NVLS_ENABLE"] == "0" and srv.env["TORCH_SYMM_MEM_DISABLE_MULTICAST"] == "1" and srv.env["NVSHMEM_DISABLE_NVLS"] == "1"
         assert srv.args[:2] == ["--tensor-parallel-size", "4"] and "--load-format" in srv.args
+        assert srv.port is None  # each server picks a free port: the previous one's port may still be closing
     cfg = json.loads((tmp_path / "llmstudy-context-limits" / "llama-4-scout-17b-16e-instruct-text" / "config.json").read_text())
     assert cfg["architectures"] == ["Llama4ForCausalLM"] and cfg["vocab_size"] == 202_048
     assert any(f.startswith("logs/") for f in rec.manifest["files"])
@@ -409,3 +412,10 @@ def test_notebook_analyze_mode_renders_predictions_and_records(tmp_path, runs_ro
 def test_notebook_fails_early_naming_a_bad_parameter(tmp_path):
     proc, _ = _papermill(tmp_path, "-p", "mode", "measure")
     assert proc.returncode != 0 and "mode='measure'" in proc.stderr + proc.stdout
+
+
+def test_a_server_refused_before_it_starts_is_recorded_with_the_reason(runs_root, fake_serving, tmp_path, monkeypatch):
+    monkeypatch.setattr(C, "prepare_model_dir", lambda model, dest: tmp_path / "refuse")
+    path = C.run_experiment(["scout-bf16-h200"], run_id="refused", num_gpus=4, workdir=str(tmp_path), deadline_s=3600)
+    row = R.load_record(path).table().iloc[0]
+    assert row.outcome == "refused" and "already in use" in row.error

@@ -343,3 +343,23 @@ def test_cpu_vllm_length_sweep_records_refusals_and_failed_starts(runs_root):
     assert srv.loc["seqs2-len512-eager", "starts"] == 1  # the grid reused the max_model_len=512 server
     assert "float33" in srv.loc["seqs2-len384-eager", "error"] + (rec.path / "logs" / "server-seqs2-len384-eager.1.log").read_text()
     _render("length_sweep", runs_root, ["ci-len"], model="tiny-llama-serve", max_model_lens=[256, 512, 384], concurrency=[1], input_len=32, output_len=8, max_num_seqs=2, io_input_lens=[16, 200], io_output_lens=[8, 400], io_concurrency=[1], io_max_model_len=512)
+
+
+def test_a_port_whose_server_just_stopped_is_free_again():
+    """A stopped server leaves TIME_WAIT connections on its port; a new server (SO_REUSEADDR) can listen there."""
+    import socket
+
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's listener does
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    cli = socket.create_connection(("127.0.0.1", port))
+    conn, _ = srv.accept()
+    conn.close()  # the server side closes first: its end of the connection waits in TIME_WAIT
+    srv.close()
+    cli.recv(1)
+    cli.close()
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # a bind without SO_REUSEADDR still fails here: the old check's false alarm
+    assert port_free(port)

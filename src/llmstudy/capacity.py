@@ -1017,7 +1017,7 @@ def _row(cfg: GpuConfig, num_gpus: int, outcome: str, error: str | None, facts: 
 
 
 def run_experiment(configs=("a",), run_id: str = "", root=None, num_gpus: int | None = None, deadline_s: float = 570,
-                   workdir: str | None = None, port: int = 8000) -> Path:
+                   workdir: str | None = None, port: int | None = None) -> Path:
     """Start one vLLM server per configuration, record its KV-cache and memory lines, serve the long requests.
 
     A start failure (OOM, refusal, timeout) is that configuration's outcome. Configurations that no longer fit in
@@ -1087,7 +1087,8 @@ def run_experiment(configs=("a",), run_id: str = "", root=None, num_gpus: int | 
             except ServerStartError as e:
                 tail = getattr(e, "log_tail", "") or ""
                 text = log_path.read_text(errors="replace") if log_path.exists() else tail
-                rows.append(_row(cfg, num_gpus, classify_failure(text[-20000:] or tail), (tail or str(e))[-2000:],
+                outcome = classify_failure(text[-20000:] or tail) if (text or tail) else (getattr(e, "outcome", None) or "error")
+                rows.append(_row(cfg, num_gpus, outcome, f"{e}\n{tail}".strip()[-2000:],
                                  _facts(text), parse_memory_log(text), None))
             tqdm.write(f"{cfg.name}: {rows[-1]['outcome']}, logged {rows[-1]['kv_cache_tokens']} tokens (planner {rows[-1]['pred_kv_cache_tokens']:,})")
         rec.write_table(pd.DataFrame(rows))

@@ -41,7 +41,13 @@ class ServerStartError(RuntimeError):
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``port`` now.
+
+    SO_REUSEADDR as uvicorn and SGLang set it: a port whose last server just stopped keeps TIME_WAIT connections for a
+    minute, which do not stop a new server from listening, so they must not make the port look taken.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
             return True
