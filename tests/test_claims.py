@@ -133,6 +133,12 @@ def _fast_recipe_slow(root):
     _edit(root, "lora_vs_qlora", "h100-7b", f)
 
 
+def _kv_tokens_off_by_2pct(root):
+    def f(df):
+        df.loc[df.config == "scout-bf16-h200", "kv_cache_tokens"] = (df.loc[df.config == "scout-bf16-h200", "kv_cache_tokens"] * 1.02).round()
+    _edit(root, "context_limits", "h200x4-a", f)
+
+
 MUTATIONS = {
     "qlora_under_half_of_lora": ("memory_accounting", _memory_qlora_heavier),
     "memory_model_within_10pct": ("memory_accounting", _memory_off_by_20pct),
@@ -142,6 +148,7 @@ MUTATIONS = {
     "cap_16_beats_cap_4": ("batch_size_sweep", _cap16_slow),
     "fast_recipe_is_faster": ("lora_vs_qlora", _fast_recipe_slow),
     "max_model_len_does_not_change_speed": ("length_sweep", _long_len_slower),
+    "planner_within_1pct_of_vllm": ("context_limits", _kv_tokens_off_by_2pct),
 }
 
 
@@ -181,6 +188,7 @@ def test_the_claims_command_lists_every_claim(capsys):
 
     assert main(["claims"]) == 0
     out = capsys.readouterr().out
+    lines = out.splitlines()
     for c in C.CLAIMS:
-        assert c.id in out
-    assert "not yet measured" in out and "holds" in out
+        line = next(ln for ln in lines if f" {c.id} " in f" {ln} ")
+        assert c.evaluate().status in line, line

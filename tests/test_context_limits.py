@@ -8,6 +8,7 @@ import sys
 import threading
 import types
 
+import pandas as pd
 import pytest
 
 from llmstudy import capacity as C
@@ -345,10 +346,37 @@ def test_device_calls_cover_every_configuration_once():
 
 def _recorded():
     runs = R.results("context_limits")
-    if not len(runs):
-        pytest.skip("no run records in data/runs/context_limits yet (scripts/device_context_limits.sh)")
+    assert {"h200x4-a", "h200x4-b", "h200x4-c", "h200x4-c2"} <= set(runs.run_id)  # the committed 4xH200 records
     cmp_ = C.compare_runs(runs)
     return cmp_, cmp_[(cmp_.outcome == "ok") & cmp_.kv_cache_tokens.notna()]
+
+
+def test_recorded_configurations_and_their_logged_figures():
+    cmp_, ok = _recorded()
+    logged = dict(zip(ok.config, ok.kv_cache_tokens.astype(int)))
+    assert logged == {"scout-bf16-h200": 4_873_516, "scout-bf16-h100": 1_046_532, "scout-fp8-h200": 6_599_126,
+                      "scout-fp8-h100-hybrid-off": 863_344, "scout-fp8-h100-long": 3_144_324, "maverick-fp8-h200": 1_764_860,
+                      "scout-bf16-h200-kvfp8": 9_741_561, "scout-fp8-h200-graphs": 6_498_767}
+    table = C.without_superseded_skips(cmp_)
+    assert "skipped" not in set(table.outcome) and len(table) == len(cmp_) - 1  # h200x4-c's graphs run, measured in -c2
+    only_skipped = pd.DataFrame({"config": ["x"], "outcome": ["skipped"]})
+    assert len(C.without_superseded_skips(only_skipped)) == 1  # a gap that was never measured stays visible
+
+
+def test_the_chapter_findings_read_the_records():
+    cmp_, _ = _recorded()
+    f = C.measured_findings(C.without_superseded_skips(cmp_))
+    assert set(f) == set(C.FINDINGS)
+    assert "starts Scout BF16 at TP=4" in f["scout_bf16_h100"] and "14.92 GiB" in f["scout_bf16_h100"] and "1,046,532 tokens" in f["scout_bf16_h100"]
+    assert "runs out of memory" in f["maverick_fp8_h100"] and "97.03 GiB" in f["maverick_fp8_h100"] and "71.26 GiB budget" in f["maverick_fp8_h100"]
+    assert "9,741,561 tokens against 4,873,516: 2.00×" in f["kv_fp8"]
+    assert "cost 1.43 GiB" in f["graphs"] and "estimate of 1.38 GiB" in f["graphs"] and "(-1.5%)" in f["graphs"] and "34 s" in f["graphs"]
+    assert "4.32 requests of 200,000" in f["hybrid"] and "6.29 requests of 500,000" in f["hybrid"] and "3.6× the tokens" in f["hybrid"]
+    # one side missing: no sentence that compares it
+    assert "kv_fp8" not in C.measured_findings(cmp_[cmp_.config != "scout-bf16-h200-kvfp8"])
+    oom = cmp_.copy()
+    oom.loc[oom.config == "scout-bf16-h100", "outcome"] = "oom"
+    assert "does not start" in C.measured_findings(oom)["scout_bf16_h100"]
 
 
 def test_recorded_gpu_runs_are_predicted_within_1_percent():

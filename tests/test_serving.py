@@ -330,19 +330,21 @@ def _render(notebook, runs_root, run_ids, **params):
 def test_cpu_vllm_length_sweep_records_refusals_and_failed_starts(runs_root):
     py = _vllm_python()
     pts = SB.plan_max_model_len((256, 512), (1,), 32, 8, max_num_seqs=2, **CPU)
-    pts += SB.plan_io_grid((16, 200), (8, 400), (1,), max_model_len=512, max_num_seqs=2, **CPU)  # shares the 512 server
+    # shares the 512 server; 480 + 8 tokens fill the context (every prompt must be accepted)
+    pts += SB.plan_io_grid((16, 200, 480), (8, 400), (1,), max_model_len=512, max_num_seqs=2, **CPU)
     pts += SB.plan_max_model_len((384,), (1,), 32, 8, max_num_seqs=2, dtype="float33", enforce_eager=True)  # vLLM refuses
     path = SB.run_sweep("length_sweep", "tiny-llama-serve", pts, run_id="ci-len", root=runs_root, python=py, server_env=ENV, start_timeout_s=400)
     rec = load_record(path)
     p = rec.table("points").set_index("point_id")["outcome"]
     assert p["io-seqs2-len512-eager-in200-out400-c1"] == "refused"  # 600 tokens > max_model_len 512: never sent
     assert p["max_model_len-seqs2-len384-eager-in32-out8-c1"] in ("refused", "start_failed")
+    assert p["io-seqs2-len512-eager-in480-out8-c1"] == "ok"  # every prompt accepted (no 400 from the character bound)
     ok = p[p == "ok"]
-    assert len(ok) == 5  # 2 max_model_len points + 3 grid points
+    assert len(ok) == 6  # 2 max_model_len points + 4 grid points
     srv = rec.table("servers").set_index("server")
     assert srv.loc["seqs2-len512-eager", "starts"] == 1  # the grid reused the max_model_len=512 server
     assert "float33" in srv.loc["seqs2-len384-eager", "error"] + (rec.path / "logs" / "server-seqs2-len384-eager.1.log").read_text()
-    _render("length_sweep", runs_root, ["ci-len"], model="tiny-llama-serve", max_model_lens=[256, 512, 384], concurrency=[1], input_len=32, output_len=8, max_num_seqs=2, io_input_lens=[16, 200], io_output_lens=[8, 400], io_concurrency=[1], io_max_model_len=512)
+    _render("length_sweep", runs_root, ["ci-len"], model="tiny-llama-serve", max_model_lens=[256, 512, 384], concurrency=[1], input_len=32, output_len=8, max_num_seqs=2, io_input_lens=[16, 200, 480], io_output_lens=[8, 400], io_concurrency=[1], io_max_model_len=512)
 
 
 def test_a_port_whose_server_just_stopped_is_free_again():
@@ -363,3 +365,18 @@ def test_a_port_whose_server_just_stopped_is_free_again():
     with socket.socket() as plain, pytest.raises(OSError):
         plain.bind(("127.0.0.1", port))  # a bind without SO_REUSEADDR still fails here: the old check's false alarm
     assert port_free(port)
+
+
+@pytest.mark.parametrize("vocab", [32_000, 202_048])
+def test_synthetic_prompts_pass_vllms_character_bound(vocab):
+    """vLLM rejects a text prompt longer than max_input_tokens x the longest vocabulary string (vllm/renderers/params.py
+    _text_len_check, the bound from vllm/tokenizers/hf.py); a prompt of the largest ids must stay inside it, exactly."""
+    from llmstudy.finetune import synthetic_tokenizer
+
+    tok = synthetic_tokenizer(vocab)
+    bound = max(len(t) for t in tok.get_vocab())
+    ids = list(range(vocab - 4000, vocab))  # the longest words there are
+    text = tok.decode(ids)
+    assert tok(text, add_special_tokens=False).input_ids == ids
+    assert len(text) <= len(ids) * bound
+    assert len(text) > len(ids) * max(len(t) for t in tok.get_vocab() if t.startswith("t"))  # what "<unk>" allowed

@@ -1148,6 +1148,64 @@ def compare_runs(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def without_superseded_skips(cmp: pd.DataFrame) -> pd.DataFrame:
+    """Drop ``skipped`` rows (a call ran out of time before starting that server) whose configuration another record
+    measured; a configuration that was only ever skipped stays, as the gap it is."""
+    if not len(cmp):
+        return cmp
+    tried = set(cmp.loc[cmp.outcome != "skipped", "config"])
+    return cmp[~((cmp.outcome == "skipped") & cmp.config.isin(tried))].reset_index(drop=True)
+
+
+FINDINGS = ("scout_bf16_h100", "maverick_fp8_h100", "hybrid", "kv_fp8", "graphs")
+
+
+def measured_findings(cmp: pd.DataFrame) -> dict[str, str]:
+    """Sentences for the chapter from the measured configurations (``compare_runs`` rows); a key is absent while the
+    configurations it compares are not both recorded."""
+    got = {r.config: r for r in cmp.itertuples() if r.outcome in ("ok", "oom", "refused")} if len(cmp) else {}
+    out: dict[str, str] = {}
+    s = got.get("scout-bf16-h100")
+    if s is not None:
+        h100 = GPUS["h100-80gb"].total_bytes / GiB
+        if s.outcome == "ok":
+            out["scout_bf16_h100"] = (
+                f"On the H100 budget ({0.9 * h100:.2f} GiB per GPU) vLLM 0.25.0 starts Scout BF16 at TP=4, the configuration the "
+                f"article reported as OOM under 0.8.3: {s.available_kv_gib:.2f} GiB per GPU are left for the KV cache and the "
+                f"server logs {int(s.kv_cache_tokens):,} tokens at max_model_len {int(s.max_model_len):,} (planner: "
+                f"{int(s.pred_kv_cache_tokens):,}). That run is eager; with CUDA graphs 0.25.0 also subtracts its graph estimate.")
+        else:
+            out["scout_bf16_h100"] = f"On the H100 budget Scout BF16 at TP=4 does not start under vLLM 0.25.0 either ({s.outcome})."
+    m = got.get("maverick-fp8-h100")
+    if m is not None:
+        verdict = "runs out of memory, as the article and the planner say" if m.outcome == "oom" else f"ends {m.outcome}"
+        out["maverick_fp8_h100"] = (
+            f"Maverick FP8 on the H100 budget {verdict}: its weights take {m.weights_gib:.2f} GiB per GPU (planner "
+            f"{m.pred_weights_gib:.2f}) of a {0.9 * GPUS['h100-80gb'].total_bytes / GiB:.2f} GiB budget.")
+    off, on = got.get("scout-fp8-h100-hybrid-off"), got.get("scout-fp8-h100-long")
+    if off is not None and on is not None and off.outcome == on.outcome == "ok":
+        out["hybrid"] = (
+            f"Measured on the same hardware (Scout FP8, H100 budget, {off.available_kv_gib:.2f} and {on.available_kv_gib:.2f} GiB "
+            f"of KV memory per GPU): with the hybrid manager off, {off.max_concurrency:.2f} requests of {int(off.max_concurrency_len):,} "
+            f"tokens fit ({int(off.kv_cache_tokens):,} logged); with it on, {on.max_concurrency:.2f} requests of "
+            f"{int(on.max_concurrency_len):,} tokens ({int(on.kv_cache_tokens):,} logged), {on.kv_cache_tokens / off.kv_cache_tokens:.1f}× the "
+            f"tokens in the same memory.")
+    b, f8 = got.get("scout-bf16-h200"), got.get("scout-bf16-h200-kvfp8")
+    if b is not None and f8 is not None and b.outcome == f8.outcome == "ok":
+        out["kv_fp8"] = (
+            f"An fp8 KV cache on the same budget ({f8.available_kv_gib:.2f} against {b.available_kv_gib:.2f} GiB) logs "
+            f"{int(f8.kv_cache_tokens):,} tokens against {int(b.kv_cache_tokens):,}: {f8.kv_cache_tokens / b.kv_cache_tokens:.2f}×, "
+            f"the blog's \"potentially doubles\".")
+    e, g = got.get("scout-fp8-h200"), got.get("scout-fp8-h200-graphs")
+    if e is not None and g is not None and e.outcome == g.outcome == "ok":
+        out["graphs"] = (
+            f"CUDA graphs (vLLM's default; the other runs are eager) cost {e.available_kv_gib - g.available_kv_gib:.2f} GiB of KV "
+            f"memory per GPU: 0.25.0 subtracts its estimate of {g.cudagraph_estimate_gib:.2f} GiB before sizing the cache, and the "
+            f"logged figure drops from {int(e.kv_cache_tokens):,} to {int(g.kv_cache_tokens):,} tokens "
+            f"({100 * (g.kv_cache_tokens / e.kv_cache_tokens - 1):+.1f}%). The capture took {g.graph_capture_s:.0f} s.")
+    return out
+
+
 # --- The chapter's parameters -------------------------------------------------------------------------------------
 
 def notebook_params():

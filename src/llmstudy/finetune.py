@@ -41,21 +41,30 @@ RECIPE = {
 # --- Synthetic tokenizer and data --------------------------------------------------------------------------------
 
 
+UNK_TOKEN = "<unk:synthetic-word-level>"  # longer than any word + its separator: see synthetic_tokenizer
+
+
 def synthetic_tokenizer(vocab_size: int):
-    """A word-level tokenizer with exactly ``vocab_size`` ids: <unk>=0, <s>=1, </s>=2, then "t3".."t{V-1}".
+    """A word-level tokenizer with exactly ``vocab_size`` ids: UNK_TOKEN=0, <s>=1, </s>=2, then "t3".."t{V-1}".
 
     Token counts are exact (one word = one id), which is all memory and speed measurements need. Never use it for
     quality: the text means nothing.
+
+    The unknown token's string is long on purpose. vLLM (0.25 and later) rejects a text prompt with more than
+    max_input_tokens x (longest token string in the vocabulary) characters before tokenizing it. Real vocabularies
+    hold their word separators inside tokens ("▁word"); this one splits on spaces the vocabulary does not hold, so
+    with "<unk>" the bound was one character short per token ("t31999 " is 7 characters, the longest token 6) and
+    vLLM answered 400 Bad Request to long prompts that fit the context.
     """
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    vocab = {UNK_TOKEN: 0, "<s>": 1, "</s>": 2}
     vocab.update({f"t{i}": i for i in range(3, vocab_size)})
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>"
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token=UNK_TOKEN, pad_token="</s>"
     )
 
 

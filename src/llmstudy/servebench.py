@@ -390,7 +390,8 @@ def _run_point(srv: ManagedServer, worker: loadgen.BenchWorker, p: Point, model_
         errs = sorted(set(req["error"]))[:3]
         return {"outcome": classify_failure(srv.log_text()) if died else "error", "error": f"all {bad} requests failed: {errs}", "server_alive": not died, "wall_s": round(time.monotonic() - t0, 1)}
     exact = bool((req.loc[req["ok"], "output_sequence_length"] == p.workload.output_len).all())
-    return {"outcome": "ok" if bad == 0 else "partial", "wall_s": round(time.monotonic() - t0, 1), "failed_requests": bad, "exact_output_lengths": exact, "prompt_token_ids_sha256": prompts.get("prompt_token_ids_sha256"), "requests": req.to_dict(orient="list"), "metrics": met.to_dict(orient="list")}
+    error = None if bad == 0 else f"{bad} of {len(req)} requests failed: {req.loc[~req['ok'], 'error'].value_counts().head(3).to_dict()}"
+    return {"outcome": "ok" if bad == 0 else "partial", "error": error, "wall_s": round(time.monotonic() - t0, 1), "failed_requests": bad, "exact_output_lengths": exact, "prompt_token_ids_sha256": prompts.get("prompt_token_ids_sha256"), "requests": req.to_dict(orient="list"), "metrics": met.to_dict(orient="list")}
 
 
 def _write_record(rec: RunWriter, points: list[Point], servers: list[dict], work: Path, model: str = "") -> None:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import re
 
 _NUM = r"([0-9][0-9,]*(?:\.[0-9]+)?)"
+_SNUM = r"(-?[0-9][0-9,]*(?:\.[0-9]+)?)"  # signed: a server that runs out of memory logs a negative KV budget
 
 # key -> (regex, converter); the first match in the log wins, except for keys in _LAST (a restart logs them again).
 PATTERNS: dict[str, tuple[re.Pattern, type]] = {
     "kv_cache_tokens": (re.compile(rf"(?:GPU|CPU) KV cache size: {_NUM} tokens"), int),
     "max_concurrency_len": (re.compile(rf"Maximum concurrency for {_NUM} tokens per request"), int),
     "max_concurrency": (re.compile(rf"Maximum concurrency for {_NUM} tokens per request: {_NUM}x"), float),
-    "available_kv_gib": (re.compile(rf"Available KV cache memory: {_NUM} GiB"), float),
+    "available_kv_gib": (re.compile(rf"Available KV cache memory: {_SNUM} GiB"), float),
     "weights_gib": (re.compile(rf"Model loading took {_NUM} ?GiB"), float),
     "weights_load_s": (re.compile(rf"Model loading took {_NUM} ?GiB (?:memory )?and {_NUM} ?s"), float),
     "torch_compile_s": (re.compile(rf"torch\.compile (?:takes|took) {_NUM} ?s in total"), float),  # 0.25 says "took"
