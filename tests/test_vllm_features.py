@@ -384,7 +384,38 @@ def test_the_executed_chapter_glues_the_h100_numbers(tmp_path, h100):
     # the table names the arms not measured, the figure and every table name the record
     assert "not measured yet" in text and "no-chunked-prefill" in text and "image/png" in text and "runs: h100-core-a" in text
     assert text.count("Source: run record vllm_features/h100-core-a.") >= 5
-    assert "Not measured yet: no-chunked-prefill, mnbt-512" in text
+    assert "no-chunked-prefill: not measured yet" in text and "mnbt-512: not measured yet" in text
+    assert glue["vf_no_chunked_prefill_c64_throughput"] == "n/a"  # measured in another record, not shown here
+
+
+# --- the second GPU record: h100-core-b (no-chunked-prefill; its long-prompt points are partial) --------------------
+CORE_B = ROOT / "data" / "runs" / F.EXPERIMENT / "h100-core-b"
+
+
+def test_core_b_compares_the_standard_workload_and_keeps_the_partial_long_points_out():
+    pts = F.load(["h100-core-b"])
+    m = load_record(CORE_B).manifest
+    assert m["parameters"]["arms"] == ["no-chunked-prefill"] and len(pts) == 12 and load_record(CORE_B).gpu_name() == "NVIDIA H100 80GB HBM3"
+    long_ = pts[pts.sweep == "long"]
+    assert (long_.outcome == "partial").all() and (pts[pts.sweep == "std"].outcome == "ok").all()
+    # the reason comes from the record's own request table: vLLM answered 400 to 25 or 27 of each 48 prompts
+    req = pd.read_csv(CORE_B / "requests.csv")
+    failed = req[~req.ok.astype(bool)].groupby("point_id").size().to_dict()
+    assert set(failed) == set(long_.point_id) and set(failed.values()) == {25, 27}
+    assert set(req.loc[~req.ok.astype(bool), "error"]) == {"Bad Request"}
+    assert long_.set_index("point_id").loc["long-baseline.1-in3584-out128-c16", "error"] == "27 of 48 requests failed: {'Bad Request': 27}"
+    c = F.compare(pts)
+    assert set(c.workload) == {"c64"}  # no long-prompt delta from partial points
+    r = c.set_index(["arm", "workload", "metric"]).loc["no-chunked-prefill", "c64", "output_token_throughput"]
+    assert r["baseline"] == pytest.approx(3851.10813, abs=1e-4) and r["value"] == pytest.approx(3854.2093, abs=1e-4)
+    assert r["delta_pct"] == pytest.approx(0.0805, abs=1e-4) and r["noise_pct"] == pytest.approx(1.1201, abs=1e-4) and not r["larger_than_noise"]
+    gaps = F.chunked_prefill_gaps(pts)
+    assert gaps[0].startswith("no-chunked-prefill (h100-core-b): 6 of 6 long-prompt points of the arm and its baseline ended partial (27 of 48")
+    assert gaps[1] == "mnbt-512: not measured yet"
+    s = F.statements(F.load([H100, "h100-core-b"]))
+    assert s["vf_no_chunked_prefill_c64_throughput"] == "3,851 → 3,854" and s["vf_no_chunked_prefill_c64_throughput_delta"] == "+0.1% (noise ±1.1%)"
+    assert s["vf_no_chunked_prefill_c64_ttft_verdict"] == s["vf_no_chunked_prefill_c64_itl_verdict"] == "within"
+    assert s["vf_measured"] == "eager, no-chunked-prefill, prefix-caching, one-at-a-time" and s["vf_pending"].startswith("mnbt-512 (core); kv-fp8")
 
 
 # --- end to end on the CPU build of vLLM -------------------------------------------------------------------------------

@@ -336,6 +336,14 @@ def load(run_ids=(), root=None) -> pd.DataFrame:
         df["arm"] = df["server"].map(arm_of)
         df["instance"] = df["server"].map(lambda s: int(s.rsplit(".", 1)[1]) if s.startswith(BASELINE + ".") else 1)
         df["workload"] = [workload_label(s, r) for s, (_, r) in zip(df["sweep"], df.iterrows())]
+        df["error"] = df["error"].astype(object)
+        partial = (df["outcome"] == "partial") & df["error"].isna() | (df["outcome"] == "partial") & df["error"].eq("")
+        if partial.any():  # records made before points said why: the failed requests are in the record
+            req = rec.table("requests")
+            bad = req[~req["ok"].astype(bool)]
+            why = {pid: f"{len(g)} of {int((req['point_id'] == pid).sum())} requests failed: {g['error'].value_counts().head(3).to_dict()}"
+                   for pid, g in bad.groupby("point_id")}
+            df.loc[partial, "error"] = df.loc[partial, "point_id"].map(why)
         facts = pd.DataFrame([raw_facts(rec.path, p) for p in df["point_id"]], index=df.index)
         frames.append(pd.concat([df, facts], axis=1))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -535,7 +543,27 @@ GLUED = (  # (arm, workload, metric) the chapter's text quotes
     *[("eager", w, m) for w in ("c1", "c16", "c64") for m in ("output_token_throughput", "inter_token_latency_avg", "time_to_first_token_avg")],
     *[("one-at-a-time", "c16", m) for m in ("output_token_throughput", "time_to_first_token_avg", "inter_token_latency_avg")],
     *[("prefix-caching", "shared prefix c16", m) for m in METRICS], ("prefix-caching", "c16", "output_token_throughput"),
+    *[("no-chunked-prefill", "c64", m) for m in ("output_token_throughput", "time_to_first_token_avg", "inter_token_latency_avg")],
 )
+CHUNKED_ARMS = ("no-chunked-prefill", "mnbt-512")
+
+
+def chunked_prefill_gaps(points: pd.DataFrame) -> list[str]:
+    """Why the long-prompt comparison lacks an arm: not measured, or its long-prompt points (or its baseline's) did
+    not end ok, with the reason the record gives."""
+    out = []
+    for arm in CHUNKED_ARMS:
+        a = points[points["arm"] == arm] if len(points) else points
+        if not len(a):
+            out.append(f"{arm}: {NOT_MEASURED}")
+            continue
+        for run in dict.fromkeys(a["run_id"]):
+            long_ = points[(points["run_id"] == run) & points["arm"].isin([arm, BASELINE]) & (points["sweep"] == "long")]
+            bad = long_[long_["outcome"] != "ok"]
+            if len(bad):
+                out.append(f"{arm} ({run}): {len(bad)} of {len(long_)} long-prompt points of the arm and its baseline ended "
+                           f"{'/'.join(dict.fromkeys(bad['outcome']))} ({bad['error'].iloc[0]}), so this record gives no long-prompt delta")
+    return out
 
 
 def glue_key(*parts: str) -> str:
