@@ -9,8 +9,9 @@
 # (records stay in /root/runs while the machine is warm). When the record is complete it is tarred to
 # $OUT/RUN_ID.tar.gz (with this run's console logs in logs/); otherwise the finished points so far go to
 # $OUT/work-RUN_ID-STAMP.tar.gz. Every call writes $OUT/console-RUN_ID-STAMP.txt and nvidia-smi.txt.
-# The spec group serves the real gemma-3-270m: stage it with `stage.sh prepare ... --add .cache/models/gemma-3-270m`
-# (it lands in /tmp/stage/add/gemma-3-270m) or carry .cache/models/gemma-3-270m.
+# The spec group serves the real gemma-3-270m and its `ngram` arm imports numba: stage both with
+# `stage.sh prepare .../vllm-0.25.0.txt envs/device-spec-extras.txt --add .cache/models/gemma-3-270m`
+# (the model lands in /tmp/stage/add/gemma-3-270m) or carry .cache/models/gemma-3-270m.
 set -uo pipefail
 RUN_ID=${1:?run id}; GROUP=${2:?group: core | quant | kernels | spec | arm,arm,...}; BUDGET=${3:-500}
 RUNS=${RUNS:-/root/runs}  # kept between calls while the machine is warm
