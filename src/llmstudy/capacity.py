@@ -1165,6 +1165,11 @@ def measured_findings(cmp: pd.DataFrame) -> dict[str, str]:
     configurations it compares are not both recorded."""
     got = {r.config: r for r in cmp.itertuples() if r.outcome in ("ok", "oom", "refused")} if len(cmp) else {}
     out: dict[str, str] = {}
+
+    def both_ok(a: str, b: str):
+        x, y = got.get(a), got.get(b)
+        return (x, y) if x is not None and y is not None and x.outcome == y.outcome == "ok" else None
+
     s = got.get("scout-bf16-h100")
     if s is not None:
         h100 = GPUS["h100-80gb"].total_bytes / GiB
@@ -1182,22 +1187,22 @@ def measured_findings(cmp: pd.DataFrame) -> dict[str, str]:
         out["maverick_fp8_h100"] = (
             f"Maverick FP8 on the H100 budget {verdict}: its weights take {m.weights_gib:.2f} GiB per GPU (planner "
             f"{m.pred_weights_gib:.2f}) of a {0.9 * GPUS['h100-80gb'].total_bytes / GiB:.2f} GiB budget.")
-    off, on = got.get("scout-fp8-h100-hybrid-off"), got.get("scout-fp8-h100-long")
-    if off is not None and on is not None and off.outcome == on.outcome == "ok":
+    if pair := both_ok("scout-fp8-h100-hybrid-off", "scout-fp8-h100-long"):
+        off, on = pair
         out["hybrid"] = (
             f"Measured on the same hardware (Scout FP8, H100 budget, {off.available_kv_gib:.2f} and {on.available_kv_gib:.2f} GiB "
             f"of KV memory per GPU): with the hybrid manager off, {off.max_concurrency:.2f} requests of {int(off.max_concurrency_len):,} "
             f"tokens fit ({int(off.kv_cache_tokens):,} logged); with it on, {on.max_concurrency:.2f} requests of "
             f"{int(on.max_concurrency_len):,} tokens ({int(on.kv_cache_tokens):,} logged), {on.kv_cache_tokens / off.kv_cache_tokens:.1f}× the "
             f"tokens in the same memory.")
-    b, f8 = got.get("scout-bf16-h200"), got.get("scout-bf16-h200-kvfp8")
-    if b is not None and f8 is not None and b.outcome == f8.outcome == "ok":
+    if pair := both_ok("scout-bf16-h200", "scout-bf16-h200-kvfp8"):
+        b, f8 = pair
         out["kv_fp8"] = (
             f"An fp8 KV cache on the same budget ({f8.available_kv_gib:.2f} against {b.available_kv_gib:.2f} GiB) logs "
             f"{int(f8.kv_cache_tokens):,} tokens against {int(b.kv_cache_tokens):,}: {f8.kv_cache_tokens / b.kv_cache_tokens:.2f}×, "
             f"the blog's \"potentially doubles\".")
-    e, g = got.get("scout-fp8-h200"), got.get("scout-fp8-h200-graphs")
-    if e is not None and g is not None and e.outcome == g.outcome == "ok":
+    if pair := both_ok("scout-fp8-h200", "scout-fp8-h200-graphs"):
+        e, g = pair
         out["graphs"] = (
             f"CUDA graphs (vLLM's default; the other runs are eager) cost {e.available_kv_gib - g.available_kv_gib:.2f} GiB of KV "
             f"memory per GPU: 0.25.0 subtracts its estimate of {g.cudagraph_estimate_gib:.2f} GiB before sizing the cache, and the "
