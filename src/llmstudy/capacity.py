@@ -1170,12 +1170,12 @@ def measured_findings(cmp: pd.DataFrame) -> dict[str, str]:
         x, y = got.get(a), got.get(b)
         return (x, y) if x is not None and y is not None and x.outcome == y.outcome == "ok" else None
 
+    h100_budget_gib = 0.9 * GPUS["h100-80gb"].total_bytes / GiB  # what the emulated-H100 utilization requests
     s = got.get("scout-bf16-h100")
     if s is not None:
-        h100 = GPUS["h100-80gb"].total_bytes / GiB
         if s.outcome == "ok":
             out["scout_bf16_h100"] = (
-                f"On the H100 budget ({0.9 * h100:.2f} GiB per GPU) vLLM 0.25.0 starts Scout BF16 at TP=4, the configuration the "
+                f"On the H100 budget ({h100_budget_gib:.2f} GiB per GPU) vLLM 0.25.0 starts Scout BF16 at TP=4, the configuration the "
                 f"article reported as OOM under 0.8.3: {s.available_kv_gib:.2f} GiB per GPU are left for the KV cache and the "
                 f"server logs {int(s.kv_cache_tokens):,} tokens at max_model_len {int(s.max_model_len):,} (planner: "
                 f"{int(s.pred_kv_cache_tokens):,}). That run is eager; with CUDA graphs 0.25.0 also subtracts its graph estimate.")
@@ -1186,7 +1186,7 @@ def measured_findings(cmp: pd.DataFrame) -> dict[str, str]:
         verdict = "runs out of memory, as the article and the planner say" if m.outcome == "oom" else f"ends {m.outcome}"
         out["maverick_fp8_h100"] = (
             f"Maverick FP8 on the H100 budget {verdict}: its weights take {m.weights_gib:.2f} GiB per GPU (planner "
-            f"{m.pred_weights_gib:.2f}) of a {0.9 * GPUS['h100-80gb'].total_bytes / GiB:.2f} GiB budget.")
+            f"{m.pred_weights_gib:.2f}) of a {h100_budget_gib:.2f} GiB budget.")
     if pair := both_ok("scout-fp8-h100-hybrid-off", "scout-fp8-h100-long"):
         off, on = pair
         out["hybrid"] = (

@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Self
 
-from .vllm_log import parse_startup_log, scan_log
+from .vllm_log import NUM, parse_startup_log, scan_log
 
 TAG_ENV = "LLMSTUDY_SERVER_TAG"  # every process of a managed server carries this in its environment
 
@@ -235,22 +235,21 @@ class VLLMServer(ManagedServer):
         return parse_startup_log(text)
 
 
-_SGL_NUM = r"([0-9][0-9,]*(?:\.[0-9]+)?)"
 SGLANG_PATTERNS = {  # key -> (regex, type); SGLang 0.5.x startup lines (scheduler, model runner, memory pool)
-    "kv_cache_tokens": (re.compile(rf"max_total_num_tokens={_SGL_NUM}"), int),
-    "max_running_requests": (re.compile(rf"max_running_requests={_SGL_NUM}"), int),
-    "context_len": (re.compile(rf"context_len={_SGL_NUM}"), int),
-    "available_gpu_mem_gib": (re.compile(rf"available_gpu_mem={_SGL_NUM} GB"), float),
-    "weights_gib": (re.compile(rf"Load weight end\..*?mem usage={_SGL_NUM} GB"), float),
-    "weights_load_s": (re.compile(rf"Load weight end\. elapsed={_SGL_NUM} s"), float),
-    "kv_pool_tokens": (re.compile(rf"Cache is allocated\. dtype: \S+, #tokens: {_SGL_NUM}"), int),
+    "kv_cache_tokens": (re.compile(rf"max_total_num_tokens={NUM}"), int),
+    "max_running_requests": (re.compile(rf"max_running_requests={NUM}"), int),
+    "context_len": (re.compile(rf"context_len={NUM}"), int),
+    "available_gpu_mem_gib": (re.compile(rf"available_gpu_mem={NUM} GB"), float),
+    "weights_gib": (re.compile(rf"Load weight end\..*?mem usage={NUM} GB"), float),
+    "weights_load_s": (re.compile(rf"Load weight end\. elapsed={NUM} s"), float),
+    "kv_pool_tokens": (re.compile(rf"Cache is allocated\. dtype: \S+, #tokens: {NUM}"), int),
     "weights_quant": (re.compile(r"Load weight end\..*?quant=(\w+)"), str),  # 0.5.17 logs the checkpoint's method, e.g. gptq
     "weights_bits": (re.compile(r"Load weight end\..*?bits=(\d+)"), int),
-    "kv_k_gib": (re.compile(rf"Cache is allocated\..*?K size: {_SGL_NUM} GB"), float),  # SGLang's "GB" are 2**30 bytes
-    "kv_v_gib": (re.compile(rf"Cache is allocated\..*?V size: {_SGL_NUM} GB"), float),
+    "kv_k_gib": (re.compile(rf"Cache is allocated\..*?K size: {NUM} GB"), float),  # SGLang's "GB" are 2**30 bytes
+    "kv_v_gib": (re.compile(rf"Cache is allocated\..*?V size: {NUM} GB"), float),
     # decode graphs ("Capture cuda graph end", 0.5.17: "Capture target decode CUDA graph end"); prefill graphs apart
-    "graph_capture_s": (re.compile(rf"Capture (?:target )?(?:decode )?(?:cuda|CUDA) graph end\. (?:Time elapsed|elapsed)[=:] ?{_SGL_NUM} ?s"), float),
-    "prefill_graph_capture_s": (re.compile(rf"Capture (?:target )?prefill (?:cuda|CUDA) graph end\. elapsed={_SGL_NUM} ?s"), float),
+    "graph_capture_s": (re.compile(rf"Capture (?:target )?(?:decode )?(?:cuda|CUDA) graph end\. (?:Time elapsed|elapsed)[=:] ?{NUM} ?s"), float),
+    "prefill_graph_capture_s": (re.compile(rf"Capture (?:target )?prefill (?:cuda|CUDA) graph end\. elapsed={NUM} ?s"), float),
     "attention_backend": (re.compile(r"attention_backend='(\w+)'"), str),
     "sampling_backend": (re.compile(r"sampling_backend='(\w+)'"), str),
     "quantization_kernel": (re.compile(r"(?:Using|using) (\w*marlin\w*) kernel"), str),

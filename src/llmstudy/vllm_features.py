@@ -337,7 +337,7 @@ def load(run_ids=(), root=None) -> pd.DataFrame:
         df["instance"] = df["server"].map(lambda s: int(s.rsplit(".", 1)[1]) if s.startswith(BASELINE + ".") else 1)
         df["workload"] = [workload_label(s, r) for s, (_, r) in zip(df["sweep"], df.iterrows())]
         df["error"] = df["error"].astype(object)
-        partial = (df["outcome"] == "partial") & df["error"].isna() | (df["outcome"] == "partial") & df["error"].eq("")
+        partial = (df["outcome"] == "partial") & df["error"].fillna("").eq("")
         if partial.any():  # records made before points said why: the failed requests are in the record
             req = rec.table("requests")
             bad = req[~req["ok"].astype(bool)]

@@ -9,23 +9,23 @@ from __future__ import annotations
 
 import re
 
-_NUM = r"([0-9][0-9,]*(?:\.[0-9]+)?)"
+NUM = r"([0-9][0-9,]*(?:\.[0-9]+)?)"  # a logged number (thousands commas allowed): the group every pattern reads
 _SNUM = r"(-?[0-9][0-9,]*(?:\.[0-9]+)?)"  # signed: a server that runs out of memory logs a negative KV budget
 
 # key -> (regex, converter); the first match in the log wins, except for keys in _LAST (a restart logs them again).
 PATTERNS: dict[str, tuple[re.Pattern, type]] = {
-    "kv_cache_tokens": (re.compile(rf"(?:GPU|CPU) KV cache size: {_NUM} tokens"), int),
-    "max_concurrency_len": (re.compile(rf"Maximum concurrency for {_NUM} tokens per request"), int),
-    "max_concurrency": (re.compile(rf"Maximum concurrency for {_NUM} tokens per request: {_NUM}x"), float),
+    "kv_cache_tokens": (re.compile(rf"(?:GPU|CPU) KV cache size: {NUM} tokens"), int),
+    "max_concurrency_len": (re.compile(rf"Maximum concurrency for {NUM} tokens per request"), int),
+    "max_concurrency": (re.compile(rf"Maximum concurrency for {NUM} tokens per request: {NUM}x"), float),
     "available_kv_gib": (re.compile(rf"Available KV cache memory: {_SNUM} GiB"), float),
-    "weights_gib": (re.compile(rf"Model loading took {_NUM} ?GiB"), float),
-    "weights_load_s": (re.compile(rf"Model loading took {_NUM} ?GiB (?:memory )?and {_NUM} ?s"), float),
-    "torch_compile_s": (re.compile(rf"torch\.compile (?:takes|took) {_NUM} ?s in total"), float),  # 0.25 says "took"
-    "graph_capture_s": (re.compile(rf"Graph capturing finished in {_NUM} secs?"), float),
-    "graph_capture_gib": (re.compile(rf"Graph capturing finished in {_NUM} secs?, took {_NUM} GiB"), float),
-    "cudagraph_estimate_gib": (re.compile(rf"[Ee]stimated CUDA graph memory:? {_NUM} GiB"), float),
+    "weights_gib": (re.compile(rf"Model loading took {NUM} ?GiB"), float),
+    "weights_load_s": (re.compile(rf"Model loading took {NUM} ?GiB (?:memory )?and {NUM} ?s"), float),
+    "torch_compile_s": (re.compile(rf"torch\.compile (?:takes|took) {NUM} ?s in total"), float),  # 0.25 says "took"
+    "graph_capture_s": (re.compile(rf"Graph capturing finished in {NUM} secs?"), float),
+    "graph_capture_gib": (re.compile(rf"Graph capturing finished in {NUM} secs?, took {NUM} GiB"), float),
+    "cudagraph_estimate_gib": (re.compile(rf"[Ee]stimated CUDA graph memory:? {NUM} GiB"), float),
     "attention_backend": (re.compile(r"Using (\w+) (?:attention )?backend"), str),
-    "engine_init_s": (re.compile(rf"init engine \(profile, create kv cache, warmup model\) took {_NUM} ?s"), float),
+    "engine_init_s": (re.compile(rf"init engine \(profile, create kv cache, warmup model\) took {NUM} ?s"), float),
     "vllm_version": (re.compile(r"vLLM API server version ([0-9][^\s]*)"), str),
     "quantization": (re.compile(r"quantization=(\w+), quantization_config"), str),  # the engine's resolved method
     "linear_kernel": (re.compile(r"Using (\w+LinearKernel) for \w+"), str),  # quantized GEMM kernel (none: unquantized)
