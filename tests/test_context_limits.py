@@ -335,6 +335,15 @@ def test_run_mode_skips_what_the_deadline_cannot_fit(runs_root, fake_serving, tm
     assert not fake_serving
 
 
+def test_eight_gpu_configurations_refuse_other_gpu_counts(runs_root, fake_serving, tmp_path):
+    with pytest.raises(ValueError, match="meant for 8 GPUs"):
+        C.run_experiment(["d"], num_gpus=4, workdir=str(tmp_path))
+    assert not fake_serving and not list(runs_root.rglob("manifest.json"))
+    # the planner's view of the 8-GPU calls: every cell starts except the article's Maverick 8xBF16 on the H100 budget
+    outcomes = {n: C.plan(C.GPU_CONFIGS[n].deployment(8)).outcome for n in C.CALLS["d"] + C.CALLS["e"]}
+    assert [n for n, o in outcomes.items() if o != "ok"] == ["tp8-maverick-bf16-h100"]
+
+
 def test_device_calls_cover_every_configuration_once():
     named = [n for call in C.CALLS.values() for n in call]
     assert sorted(named) == sorted(C.GPU_CONFIGS) and len(named) == len(set(named))

@@ -830,6 +830,7 @@ class GpuConfig:
     kv_dtype: str = "auto"
     long_requests: tuple[int, ...] = ()
     est_start_s: int = 150  # skip the configuration if less time than this is left
+    gpus: int | None = None  # the number of GPUs (= TP) the configuration is meant for; None: any
 
     @property
     def utilization(self) -> float:
@@ -867,12 +868,25 @@ GPU_CONFIGS: dict[str, GpuConfig] = {c.name: c for c in (
     GpuConfig("maverick-fp8-h100", MAVERICK_FP8, "fp8-checkpoint", "h100", est_start_s=200),
     GpuConfig("scout-fp8-h200-graphs", SCOUT, "fp8-online", "h200", enforce_eager=False, est_start_s=330),
     GpuConfig("scout-bf16-h200-kvfp8", SCOUT, "bf16", "h200", kv_dtype="fp8"),
+    # TP=8 (issue 9): the article's recommended lengths on the H100 budget, the vLLM blog's 8xH200 lengths on the H200
+    # budget; Maverick BF16 is the article's "8xBF16 (OOM)" cell and its H200 counterpart.
+    GpuConfig("tp8-scout-bf16-h100-1200k", SCOUT, "bf16", "h100", max_model_len=1_200_000, gpus=8),
+    GpuConfig("tp8-scout-fp8-h100-1500k", SCOUT, "fp8-online", "h100", max_model_len=1_500_000, gpus=8),
+    GpuConfig("tp8-maverick-fp8-h100-430k", MAVERICK_FP8, "fp8-checkpoint", "h100", max_model_len=430_000, est_start_s=180, gpus=8),
+    GpuConfig("tp8-maverick-bf16-h100", MAVERICK, "bf16", "h100", max_model_len=300_000, est_start_s=150, gpus=8),
+    GpuConfig("tp8-scout-bf16-h200-3600k", SCOUT, "bf16", "h200", max_model_len=3_600_000, gpus=8),
+    GpuConfig("tp8-scout-fp8-h200-3600k", SCOUT, "fp8-online", "h200", max_model_len=3_600_000, gpus=8),
+    GpuConfig("tp8-maverick-fp8-h200-1000k", MAVERICK_FP8, "fp8-checkpoint", "h200", max_model_len=1_000_000, est_start_s=180, gpus=8),
+    GpuConfig("tp8-maverick-bf16-h200-1000k", MAVERICK, "bf16", "h200", max_model_len=1_000_000, est_start_s=200, gpus=8),
 )}
-# Three device calls of <= 10 minutes each (server starts take 70-120 s in eager mode on 4xH200).
+# Device calls of <= 10 minutes each (server starts take 70-120 s in eager mode on 4xH200): a-c on 4 GPUs, d-e on 8.
 CALLS = {
     "a": ("scout-bf16-h200", "scout-bf16-h100", "scout-fp8-h200", "scout-fp8-h100-hybrid-off"),
     "b": ("scout-fp8-h100-long", "maverick-fp8-h200", "maverick-fp8-h100"),
     "c": ("scout-fp8-h200-graphs", "scout-bf16-h200-kvfp8"),
+    # 8 GPUs (nvidia-h200-x8)
+    "d": ("tp8-scout-bf16-h100-1200k", "tp8-scout-fp8-h100-1500k", "tp8-maverick-fp8-h100-430k", "tp8-maverick-bf16-h100"),
+    "e": ("tp8-scout-bf16-h200-3600k", "tp8-scout-fp8-h200-3600k", "tp8-maverick-fp8-h200-1000k", "tp8-maverick-bf16-h200-1000k"),
 }
 
 
@@ -1043,6 +1057,8 @@ def run_experiment(configs=("a",), run_id: str = "", root=None, num_gpus: int | 
     if not num_gpus:
         raise ValueError("run mode needs CUDA GPUs (none visible); the chapter's analyze mode runs on CPU")
     for c in cfgs:
+        if c.gpus is not None and c.gpus != num_gpus:
+            raise ValueError(f"configuration {c.name!r} is meant for {c.gpus} GPUs (TP={c.gpus}); {num_gpus} are visible")
         c.deployment(num_gpus)  # impossible settings stop here, before any server starts
     from .serving import ServerStartError, VLLMServer
 
@@ -1225,7 +1241,7 @@ def notebook_params():
 
     return {
         "mode": Param(str, "analyze", "analyze: render recorded runs (CPU); run: start vLLM servers and write a run record", choices=("analyze", "run")),
-        "configs": Param(list, ["a"], "run mode: configuration names or device calls a/b/c (see capacity.CALLS)", check=configs_ok),
+        "configs": Param(list, ["a"], "run mode: configuration names or device calls a-c (4 GPUs), d-e (8 GPUs) (see capacity.CALLS)", check=configs_ok),
         "run_id": Param(str, "", "run id for run mode (default: timestamp-Ngpu)"),
         "deadline_s": Param((int, float), 570, "run mode: stop starting servers after this many seconds", check=lambda v: None if v > 0 else "must be > 0"),
     }
