@@ -749,7 +749,7 @@ def blog_comparison(version: str = "0.8.3", **overrides) -> pd.DataFrame:
         base = Deployment(model=model, gpu=gpu, num_gpus=n, weights=weights, vllm_version=version, max_model_len=published, **overrides)
         p, p8 = plan(base), plan(base.replace(kv_dtype="fp8"))
         rows.append({
-            "model": label, "hardware": f"{n}x{GPUS[gpu].name.replace('NVIDIA ', '')}", "config": model,
+            "model": label, "hardware": f"{n}×{GPUS[gpu].name.replace('NVIDIA ', '').replace(' HBM3', '')}", "config": model,
             "blog: max_model_len": published, "planner: starts at blog length": p.outcome == "ok",
             "planner: largest max_model_len": p.max_model_len_that_starts,
             "planner: largest, fp8 KV": p8.max_model_len_that_starts,
@@ -1173,7 +1173,42 @@ def without_superseded_skips(cmp: pd.DataFrame) -> pd.DataFrame:
     return cmp[~((cmp.outcome == "skipped") & cmp.config.isin(tried))].reset_index(drop=True)
 
 
-FINDINGS = ("scout_bf16_h100", "maverick_fp8_h100", "hybrid", "kv_fp8", "graphs")
+FINDINGS = ("scout_bf16_h100", "maverick_fp8_h100", "hybrid", "kv_fp8", "graphs", "tp8_h100", "tp8_h200", "tp_scaling")
+
+
+def published_vs_measured(cmp: pd.DataFrame) -> pd.DataFrame:
+    """The article's and the blog's cells next to the measured configuration that tests each (``compare_runs`` rows).
+
+    A cell is tested by a record of the same model, weight format, number of GPUs and memory budget (H100 cells: the
+    emulated H100 budget) with the default KV dtype. Verdict: *reproduced* (a published length starts at that length or
+    longer; a published OOM runs out of memory), *differs* (a published OOM starts; a published length fails to start
+    at or below it), *shorter length tested*, or *not measured*.
+    """
+    cells = [("article", label, model, weights, "h100-80gb", n, rec) for label, model, weights, n, rec, _ in ARTICLE_TABLE]
+    cells += [("blog", label, model, weights, gpu, n, pub) for label, model, weights, gpu, n, pub in BLOG_TABLE]
+    tried = cmp[cmp.outcome.isin(["ok", "oom", "refused"]) & (cmp.kv_dtype == "auto")] if len(cmp) else cmp
+    rows = []
+    for source, label, model, weights, gpu, n, published in cells:
+        budget = "h100" if gpu == "h100-80gb" else "h200"
+        m = tried[(tried.model == model) & (tried.weights == weights) & (tried.num_gpus == n) & (tried.budget == budget)] if len(tried) else tried
+        row = {"source": source, "model": label, "precision": PRECISION_LABEL[weights], "hardware": f"{n}×{GPUS[gpu].name.replace('NVIDIA ', '').replace(' HBM3', '')}",
+               "published max_model_len": "OOM" if published is None else f"{published:,}", "record": None, "measured": None,
+               "tested max_model_len": None, "logged KV tokens": None, "planner (0.25.0) tokens": None, "verdict": "not measured"}
+        if len(m):
+            started = m[(m.outcome == "ok") & (m.max_model_len >= (published or 0))]
+            r = (started if len(started) else m).sort_values("max_model_len").iloc[-1]
+            ok = r.outcome == "ok"
+            if published is None:
+                verdict = "differs" if ok else "reproduced"
+            elif ok:
+                verdict = "reproduced" if r.max_model_len >= published else "shorter length tested"
+            else:
+                verdict = "differs" if r.max_model_len <= published else "shorter length tested"
+            row.update({"record": f"{r.run_id}/{r.config}", "measured": "starts" if ok else r.outcome.upper(), "tested max_model_len": int(r.max_model_len),
+                        "logged KV tokens": int(r.kv_cache_tokens) if ok else None,
+                        "planner (0.25.0) tokens": int(r.pred_kv_cache_tokens) if ok else None, "verdict": verdict})
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def measured_findings(cmp: pd.DataFrame) -> dict[str, str]:
@@ -1224,6 +1259,51 @@ def measured_findings(cmp: pd.DataFrame) -> dict[str, str]:
             f"memory per GPU: 0.25.0 subtracts its estimate of {g.cudagraph_estimate_gib:.2f} GiB before sizing the cache, and the "
             f"logged figure drops from {int(e.kv_cache_tokens):,} to {int(g.kv_cache_tokens):,} tokens "
             f"({100 * (g.kv_cache_tokens / e.kv_cache_tokens - 1):+.1f}%). The capture took {g.graph_capture_s:.0f} s.")
+
+    def started(name: str, why: str) -> str | None:
+        r = got.get(name)
+        if r is None or r.outcome != "ok":
+            return None
+        return f"{label(r)} at max_model_len {int(r.max_model_len):,} ({why}; {int(r.kv_cache_tokens):,} tokens logged, planner {int(r.pred_kv_cache_tokens):,})"
+
+    def label(r) -> str:
+        return f"{'Scout' if r.model == SCOUT else 'Maverick'} {PRECISION_LABEL[r.weights]}"
+
+    def oom(name: str, budget_gib: float, why: str) -> str | None:
+        r = got.get(name)
+        if r is None:
+            return None
+        if r.outcome != "oom":
+            return f"{label(r)} ends {r.outcome}, where {why} reported OOM"
+        return f"{label(r)} runs out of memory, as {why} found: its weights take {r.weights_gib:.2f} GiB per GPU of a {budget_gib:.2f} GiB budget"
+
+    h200_budget_gib = 0.9 * GPUS["h200"].total_bytes / GiB
+    parts = [x for x in (started("tp8-scout-bf16-h100-1200k", "the article's recommendation"),
+                         started("tp8-scout-fp8-h100-1500k", "the article's recommendation"),
+                         started("tp8-maverick-fp8-h100-430k", "the blog's length, above the article's 300,000")) if x]
+    no = oom("tp8-maverick-bf16-h100", h100_budget_gib, "the article")
+    if parts or no:
+        out["tp8_h100"] = (f"On the H100 budget at TP=8, vLLM 0.25.0 starts {'; '.join(parts)}." if parts else "") + (f" {no}." if no else "")
+    parts = [x for x in (started("tp8-scout-bf16-h200-3600k", "the blog's length"), started("tp8-scout-fp8-h200-3600k", "the blog's Scout length"),
+                         started("tp8-maverick-fp8-h200-1000k", "the blog's length, about the model's maximum")) if x]
+    mb = got.get("tp8-maverick-bf16-h200-1000k")
+    if mb is not None:
+        parts.append(f"Maverick BF16, which neither source lists on H200, at max_model_len {int(mb.max_model_len):,} with "
+                     f"{mb.available_kv_gib:.2f} GiB of KV memory per GPU after {mb.weights_gib:.2f} GiB of weights"
+                     if mb.outcome == "ok" else f"not Maverick BF16 ({mb.outcome}; its weights take {mb.weights_gib:.2f} GiB of a {h200_budget_gib:.2f} GiB budget)")
+    if parts:
+        out["tp8_h200"] = f"On the H200 budget at TP=8 it starts {'; '.join(parts)}."
+    pairs = [p for p in (both_ok("scout-bf16-h100", "tp8-scout-bf16-h100-1200k"), both_ok("scout-fp8-h200", "tp8-scout-fp8-h200-3600k"),
+                         both_ok("maverick-fp8-h200", "tp8-maverick-fp8-h200-1000k")) if p]
+    if pairs:
+        w = ", ".join(f"{label(a)} {a.weights_gib:.2f} → {b.weights_gib:.2f} GiB (×{b.weights_gib / a.weights_gib:.2f})" for a, b in pairs)
+        out["tp_scaling"] = (f"From TP=4 to TP=8 the weights per GPU nearly halve: {w}. Replicated tensors (norms, routers, the "
+                             f"rotary cache) keep the ratio above one half. Each GPU also holds one KV head of the eight instead of two, "
+                             f"so a token costs half the KV bytes per GPU.")
+        s4, s8 = pairs[0] if pairs[0][0].config == "scout-bf16-h100" else (None, None)
+        if s4 is not None:
+            out["tp_scaling"] += (f" On the H100 budget, Scout BF16 has {s4.available_kv_gib:.2f} GiB of KV memory per GPU at TP=4 and "
+                                  f"{s8.available_kv_gib:.2f} GiB at TP=8.")
     return out
 
 

@@ -202,6 +202,26 @@ def planner_within_1pct_of_vllm(root=None) -> Verdict:
     return _verdict(bool((ok.error_pct.abs() <= 1).all()), text, _ids("context_limits", ok))
 
 
+def published_8gpu_cells_reproduce(root=None) -> Verdict:
+    from . import capacity as cap
+    from .records import results
+
+    runs = results("context_limits", root=root)
+    cmp_ = cap.compare_runs(runs) if len(runs) else pd.DataFrame()
+    cells = cap.published_vs_measured(cmp_) if len(cmp_) else pd.DataFrame()
+    eight = cells[cells.hardware.str.startswith("8×")] if len(cells) else cells
+    tested = eight[eight.verdict != "not measured"] if len(eight) else eight
+    if not len(tested):
+        return _missing("context_limits", "an 8-GPU configuration")
+    name = lambda r: f"{r.source} {r.model} {r.precision} {r.hardware} ({r['published max_model_len']}: {r.verdict})"  # noqa: E731
+    bad = [name(r) for _, r in eight.iterrows() if r.verdict != "reproduced"]
+    used = [f"context_limits/{rec.split('/')[0]}" for rec in tested.record]
+    if any(eight.verdict == "not measured"):
+        return Verdict(NOT_MEASURED, "no record for " + "; ".join(bad), tuple(sorted(set(used))))
+    text = f"{int((eight.verdict == 'reproduced').sum())} of {len(eight)} 8-GPU cells reproduce on vLLM 0.25.0" + (f"; not: {'; '.join(bad)}" if bad else "")
+    return _verdict(not bad, text, used)
+
+
 def planner_agrees_with_article_table(root=None) -> Verdict:
     """Checked against the article's published table (a computation, no run record)."""
     from . import capacity as cap
@@ -248,6 +268,9 @@ CLAIMS: tuple[Claim, ...] = (
           "max_model_len does not change the speed of requests that fit (throughput within 5%)", "length_sweep", max_model_len_does_not_change_speed),
     Claim("planner_within_1pct_of_vllm", "context_limits",
           "The KV-capacity planner is within 1% of the GPU KV cache size vLLM logs", "context_limits", planner_within_1pct_of_vllm),
+    Claim("published_8gpu_cells_reproduce", "context_limits",
+          "Every 8-GPU length the article and the vLLM blog published starts on vLLM 0.25.0 (H100 cells on the emulated H100 "
+          "budget), and the article's 8-GPU OOM stays OOM", "context_limits", published_8gpu_cells_reproduce),
     Claim("planner_agrees_with_article_table", "context_limits",
           "The planner agrees with every cell of the article's table except Scout 4×BF16", None, planner_agrees_with_article_table),
     Claim("fast_recipe_is_faster", "lora_vs_qlora",
