@@ -349,7 +349,7 @@ def main(argv=None) -> int:
     k.add_argument("--non-torch-gib", type=float, default=None, help="measured non-torch memory (replaces the estimate)")
     k.add_argument("--cudagraph-gib", type=float, default=None, help="measured CUDA-graph estimate (replaces the estimate)")
     k.add_argument("--table", choices=("article", "blog"), default=None, help="print a reproduced published table instead")
-    k.add_argument("--run", nargs="+", default=None, help="measure: configuration names or device calls a/b/c (needs GPUs)")
+    k.add_argument("--run", nargs="+", default=None, help="measure: configuration names or device calls a-c (4 GPUs), d-e (8 GPUs) (needs GPUs)")
     k.add_argument("--run-id", default="")
     k.add_argument("--root", default="", help="runs root for --run (default data/runs)")
     k.add_argument("--deadline-s", type=float, default=570)
