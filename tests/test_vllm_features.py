@@ -418,6 +418,51 @@ def test_core_b_compares_the_standard_workload_and_keeps_the_partial_long_points
     assert s["vf_measured"] == "eager, no-chunked-prefill, prefix-caching, one-at-a-time" and s["vf_pending"].startswith("mnbt-512 (core); kv-fp8")
 
 
+# --- the third GPU record: h100-quant-a (FP8 KV cache, FP8 weights, GPTQ, AWQ) --------------------------------------
+QUANT = ROOT / "data" / "runs" / F.EXPERIMENT / "h100-quant-a"
+
+
+def test_quant_record_servers_weights_kernels_and_kv_from_their_logs():
+    m = load_record(QUANT).manifest
+    assert m["parameters"]["arms"] == ["kv-fp8", "fp8-weights", "gptq", "awq"] and m["packages"]["vllm"] == "0.25.0"
+    assert load_record(QUANT).gpu_name() == "NVIDIA H100 80GB HBM3"
+    sv = F.servers(["h100-quant-a"]).set_index("server")
+    assert sv["weights_gib"].to_dict() == {"baseline.1": 12.55, "kv-fp8": 12.58, "fp8-weights": 6.74, "gptq": 3.68, "awq": 3.74, "baseline.2": 12.55}
+    assert sv["kv_cache_tokens"].to_dict() == {"baseline.1": 121424, "kv-fp8": 242736, "fp8-weights": 133456, "gptq": 139664, "awq": 139536, "baseline.2": 121536}
+    assert sv["available_kv_gib"].to_dict() == {"baseline.1": 59.30, "kv-fp8": 59.26, "fp8-weights": 65.17, "gptq": 68.20, "awq": 68.13, "baseline.2": 59.34}
+    # the FP8 kernel is logged as "Selected ... for ..." and was missed by the record's own parse; the log keeps it
+    assert pd.isna(pd.read_csv(QUANT / "servers.csv").set_index("server").loc["fp8-weights", "linear_kernel"])
+    assert sv["linear_kernel"].dropna().to_dict() == {"fp8-weights": "CutlassFP8ScaledMMLinearKernel", "gptq": "MacheteLinearKernel", "awq": "MacheteLinearKernel"}
+    assert sv["quantization"].to_dict() == {"baseline.1": "None", "kv-fp8": "None", "fp8-weights": "fp8", "gptq": "auto_gptq", "awq": "auto_awq", "baseline.2": "None"}  # as logged
+    kv = F.kv_capacity(F.load(["h100-quant-a"])).set_index("arm")
+    assert kv.loc["kv-fp8", "kv_change_pct"] == pytest.approx(100 * (242736 / ((121424 + 121536) / 2) - 1)) == pytest.approx(99.8156, abs=1e-4)
+    assert kv.loc[["kv-fp8", "fp8-weights", "gptq", "awq"], "larger_than_noise"].all()
+
+
+def test_quant_deltas_and_what_the_chapter_says_of_them():
+    pts = F.load(["h100-quant-a"])
+    assert len(pts) == 36 and (pts.outcome == "ok").all()
+    c = F.compare(pts).set_index(["arm", "workload", "metric"])
+    t, itl = "output_token_throughput", "inter_token_latency_avg"
+    d = {(a, w): round(c.loc[a, w, t]["delta_pct"], 1) for a in F.GROUPS["quant"] for w in ("c1", "c16", "c64")}
+    assert d == {("kv-fp8", "c1"): -0.2, ("kv-fp8", "c16"): 6.6, ("kv-fp8", "c64"): 14.6, ("fp8-weights", "c1"): 56.7, ("fp8-weights", "c16"): 36.9,
+                 ("fp8-weights", "c64"): 19.0, ("gptq", "c1"): 55.1, ("gptq", "c16"): 32.6, ("gptq", "c64"): 10.7,
+                 ("awq", "c1"): 50.1, ("awq", "c16"): 30.5, ("awq", "c64"): 13.2}
+    # the text's words: an fp8 cache does nothing visible at c=1 and more as the batch grows; fp8 weights gain most at c=1
+    assert not c.loc["kv-fp8", "c1", t]["larger_than_noise"] and 0 < d["kv-fp8", "c16"] < d["kv-fp8", "c64"]
+    assert c.loc["kv-fp8", "c16", t]["larger_than_noise"] and c.loc["kv-fp8", "c64", itl]["larger_than_noise"]
+    assert d["fp8-weights", "c1"] > d["fp8-weights", "c16"] > d["fp8-weights", "c64"] > 0
+    assert all(c.loc[a, w, m]["larger_than_noise"] for a in ("fp8-weights", "gptq", "awq") for w in ("c1", "c16", "c64") for m in (t, itl))
+    s = F.statements(pts, servers_=F.servers(["h100-quant-a"]))
+    assert s["vf_fp8_weights_c1_throughput"] == "158 → 247" and s["vf_fp8_weights_c1_throughput_delta"] == "+56.7% (noise ±3.1%)"
+    assert s["vf_kv_fp8_c1_throughput_verdict"] == "within" and s["vf_kv_fp8_kv"] == "242,736 (+99.82%)"
+    assert (s["vf_baseline_weights"], s["vf_fp8_weights_weights"], s["vf_gptq_weights"], s["vf_awq_weights"]) == ("12.55", "6.74", "3.68", "3.74")
+    assert (s["vf_fp8_weights_kernel"], s["vf_gptq_kernel"], s["vf_kv_fp8_kernel"]) == ("CutlassFP8ScaledMMLinearKernel", "MacheteLinearKernel", "n/a")
+    every = F.statements(F.load())
+    assert every["vf_measured"] == "eager, no-chunked-prefill, prefix-caching, one-at-a-time, kv-fp8, fp8-weights, gptq, awq"
+    assert every["vf_pending"] == "mnbt-512 (core); block-64, attn-triton, attn-flex, attn-flashinfer (kernels); ngram, ngram-gpu (spec)"
+
+
 # --- end to end on the CPU build of vLLM -------------------------------------------------------------------------------
 
 needs_vllm = pytest.mark.skipif(os.environ.get("LLMSTUDY_SKIP_VLLM") == "1", reason="LLMSTUDY_SKIP_VLLM=1 (the CPU vLLM is installed by `make test`)")

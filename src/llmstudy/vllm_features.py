@@ -417,6 +417,35 @@ def kv_capacity(points: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
+SERVER_FACTS = ("quantization", "linear_kernel", "weights_gib", "available_kv_gib", "kv_cache_tokens", "start_s")
+
+
+def servers(run_ids=(), root=None) -> pd.DataFrame:
+    """One row per server of the selected records: what it loaded and what it got (the facts its log gave). Facts a
+    record's ``servers.csv`` lacks are read again from the server log the record keeps, with today's patterns."""
+    from .vllm_log import parse_startup_log
+
+    frames = []
+    for rec in R.load_runs(EXPERIMENT, root):
+        if run_ids and rec.run_id not in run_ids:
+            continue
+        srv = rec.table("servers")
+        for col in SERVER_FACTS:
+            if col not in srv:
+                srv[col] = np.nan
+        srv = srv.astype({c: object for c in ("quantization", "linear_kernel")})
+        for i, r in srv.iterrows():
+            logs = sorted((rec.path / "logs").glob(f"server-{r['server']}.*log"))
+            facts = parse_startup_log(logs[-1].read_text(errors="replace")) if logs else {}
+            for col in SERVER_FACTS:
+                if pd.isna(srv.at[i, col]) and col in facts:
+                    srv.at[i, col] = facts[col]
+        srv["run_id"] = rec.run_id
+        srv["arm"] = srv["server"].map(arm_of)
+        frames.append(srv[["run_id", "server", "arm", *SERVER_FACTS]])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "server", "arm", *SERVER_FACTS])
+
+
 def outcomes(points: pd.DataFrame) -> pd.DataFrame:
     """One row per server: its arm, start seconds, how many points ended ok, and the first error (a failed start is a result)."""
     rows = []
@@ -544,6 +573,7 @@ GLUED = (  # (arm, workload, metric) the chapter's text quotes
     *[("one-at-a-time", "c16", m) for m in ("output_token_throughput", "time_to_first_token_avg", "inter_token_latency_avg")],
     *[("prefix-caching", "shared prefix c16", m) for m in METRICS], ("prefix-caching", "c16", "output_token_throughput"),
     *[("no-chunked-prefill", "c64", m) for m in ("output_token_throughput", "time_to_first_token_avg", "inter_token_latency_avg")],
+    *[(a, w, m) for a in GROUPS["quant"] for w in ("c1", "c16", "c64") for m in ("output_token_throughput", "inter_token_latency_avg")],
 )
 CHUNKED_ARMS = ("no-chunked-prefill", "mnbt-512")
 
@@ -571,11 +601,12 @@ def glue_key(*parts: str) -> str:
     return "vf_" + "_".join("".join(ch if ch.isalnum() else "_" for ch in p.lower()) for p in parts)
 
 
-def statements(points: pd.DataFrame, picks=GLUED) -> dict[str, str]:
+def statements(points: pd.DataFrame, picks=GLUED, servers_: pd.DataFrame | None = None) -> dict[str, str]:
     """Every number the chapter's text quotes, as text ("n/a" where the records lack it; the latest record wins where
     several measured an arm): per pick ``baseline → arm`` (key), the delta with its noise (``_delta``) and the
     verdict (``_verdict``: "larger than" / "within"); the baseline's drift between its starts and its throughput per
-    concurrency; KV sizes and server start seconds; which arms have been measured and which not yet."""
+    concurrency; KV sizes, weights and server start seconds; the quantized GEMM kernel each arm's server chose (from
+    ``servers_``, :func:`servers` of the same records); which arms have been measured and which not yet."""
     na = "n/a"
     cmp = compare(points) if len(points) else pd.DataFrame(columns=["arm", "workload", "metric", "run_id"])
     out: dict[str, str] = {}
@@ -605,6 +636,14 @@ def statements(points: pd.DataFrame, picks=GLUED) -> dict[str, str]:
         x = kv[kv["arm"] == arm]
         out[glue_key(arm, "kv")] = na if not len(x) else f"{x['kv_cache_tokens'].iloc[-1]:,.0f} ({x['kv_change_pct'].iloc[-1]:+.2f}%)"
         out[glue_key(arm, "kv", "verdict")] = na if not len(x) else ("larger than" if x["larger_than_noise"].iloc[-1] else "within")
+    for arm in (BASELINE, *dict.fromkeys(a for a, _, _ in picks)):
+        x = srv[srv["arm"] == arm] if len(srv) and "weights_gib" in srv else pd.DataFrame()
+        x = x[x["run_id"] == x["run_id"].iloc[-1]].dropna(subset=["weights_gib"]) if len(x) else x
+        out[glue_key(arm, "weights")] = na if not len(x) else f"{x['weights_gib'].mean():.2f}"
+    sv = servers_ if servers_ is not None and len(servers_) else pd.DataFrame(columns=["run_id", "arm", "linear_kernel"])
+    for arm in dict.fromkeys(a for a, _, _ in picks):
+        x = sv[sv["arm"] == arm].sort_values("run_id").dropna(subset=["linear_kernel"])
+        out[glue_key(arm, "kernel")] = x["linear_kernel"].iloc[-1] if len(x) else na
     for server in (f"{BASELINE}.1", f"{BASELINE}.2", *dict.fromkeys(a for a, _, _ in picks)):
         x = srv[srv["server"] == server] if len(srv) and "start_s" in srv else pd.DataFrame()
         out[glue_key("start", server)] = na if not len(x) else f"{x['start_s'].iloc[-1]:.0f}"

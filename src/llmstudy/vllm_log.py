@@ -28,7 +28,8 @@ PATTERNS: dict[str, tuple[re.Pattern, type]] = {
     "engine_init_s": (re.compile(rf"init engine \(profile, create kv cache, warmup model\) took {NUM} ?s"), float),
     "vllm_version": (re.compile(r"vLLM API server version ([0-9][^\s]*)"), str),
     "quantization": (re.compile(r"quantization=(\w+), quantization_config"), str),  # the engine's resolved method
-    "linear_kernel": (re.compile(r"Using (\w+LinearKernel) for \w+"), str),  # quantized GEMM kernel (none: unquantized)
+    # quantized GEMM kernel (none: unquantized); 0.25 says "Using X for AutoGPTQLinearMethod" / "Selected X for Fp8...Method"
+    "linear_kernel": (re.compile(r"(?:Using|Selected) (\w+LinearKernel) for \w+"), str),
     "prefix_caching": (re.compile(r"enable_prefix_caching=(True|False)"), str),
 }
 _GROUP = {"max_concurrency": 2, "weights_load_s": 2, "graph_capture_gib": 2}
