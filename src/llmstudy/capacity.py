@@ -1293,15 +1293,15 @@ def measured_findings(cmp: pd.DataFrame) -> dict[str, str]:
                      if mb.outcome == "ok" else f"not Maverick BF16 ({mb.outcome}; its weights take {mb.weights_gib:.2f} GiB of a {h200_budget_gib:.2f} GiB budget)")
     if parts:
         out["tp8_h200"] = f"On the H200 budget at TP=8 it starts {'; '.join(parts)}."
-    pairs = [p for p in (both_ok("scout-bf16-h100", "tp8-scout-bf16-h100-1200k"), both_ok("scout-fp8-h200", "tp8-scout-fp8-h200-3600k"),
-                         both_ok("maverick-fp8-h200", "tp8-maverick-fp8-h200-1000k")) if p]
+    scout_h100 = both_ok("scout-bf16-h100", "tp8-scout-bf16-h100-1200k")
+    pairs = [p for p in (scout_h100, both_ok("scout-fp8-h200", "tp8-scout-fp8-h200-3600k"), both_ok("maverick-fp8-h200", "tp8-maverick-fp8-h200-1000k")) if p]
     if pairs:
         w = ", ".join(f"{label(a)} {a.weights_gib:.2f} → {b.weights_gib:.2f} GiB (×{b.weights_gib / a.weights_gib:.2f})" for a, b in pairs)
         out["tp_scaling"] = (f"From TP=4 to TP=8 the weights per GPU nearly halve: {w}. Replicated tensors (norms, routers, the "
                              f"rotary cache) keep the ratio above one half. Each GPU also holds one KV head of the eight instead of two, "
                              f"so a token costs half the KV bytes per GPU.")
-        s4, s8 = pairs[0] if pairs[0][0].config == "scout-bf16-h100" else (None, None)
-        if s4 is not None:
+        if scout_h100:
+            s4, s8 = scout_h100
             out["tp_scaling"] += (f" On the H100 budget, Scout BF16 has {s4.available_kv_gib:.2f} GiB of KV memory per GPU at TP=4 and "
                                   f"{s8.available_kv_gib:.2f} GiB at TP=8.")
     return out
