@@ -340,7 +340,9 @@ def test_eight_gpu_configurations_refuse_other_gpu_counts(runs_root, fake_servin
         C.run_experiment(["d"], num_gpus=4, workdir=str(tmp_path))
     assert not fake_serving and not list(runs_root.rglob("manifest.json"))
     # the planner's view of the 8-GPU calls: every cell starts except the article's Maverick 8xBF16 on the H100 budget
-    outcomes = {n: C.plan(C.GPU_CONFIGS[n].deployment(8)).outcome for n in C.CALLS["d"] + C.CALLS["e"]}
+    outcomes = {n: C.plan(C.GPU_CONFIGS[n].deployment()).outcome for n in C.CALLS["d"] + C.CALLS["e"]}  # meant for 8: TP=8
+    assert C.GPU_CONFIGS["tp8-scout-bf16-h200-3600k"].server_args()[:2] == ["--tensor-parallel-size", "8"]
+    assert C.GPU_CONFIGS["scout-bf16-h200"].deployment().tp == 4
     assert [n for n, o in outcomes.items() if o != "ok"] == ["tp8-maverick-bf16-h100"]
 
 

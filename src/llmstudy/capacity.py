@@ -836,12 +836,18 @@ class GpuConfig:
     def utilization(self) -> float:
         return 0.9 if self.budget == "h200" else emulated_utilization("h100-80gb", "h200", 0.9)
 
-    def deployment(self, num_gpus: int = 4, **measured) -> Deployment:
-        return Deployment(model=self.model, gpu="h200", num_gpus=num_gpus, weights=self.weights, kv_dtype=self.kv_dtype,
+    @property
+    def default_gpus(self) -> int:
+        return self.gpus or 4
+
+    def deployment(self, num_gpus: int | None = None, **measured) -> Deployment:
+        """The planner's deployment for this configuration on ``num_gpus`` GPUs (default: the count it is meant for, else 4)."""
+        return Deployment(model=self.model, gpu="h200", num_gpus=num_gpus or self.default_gpus, weights=self.weights, kv_dtype=self.kv_dtype,
                           gpu_memory_utilization=self.utilization, max_model_len=self.max_model_len, vllm_version="0.25.0",
                           hybrid_kv=self.hybrid_kv, enforce_eager=self.enforce_eager, text_only=True, **measured)
 
-    def server_args(self, num_gpus: int = 4) -> list[str]:
+    def server_args(self, num_gpus: int | None = None) -> list[str]:
+        num_gpus = num_gpus or self.default_gpus
         args = ["--tensor-parallel-size", str(num_gpus), "--load-format", "dummy", "--max-model-len", str(self.max_model_len),
                 "--gpu-memory-utilization", repr(self.utilization), "--disable-custom-all-reduce", "--kv-cache-dtype", self.kv_dtype]
         if self.enforce_eager:
