@@ -719,6 +719,11 @@ BLOG_TABLE = (
 PRECISION_LABEL = {"bf16": "BF16", "fp8-online": "FP8", "fp8-checkpoint": "FP8", "mxfp4-checkpoint": "MXFP4"}
 
 
+def hardware_label(num_gpus: int, gpu: str) -> str:
+    """``8×H100 80GB``, ``8×H200``: how the published tables name a machine."""
+    return f"{num_gpus}×{GPUS[gpu].name.replace('NVIDIA ', '').replace(' HBM3', '')}"
+
+
 def article_comparison(version: str = "0.8.3", gpu: str = "h100-80gb", **overrides) -> pd.DataFrame:
     """The article's recommendation table next to the planner (predictions, labelled), one row per cell."""
     rows = []
@@ -749,7 +754,7 @@ def blog_comparison(version: str = "0.8.3", **overrides) -> pd.DataFrame:
         base = Deployment(model=model, gpu=gpu, num_gpus=n, weights=weights, vllm_version=version, max_model_len=published, **overrides)
         p, p8 = plan(base), plan(base.replace(kv_dtype="fp8"))
         rows.append({
-            "model": label, "hardware": f"{n}×{GPUS[gpu].name.replace('NVIDIA ', '').replace(' HBM3', '')}", "config": model,
+            "model": label, "hardware": hardware_label(n, gpu), "config": model,
             "blog: max_model_len": published, "planner: starts at blog length": p.outcome == "ok",
             "planner: largest max_model_len": p.max_model_len_that_starts,
             "planner: largest, fp8 KV": p8.max_model_len_that_starts,
@@ -1197,7 +1202,7 @@ def published_vs_measured(cmp: pd.DataFrame) -> pd.DataFrame:
     for source, label, model, weights, gpu, n, published in cells:
         budget = "h100" if gpu == "h100-80gb" else "h200"
         m = tried[(tried.model == model) & (tried.weights == weights) & (tried.num_gpus == n) & (tried.budget == budget)] if len(tried) else tried
-        row = {"source": source, "model": label, "precision": PRECISION_LABEL[weights], "hardware": f"{n}×{GPUS[gpu].name.replace('NVIDIA ', '').replace(' HBM3', '')}",
+        row = {"source": source, "model": label, "precision": PRECISION_LABEL[weights], "hardware": hardware_label(n, gpu),
                "published max_model_len": "OOM" if published is None else f"{published:,}", "record": None, "measured": None,
                "tested max_model_len": None, "logged KV tokens": None, "planner (0.25.0) tokens": None, "verdict": "not measured"}
         if len(m):
@@ -1266,14 +1271,14 @@ def measured_findings(cmp: pd.DataFrame) -> dict[str, str]:
             f"logged figure drops from {int(e.kv_cache_tokens):,} to {int(g.kv_cache_tokens):,} tokens "
             f"({100 * (g.kv_cache_tokens / e.kv_cache_tokens - 1):+.1f}%). The capture took {g.graph_capture_s:.0f} s.")
 
+    def label(r) -> str:
+        return f"{'Scout' if r.model == SCOUT else 'Maverick'} {PRECISION_LABEL[r.weights]}"
+
     def started(name: str, why: str) -> str | None:
         r = got.get(name)
         if r is None or r.outcome != "ok":
             return None
         return f"{label(r)} at max_model_len {int(r.max_model_len):,} ({why}; {int(r.kv_cache_tokens):,} tokens logged, planner {int(r.pred_kv_cache_tokens):,})"
-
-    def label(r) -> str:
-        return f"{'Scout' if r.model == SCOUT else 'Maverick'} {PRECISION_LABEL[r.weights]}"
 
     def oom(name: str, budget_gib: float, why: str) -> str | None:
         r = got.get(name)
