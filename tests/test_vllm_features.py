@@ -364,7 +364,8 @@ def test_the_executed_chapter_glues_the_h100_numbers(tmp_path, h100):
 
     text, glue = _execute(tmp_path, [H100])
     assert '"ename"' not in text and "Traceback" not in text and "No GPU record yet" not in text
-    assert glue == F.statements(h100)  # every glued statement is the library's, from this record
+    assert glue == F.statements(h100, servers_=F.servers([H100]), skipped_=F.skipped([H100]))  # every glued statement is the library's, from this record
+    assert glue["vf_baseline_attention"] == "FLASH_ATTN (FlashAttention 3)" and glue["vf_baseline_async"] == "enabled" and glue["vf_skipped"] == "none"
     md = "\n".join("".join(c["source"]) for c in json.loads((ROOT / "notebooks" / "vllm_features.ipynb").read_text())["cells"] if c["cell_type"] == "markdown")
     used = set(re.findall(r"\{glue:\}`([^`]+)`", md))
     assert used and used <= glue.keys()  # every number the text quotes is glued
@@ -458,9 +459,129 @@ def test_quant_deltas_and_what_the_chapter_says_of_them():
     assert s["vf_kv_fp8_c1_throughput_verdict"] == "within" and s["vf_kv_fp8_kv"] == "242,736 (+99.82%)"
     assert (s["vf_baseline_weights"], s["vf_fp8_weights_weights"], s["vf_gptq_weights"], s["vf_awq_weights"]) == ("12.55", "6.74", "3.68", "3.74")
     assert (s["vf_fp8_weights_kernel"], s["vf_gptq_kernel"], s["vf_kv_fp8_kernel"]) == ("CutlassFP8ScaledMMLinearKernel", "MacheteLinearKernel", "n/a")
-    every = F.statements(F.load())
-    assert every["vf_measured"] == "eager, no-chunked-prefill, prefix-caching, one-at-a-time, kv-fp8, fp8-weights, gptq, awq"
-    assert every["vf_pending"] == "mnbt-512 (core); block-64, attn-triton, attn-flex, attn-flashinfer (kernels); ngram, ngram-gpu (spec)"
+    upto = F.statements(F.load(["h100-core-a", "h100-core-b", "h100-quant-a"]))
+    assert upto["vf_measured"] == "eager, no-chunked-prefill, prefix-caching, one-at-a-time, kv-fp8, fp8-weights, gptq, awq"
+    assert upto["vf_pending"] == "mnbt-512 (core); block-64, attn-triton, attn-flex, attn-flashinfer (kernels); ngram, ngram-gpu (spec)"
+
+
+# --- the fourth to sixth GPU records: h100-core-c (token budget, long prompts), h100-kernels-a, h100-spec-a -----------
+CORE_C, KERNELS, SPEC = (ROOT / "data" / "runs" / F.EXPERIMENT / r for r in ("h100-core-c", "h100-kernels-a", "h100-spec-a"))
+SHA_C = "d6347a3f20dc4bcf24db173898219f2e586f4350"
+
+
+def _p99_gap_ms(rec: Path, point_id: str) -> float:
+    """The p99 of a point's pooled gaps between streamed chunks, straight from its raw vllm bench serve result."""
+    import gzip
+
+    raw = json.load(gzip.open(rec / "raw" / f"{point_id}.json.gz", "rt"))
+    return float(np.percentile([g for itl in raw["itls"] for g in itl], 99) * 1e3)
+
+
+def test_core_c_measures_the_long_prompts_and_the_token_budget_is_what_smooths_decoding():
+    rec = load_record(CORE_C)
+    assert rec.manifest["parameters"]["arms"] == ["no-chunked-prefill", "mnbt-512"] and rec.manifest["git"]["sha"] == SHA_C
+    assert rec.gpu_name() == "NVIDIA H100 80GB HBM3" and rec.manifest["packages"]["vllm"] == "0.25.0"
+    pts = F.load(["h100-core-c"])
+    assert len(pts) == 16 and (pts.outcome == "ok").all() and pts.exact_output_lengths.all()
+    assert (pts[pts.sweep == "long"].failed_requests == 0).all()  # the tokenizer fix: no 400s any more (h100-core-b had 25-27 of 48)
+    c = F.compare(pts).set_index(["arm", "workload", "metric"])
+    long_ = {(a, m): round(c.loc[a, "long prompts c16", m]["delta_pct"], 1) for a in F.CHUNKED_ARMS for m in F.METRICS}
+    assert long_ == {("no-chunked-prefill", "output_token_throughput"): 0.2, ("no-chunked-prefill", "time_to_first_token_avg"): -5.3,
+                     ("no-chunked-prefill", "inter_token_latency_avg"): 0.9, ("no-chunked-prefill", "chunk_gap_p99_ms"): -9.1,
+                     ("mnbt-512", "output_token_throughput"): 2.5, ("mnbt-512", "time_to_first_token_avg"): -12.1,
+                     ("mnbt-512", "inter_token_latency_avg"): -6.4, ("mnbt-512", "chunk_gap_p99_ms"): -80.3}
+    assert all(c.loc[a, "long prompts c16", m]["larger_than_noise"] for a in F.CHUNKED_ARMS for m in F.METRICS)
+    # the p99 chunk gap, recomputed here from the raw per-request gaps of the baseline's four long-prompt points
+    base = [p for p in pts.point_id if p.startswith("long-baseline")]
+    assert len(base) == 4 and c.loc["mnbt-512", "long prompts c16", "chunk_gap_p99_ms"]["baseline"] == pytest.approx(np.mean([_p99_gap_ms(CORE_C, p) for p in base]), rel=1e-9)
+    assert c.loc["mnbt-512", "c64", "time_to_first_token_avg"]["larger_than_noise"] and round(c.loc["mnbt-512", "c64", "output_token_throughput"]["delta_pct"], 1) == -1.5
+    assert not any(c.loc["no-chunked-prefill", "c64", m]["larger_than_noise"] for m in F.METRICS)
+    assert F.chunked_prefill_gaps(pts) == []
+    assert [g.split(":")[0] for g in F.chunked_prefill_gaps(F.load())] == ["no-chunked-prefill (h100-core-b)"]  # only the old record lacks them
+    srv = rec.table("servers").set_index("server")
+    assert "--max-num-batched-tokens 512" in srv.loc["mnbt-512", "args"] and "--no-enable-chunked-prefill" in srv.loc["no-chunked-prefill", "args"]
+    s = F.statements(pts)
+    assert s["vf_mnbt_512_long_prompts_c16_p99_chunk_gap"] == "192 → 38" and s["vf_mnbt_512_long_prompts_c16_p99_chunk_gap_delta"] == "-80.3% (noise ±1.5%)"
+    assert s["vf_mnbt_512_kv"] == "122,496 (+0.84%)" and s["vf_mnbt_512_kv_verdict"] == "larger than"
+
+
+def test_kernels_record_backends_from_the_logs_deltas_and_the_skipped_flashinfer():
+    rec = load_record(KERNELS)
+    m = rec.manifest["parameters"]
+    assert m["arms"] == ["block-64", "attn-triton", "attn-flex"] and rec.manifest["git"]["sha"] == SHA_C
+    assert m["skipped_arms"] == {"attn-flashinfer": "not started: the serving Python cannot import flashinfer"}
+    sk = F.skipped(["h100-kernels-a"])
+    assert sk.to_dict("records") == [{"run_id": "h100-kernels-a", "arm": "attn-flashinfer", "reason": "not started: the serving Python cannot import flashinfer"}]
+    sv = F.servers(["h100-kernels-a"]).set_index("server")
+    assert sv["attention_backend"].to_dict() == {"baseline.1": "FLASH_ATTN", "block-64": "FLASH_ATTN", "attn-triton": "TRITON_ATTN", "attn-flex": "FLEX_ATTENTION", "baseline.2": "FLASH_ATTN"}
+    assert sv["flash_attn_version"].dropna().to_dict() == {"baseline.1": 3, "block-64": 3, "baseline.2": 3}
+    pts = F.load(["h100-kernels-a"])
+    assert len(pts) == 30 and (pts.outcome == "ok").all()
+    c = F.compare(pts).set_index(["arm", "workload", "metric"])
+    t, itl = "output_token_throughput", "inter_token_latency_avg"
+    d = {(a, w): round(c.loc[a, w, t]["delta_pct"], 1) for a in ("block-64", "attn-triton", "attn-flex") for w in ("c1", "c16", "c64")}
+    assert d == {("block-64", "c1"): -0.6, ("block-64", "c16"): -1.0, ("block-64", "c64"): -0.4, ("attn-triton", "c1"): 1.8, ("attn-triton", "c16"): 3.7,
+                 ("attn-triton", "c64"): -0.2, ("attn-flex", "c1"): -14.6, ("attn-flex", "c16"): -69.5, ("attn-flex", "c64"): -48.1}
+    # the text's words: block 64 moves neither throughput nor ITL; Triton is level at c=64; Flex loses everywhere, most at c=16
+    assert not any(c.loc["block-64", w, m]["larger_than_noise"] for w in ("c1", "c16", "c64") for m in (t, itl))
+    assert c.loc["attn-triton", "c16", t]["larger_than_noise"] and not c.loc["attn-triton", "c64", t]["larger_than_noise"]
+    assert all(c.loc["attn-flex", w, m]["larger_than_noise"] for w in ("c1", "c16", "c64") for m in (t, itl)) and d["attn-flex", "c16"] < d["attn-flex", "c64"] < d["attn-flex", "c1"]
+    h = F.headline(pts, skipped_=sk)
+    fi = h[h.arm == "attn-flashinfer"].iloc[0]
+    assert fi["run_id"] == "h100-kernels-a" and fi["Δ throughput"] == "skipped (not started: the serving Python cannot import flashinfer)"
+    s = F.statements(pts, servers_=sv.reset_index(), skipped_=sk)
+    assert s["vf_skipped"] == "attn-flashinfer (not started: the serving Python cannot import flashinfer; h100-kernels-a)" and "attn-flashinfer" not in s["vf_pending"]
+    assert "attn-flashinfer" in F.statements(pts)["vf_pending"]  # without the manifests' word it is only "not measured"
+    assert (s["vf_baseline_attention"], s["vf_attn_triton_attention"], s["vf_attn_flex_attention"]) == ("FLASH_ATTN (FlashAttention 3)", "TRITON_ATTN", "FLEX_ATTENTION")
+    assert s["vf_attn_flex_c16_throughput"] == "1,819 → 555" and s["vf_attn_flex_c16_itl_delta"] == "+245.8% (noise ±1.7%)"
+    every = F.statements(F.load(), skipped_=F.skipped())
+    assert every["vf_pending"] == "none" and every["vf_measured"] == ", ".join(a for a in F.ARMS if F.ARMS[a].group != "extra" and a != "attn-flashinfer")
+
+
+def test_server_log_patterns_for_attention_and_async_scheduling():
+    from llmstudy.vllm_log import parse_startup_log
+
+    picked = parse_startup_log("(EngineCore pid=1) INFO [cuda.py:476] Using FLASH_ATTN attention backend out of potential backends: ['FLASH_ATTN', 'TRITON_ATTN'].\n"
+                               "(EngineCore pid=1) INFO [flash_attn.py:718] Using FlashAttention version 3\n")
+    told = parse_startup_log("(EngineCore pid=1) INFO [cuda.py:1] Using AttentionBackendEnum.FLEX_ATTENTION backend.\n"
+                             "(APIServer pid=2) INFO [vllm.py:1042] Asynchronous scheduling is enabled.\n"
+                             "(APIServer pid=2) WARNING [vllm.py:1010] Async scheduling not supported with ngram-based speculative decoding and will be disabled.\n"
+                             "(EngineCore pid=3) INFO [vllm.py:1042] Asynchronous scheduling is disabled.\n")
+    assert (picked["attention_backend"], picked["flash_attn_version"]) == ("FLASH_ATTN", 3) and "async_scheduling" not in picked
+    assert (told["attention_backend"], told["async_scheduling"]) == ("FLEX_ATTENTION", "disabled") and "flash_attn_version" not in told  # the engine's last word
+
+
+def test_spec_record_acceptance_from_the_servers_counters_and_the_speedups():
+    rec = load_record(SPEC)
+    m = rec.manifest["parameters"]
+    assert m["arms"] == ["ngram", "ngram-gpu"] and m["weights"] == "real (gemma-3-270m checkpoint)" and m["skipped_arms"] == {}
+    pts = F.load(["h100-spec-a"])
+    assert len(pts) == 32 and (pts.outcome == "ok").all() and (pts.output_sequence_length_avg == 256).all()
+    spec = pts[pts.arm != F.BASELINE]
+    # acceptance is the server's own counters: accepted / drafted, and tokens per step = 1 + accepted / drafts
+    assert np.allclose(spec.acceptance_rate, 100 * spec.accepted_tokens / spec.draft_tokens)
+    assert np.allclose(spec.acceptance_length, 1 + spec.accepted_tokens / spec.num_drafts)
+    # greedy decoding: a c=1 point's two repeats draft and accept exactly the same tokens
+    c1 = spec[spec.concurrency == 1].groupby(["arm", "workload"])["accepted_tokens"].nunique()
+    assert (c1 == 1).all()
+    sp = F.speculation(pts).set_index(["arm", "workload"])
+    assert sp["speedup"].round(2).to_dict() == {("ngram", "grounded c1"): 2.77, ("ngram-gpu", "grounded c1"): 1.63, ("ngram", "grounded c16"): 1.42, ("ngram-gpu", "grounded c16"): 0.55,
+                                                ("ngram", "open c1"): 2.69, ("ngram-gpu", "open c1"): 1.94, ("ngram", "open c16"): 1.21, ("ngram-gpu", "open c16"): 1.0}
+    assert sp["larger_than_noise"].to_dict() == {("ngram", "grounded c1"): True, ("ngram-gpu", "grounded c1"): True, ("ngram", "grounded c16"): True, ("ngram-gpu", "grounded c16"): False,
+                                                 ("ngram", "open c1"): True, ("ngram-gpu", "open c1"): True, ("ngram", "open c16"): False, ("ngram-gpu", "open c16"): False}
+    assert round(sp.loc[("ngram", "grounded c1"), "acceptance_rate_pct"], 2) == 85.35 and round(sp.loc[("ngram", "grounded c1"), "acceptance_length"], 2) == 5.26
+    # the text: CPU lookup beats GPU lookup at every point and accepts more; the share of the ceiling falls with concurrency
+    for w in F.SPEC_WORKLOADS:
+        assert sp.loc[("ngram", w), "speedup"] > sp.loc[("ngram-gpu", w), "speedup"] and sp.loc[("ngram", w), "acceptance_rate_pct"] > sp.loc[("ngram-gpu", w), "acceptance_rate_pct"]
+    sv = F.servers(["h100-spec-a"]).set_index("server")
+    assert sv["async_scheduling"].to_dict() == {"baseline.1": "enabled", "ngram": "disabled", "ngram-gpu": "enabled", "baseline.2": "enabled"}
+    rep = F.by_repeat(pts).set_index(["server", "workload"])
+    assert rep.loc[("ngram-gpu", "grounded c16"), "time_to_first_token_avg_r0"] > 10 * rep.loc[("ngram-gpu", "grounded c16"), "time_to_first_token_avg_r1"]
+    s = F.statements(pts, servers_=sv.reset_index())
+    assert (s["vf_spec_ngram_grounded_c1_speedup"], s["vf_spec_ngram_grounded_c1_accept"], s["vf_spec_ngram_grounded_c1_share"]) == ("2.77×", "85%", "53%")
+    assert s["vf_spec_ngram_grounded_c16_share"] == "26%" and s["vf_spec_ngram_gpu_grounded_c16_repeats_ttft"] == "1,319 and 110"
+    assert (s["vf_ngram_async"], s["vf_ngram_gpu_async"]) == ("disabled", "enabled")
+    assert F.statements(F.load(["h100-core-a"]))["vf_spec_ngram_open_c1_speedup"] == "n/a"  # no spec record: no number
 
 
 # --- end to end on the CPU build of vLLM -------------------------------------------------------------------------------
@@ -488,8 +609,8 @@ def test_the_chapter_says_plainly_that_no_gpu_record_exists(runs_root):
     text, glue = _execute(runs_root.parent, [])
     assert "No GPU record yet" in text and "**CPU pipeline check**" not in text and "Traceback" not in text
     assert "No speculative-decoding record yet" in text and "<table" in text  # the arms table renders, no result does
-    assert glue.keys() == F.statements(pd.DataFrame()).keys() and glue["vf_measured"] == "none"
-    assert all(v == "n/a" for k, v in glue.items() if k not in ("vf_measured", "vf_pending"))  # no number without a record
+    assert glue.keys() == F.statements(pd.DataFrame()).keys() and glue["vf_measured"] == glue["vf_skipped"] == "none"
+    assert all(v == "n/a" for k, v in glue.items() if k not in ("vf_measured", "vf_pending", "vf_skipped"))  # no number without a record
 
 
 @needs_vllm

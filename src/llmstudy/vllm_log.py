@@ -24,7 +24,10 @@ PATTERNS: dict[str, tuple[re.Pattern, type]] = {
     "graph_capture_s": (re.compile(rf"Graph capturing finished in {NUM} secs?"), float),
     "graph_capture_gib": (re.compile(rf"Graph capturing finished in {NUM} secs?, took {NUM} GiB"), float),
     "cudagraph_estimate_gib": (re.compile(rf"[Ee]stimated CUDA graph memory:? {NUM} GiB"), float),
-    "attention_backend": (re.compile(r"Using (\w+) (?:attention )?backend"), str),
+    # 0.25 logs "Using FLASH_ATTN attention backend out of ..." when it picks, "Using AttentionBackendEnum.X backend." when told
+    "attention_backend": (re.compile(r"Using (?:AttentionBackendEnum\.)?(\w+) (?:attention )?backend"), str),
+    "flash_attn_version": (re.compile(r"Using FlashAttention version (\d+)"), int),
+    "async_scheduling": (re.compile(r"Asynchronous scheduling is (enabled|disabled)"), str),  # the engine's (last) word
     "engine_init_s": (re.compile(rf"init engine \(profile, create kv cache, warmup model\) took {NUM} ?s"), float),
     "vllm_version": (re.compile(r"vLLM API server version ([0-9][^\s]*)"), str),
     "quantization": (re.compile(r"quantization=(\w+), quantization_config"), str),  # the engine's resolved method
@@ -33,7 +36,7 @@ PATTERNS: dict[str, tuple[re.Pattern, type]] = {
     "prefix_caching": (re.compile(r"enable_prefix_caching=(True|False)"), str),
 }
 _GROUP = {"max_concurrency": 2, "weights_load_s": 2, "graph_capture_gib": 2}
-_LAST = {"kv_cache_tokens", "max_concurrency", "max_concurrency_len", "available_kv_gib"}
+_LAST = {"kv_cache_tokens", "max_concurrency", "max_concurrency_len", "available_kv_gib", "async_scheduling"}
 
 
 def _convert(text: str, kind: type):
