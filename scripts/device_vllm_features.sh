@@ -9,7 +9,8 @@
 # (records stay in /root/runs while the machine is warm). When the record is complete it is tarred to
 # $OUT/RUN_ID.tar.gz (with this run's console logs in logs/); otherwise the finished points so far go to
 # $OUT/work-RUN_ID-STAMP.tar.gz. Every call writes $OUT/console-RUN_ID-STAMP.txt and nvidia-smi.txt.
-# The spec group serves the real gemma-3-270m and its `ngram` arm imports numba: stage both with
+# The spec group serves the real gemma-3-270m and its `ngram` arm imports numba (which refuses the image's NumPy 2.5;
+# the list stages NumPy 2.4.6 with it): stage them with
 # `stage.sh prepare .../vllm-0.25.0.txt envs/device-spec-extras.txt --add .cache/models/gemma-3-270m`
 # (the model lands in /tmp/stage/add/gemma-3-270m) or carry .cache/models/gemma-3-270m.
 set -uo pipefail

