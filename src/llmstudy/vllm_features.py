@@ -447,13 +447,16 @@ def servers(run_ids=(), root=None) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "server", "arm", *SERVER_FACTS])
 
 
+SKIPPED_COLUMNS = ["run_id", "arm", "reason"]
+
+
 def skipped(run_ids=(), root=None) -> pd.DataFrame:
     """The arms a record planned but never started (a module the serving Python lacked), with the reason its manifest
     gives: a skipped arm is a result of that record, not an arm still to measure."""
     rows = [{"run_id": rec.run_id, "arm": arm, "reason": why}
             for rec in R.load_runs(EXPERIMENT, root) if not run_ids or rec.run_id in run_ids
             for arm, why in rec.manifest.get("parameters", {}).get("skipped_arms", {}).items()]
-    return pd.DataFrame(rows, columns=["run_id", "arm", "reason"])
+    return pd.DataFrame(rows, columns=SKIPPED_COLUMNS)
 
 
 def outcomes(points: pd.DataFrame) -> pd.DataFrame:
@@ -477,7 +480,7 @@ def headline(points: pd.DataFrame, metrics=("output_token_throughput", "time_to_
     where a record of ``skipped_`` (:func:`skipped`) planned and skipped them; arms whose servers produced no ok point
     say how they failed. Rows follow ``ARMS``' order."""
     cmp, kv = compare(points), kv_capacity(points)
-    sk = skipped_ if skipped_ is not None else pd.DataFrame(columns=["run_id", "arm", "reason"])
+    sk = skipped_ if skipped_ is not None else pd.DataFrame(columns=SKIPPED_COLUMNS)
     present = [a for a in dict.fromkeys(points["arm"]) if a != BASELINE] if len(points) else []
     arms = [a for a in ARMS if a in present or ARMS[a].group in MAIN_GROUPS] + [a for a in present if a not in ARMS]
     rows = []
@@ -678,14 +681,15 @@ def statements(points: pd.DataFrame, picks=GLUED, servers_: pd.DataFrame | None 
         out[k + "_delta"] = na if r is None else f"{r['delta_pct']:+.1f}% (noise ±{r['noise_pct']:.1f}%)"
         out[k + "_verdict"] = na if r is None else ("larger than" if r["larger_than_noise"] else "within")
     text = points["sweep"] == "text" if len(points) else pd.Series(dtype=bool)  # the spec group's small model has its own noise
+    noises = {}
     for prefix, frame in (("vf", points[~text] if len(points) else points), ("vf_spec", points[text] if len(points) else points)):
-        nz = noise(frame) if len(frame) else pd.DataFrame()
+        nz = noises[prefix] = noise(frame) if len(frame) else pd.DataFrame()
         for m, name in (("output_token_throughput", "tput"), ("inter_token_latency_avg", "itl"), ("time_to_first_token_avg", "ttft")):
             x = nz[nz["metric"] == m].dropna(subset=["restart_pct"]) if len(nz) else nz
             w = x.loc[x["restart_pct"].abs().idxmax()] if len(x) else None
             out[f"{prefix}_drift_{name}"] = na if w is None else f"{w['restart_pct']:+.1f}% ({w['workload']})"
             out[f"{prefix}_repeat_{name}"] = na if w is None else f"{x['repeat_spread_pct'].max():.1f}%"
-    nz = noise(points[~text]) if len(points) and (~text).any() else pd.DataFrame()
+    nz = noises["vf"]  # the 7B baselines' throughput per concurrency
     for wl in ("c1", "c16", "c64"):
         x = nz[(nz["metric"] == "output_token_throughput") & (nz["workload"] == wl)].sort_values("run_id") if len(nz) else nz
         out[glue_key("base", wl, "throughput")] = na if not len(x) else f"{x['mean'].iloc[-1]:,.0f}"
@@ -722,7 +726,7 @@ def statements(points: pd.DataFrame, picks=GLUED, servers_: pd.DataFrame | None 
     out["vf_runs"] = ", ".join(runs) or na
     out["vf_gpu"] = ", ".join(dict.fromkeys(points["gpu"])) if len(points) else na
     measured = [a for a in ARMS if len(cmp) and a in set(cmp["arm"])]
-    sk = skipped_[~skipped_["arm"].isin(measured)] if skipped_ is not None and len(skipped_) else pd.DataFrame(columns=["run_id", "arm", "reason"])
+    sk = skipped_[~skipped_["arm"].isin(measured)] if skipped_ is not None and len(skipped_) else pd.DataFrame(columns=SKIPPED_COLUMNS)
     done = set(measured) | set(sk["arm"])
     out["vf_measured"] = ", ".join(measured) or "none"
     out["vf_skipped"] = "; ".join(f"{r.arm} ({r.reason}; {r.run_id})" for r in sk.drop_duplicates("arm", keep="last").itertuples()) or "none"
