@@ -57,7 +57,7 @@ export RUNS; mkdir -p "$RUNS"; STAMP=$(date -u +%H%M%S)
 python3 - "$RUN_ID" "$DEADLINE" "${ARGS[@]}" <<'PY' 2>&1 | tee "$OUT/log-$RUN_ID-$STAMP.txt"
 import argparse, os, sys
 import pandas as pd
-from llmstudy import lora_vs_qlora as L
+from llmstudy.chapters import lora_vs_qlora as L
 
 run_id, deadline = sys.argv[1], float(sys.argv[2])
 p = argparse.ArgumentParser()

@@ -8,7 +8,7 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" LLMSTUDY_ROOT="$PWD" LLM
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/nvidia-smi-$RUN_ID.txt"
 python3 - "$RUN_ID" "$METHODS" "$STEPS" "$SEQ" "$ACCUM" "$CKPT" "$MB" <<'PY' 2>&1 | tee "$OUT/log-$RUN_ID.txt"
 import sys, os
-from llmstudy import memory as mm
+from llmstudy.training import memory as mm
 run_id, methods, steps, seq, accum, ckpt = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6] == "1"
 mb = int(sys.argv[7])
 p = mm.run_experiment(model="llama-2-7b", methods=methods, steps=steps, seq_len=seq, grad_accum=accum, grad_ckpt=ckpt, micro_batch=mb, run_id=run_id, root=os.environ["OUT"] + "/runs", timeout_s=420)

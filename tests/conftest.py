@@ -24,14 +24,14 @@ def runs_root(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def built_site(tmp_path_factory):
-    """The versioned site built once for the session by ``llmstudy.publish.build_site`` (an earlier version kept).
+    """The versioned site built once for the session by ``llmstudy.publishing.site.build_site`` (an earlier version kept).
 
     Returns (site folder, build folder, version, cold build seconds).
     """
     import json
     import time
 
-    from llmstudy import publish
+    from llmstudy.publishing import site as publish
 
     base = tmp_path_factory.mktemp("site")
     site, out = base / "site", base / "build"

@@ -10,7 +10,7 @@ import pandas as pd
 
 
 def _memory(args) -> int:
-    from . import memory as mm
+    from llmstudy.training import memory as mm
 
     setups = [mm.parse_method(m, args.model, args.seq_len, args.micro_batch, not args.no_grad_ckpt, args.optimizer, args.lora_r) for m in args.method]
     if args.run:
@@ -27,7 +27,7 @@ def _memory(args) -> int:
 
 
 def _params(args) -> int:
-    from . import models as M
+    from llmstudy.core import models as M
 
     counts = M.component_counts(args.model)
     print(counts.map("{:,}".format).to_string())
@@ -38,7 +38,7 @@ def _params(args) -> int:
 
 
 def _models(args) -> int:
-    from . import models as M
+    from llmstudy.core import models as M
 
     rows = [M.summary(m) for m in M.available_models()]
     print(pd.DataFrame(rows).to_string(index=False))
@@ -46,7 +46,7 @@ def _models(args) -> int:
 
 
 def _capacity(args) -> int:
-    from . import capacity as cap
+    from llmstudy.chapters import context_limits as cap
 
     if args.run:
         path = cap.run_experiment(configs=args.run, run_id=args.run_id, root=args.root or None, deadline_s=args.deadline_s)
@@ -82,7 +82,7 @@ def _capacity(args) -> int:
 
 
 def _runs(args) -> int:
-    from .records import load_runs
+    from llmstudy.core.records import load_runs
 
     for r in load_runs(args.experiment):
         m = r.manifest
@@ -91,7 +91,7 @@ def _runs(args) -> int:
 
 
 def _sweep(args) -> int:
-    from . import servebench as SB
+    from llmstudy.serving import sweep as SB
 
     common = dict(dtype=args.dtype, enforce_eager=args.enforce_eager, gpu_memory_utilization=args.gpu_memory_utilization, quantization=args.quantization)
     if args.kind == "batch-size":
@@ -116,8 +116,8 @@ def _trtllm(args) -> int:
 
     import yaml
 
-    from . import trtllm as T
-    from .params import validate
+    from llmstudy.chapters import trtllm as T
+    from llmstudy.core.params import validate
 
     cls = T.TritonDeploy if args.workflow == "triton" else T.ServeDeploy
     values = {"model": args.model} if args.model else {}
@@ -144,7 +144,7 @@ def _trtllm(args) -> int:
         print(f"llmstudy: error: {e}", file=sys.stderr)
         return 2
 def _lora_vs_qlora(args) -> int:
-    from . import lora_vs_qlora as L
+    from llmstudy.chapters import lora_vs_qlora as L
 
     if args.action == "dataset":
         out = L.concat_parts(args.parts or None, args.out)
@@ -170,8 +170,8 @@ def _lora_vs_qlora(args) -> int:
 
 
 def _features(args) -> int:
-    from . import servebench as SB
-    from . import vllm_features as F
+    from llmstudy.serving import sweep as SB
+    from llmstudy.chapters import vllm_features as F
 
     if args.action == "prompts":
         for kind, path in F.build_prompts().items():
@@ -198,8 +198,8 @@ def _features(args) -> int:
 
 
 def _engines(args) -> int:
-    from . import engine_comparison as EC
-    from . import servebench as SB
+    from llmstudy.chapters import engine_comparison as EC
+    from llmstudy.serving import sweep as SB
 
     if args.action == "plan":
         model, pts = EC.plan(args.part, args.second_engine, args.moe_backend)
@@ -242,7 +242,7 @@ def _engines(args) -> int:
 def _site(args) -> int:
     from pathlib import Path
 
-    from . import publish as P
+    from llmstudy.publishing import site as P
 
     if args.action == "build":
         out = P.build_site(site=Path(args.site) if args.site else None, base_url=args.base_url,
@@ -253,7 +253,7 @@ def _site(args) -> int:
         res = P.benchmark(Path(args.path_output) if args.path_output else None, jobs=args.jobs)
         print(json.dumps(res, indent=1))
         return 0
-    from . import readercheck as RC
+    from llmstudy.publishing import readercheck as RC
 
     site = Path(args.site or P.repo_root() / P.SITE_DIR)
     v = args.version or P.version()
@@ -266,7 +266,7 @@ def _site(args) -> int:
 
 
 def _fork(args) -> int:
-    from . import fork as F
+    from llmstudy.publishing import fork as F
 
     dest, summary = F.fork(args.config, args.name, out=args.out or None, force=args.force)
     print(f"model: {dest}")
@@ -277,7 +277,7 @@ def _fork(args) -> int:
 
 
 def _claims(args) -> int:
-    from . import claims as C
+    from llmstudy.publishing import claims as C
 
     t = C.table()
     with pd.option_context("display.width", 250, "display.max_colwidth", 120):
@@ -286,7 +286,7 @@ def _claims(args) -> int:
 
 
 def _chapters(args) -> int:
-    from . import publish as P
+    from llmstudy.publishing import site as P
 
     if args.run_matrix:
         only = [c.strip() for c in (args.only or "").split(",") if c.strip()]

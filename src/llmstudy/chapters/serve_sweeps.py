@@ -1,0 +1,344 @@
+"""Analysis and figures for the serving chapters (max_num_seqs, max_model_len, input/output lengths).
+
+Everything here reads run records written by :func:`llmstudy.serving.sweep.run_sweep` (results, metrics, server
+logs); nothing is measured. The notebooks ``batch_size_sweep`` and ``length_sweep`` are thin layers over it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import numpy as np
+import pandas as pd
+
+from llmstudy.core import models as M
+from llmstudy.core import records as R
+from llmstudy.serving import sweep as SB
+from llmstudy.core.params import Param, known_model, positive
+from llmstudy.serving.logs import parse_startup_log
+
+# --- reference numbers that are NOT run records (shown labelled, never mixed into the measured tables) ---------
+# Probes on the lent H100 80GB HBM3 (2026-11-21): a device-to-device copy (bytes/s), and vLLM 0.25.0 with its
+# defaults, the same Llama-2-7B architecture with random weights, `vllm bench serve` random 512 in / 256 out,
+# --ignore-eos, max-model-len 4096.
+PROBE_H100 = {"copy_bandwidth": 3.0e12, "kv_cache_tokens": 121_424, "available_kv_gib": 59.3, "weights_gib": 12.55, "c1_itl_ms": 6.11, "c1_tok_s": 162.0, "c16_itl_ms": 8.16, "c16_tok_s": 1_875.0, "c16_ttft_ms": 100.0}
+# Published in the article (Fixstars 2026, ch. 6; 4x H100 80GB PCIe): Triton + TensorRT-LLM serving ELYZA-7B with
+# int4 AWQ weights and int8 KV cache, streaming, 512 tokens in; and vLLM 0.11.0 with a GPTQ 4-bit model, c=16.
+ARTICLE = {
+    "triton_c1": {"ttft_ms": 14.00, "ttst_ms": 6.09, "itl_ms": 5.83, "per_user_tok_s": 173.18, "tok_s": 171.29, "latency_ms": 1_398.62, "osl": 240},
+    "triton_c2": {"ttft_ms": 1_364.90, "itl_ms": 5.81, "tok_s": 172.09},
+    "c16": {"vllm_gptq_tok_s": 813.81, "triton_tok_s": 1_156.97},
+}
+GENAI_PERF_METRICS = ("time_to_first_token", "time_to_second_token", "inter_token_latency", "output_token_throughput_per_user", "request_latency", "output_sequence_length", "input_sequence_length")
+
+
+# --- notebook parameters ---------------------------------------------------------------------------------------
+def _positive_ints(v) -> str | None:
+    if not v:
+        return "needs at least one value"
+    bad = [x for x in v if isinstance(x, bool) or not isinstance(x, int) or x <= 0]
+    if bad:
+        return f"every value must be a positive integer, got {bad}"
+    return "values must be distinct" if len(set(v)) != len(v) else None
+
+
+def _budget_ok(v) -> str | None:
+    return None if v is None or v > 0 else "must be > 0 seconds or None"
+
+
+def _run_ids_ok(v) -> str | None:
+    bad = [x for x in v if not isinstance(x, str) or not R.RUN_ID_RE.match(x)]
+    return f"not run ids: {bad}" if bad else None
+
+
+def _common_params() -> dict[str, Param]:
+    return {
+        "mode": Param(str, "analyze", "analyze: render the run records (CPU); run: sweep on this machine's vLLM and write a record", choices=("analyze", "run")),
+        "model": Param(str, "llama-2-7b", "model config (name under data/models or a path to a config.json)", check=known_model),
+        "run_id": Param(str, "", "run mode: the new record's id (empty = timestamp); reuse it to resume an interrupted sweep", check=lambda v: None if v == "" or R.RUN_ID_RE.match(v) else "letters, digits, '.', '_', '-'"),
+        "run_ids": Param(list, [], "analyze mode: records to show (empty = every record of the experiment)", check=_run_ids_ok),
+        "budget_s": Param((float, int, type(None)), None, "run mode: stop starting new work after this many seconds (resume with the same run_id)", check=_budget_ok),
+        "input_len": Param(int, 512, "prompt tokens per request", check=positive),
+        "output_len": Param(int, 256, "generated tokens per request (ignore_eos: exact)", check=positive),
+        "dtype": Param(str, "bfloat16", "run mode: vLLM --dtype (the CPU build wants bfloat16 or float32)", choices=("bfloat16", "float16", "float32", "auto")),
+        "enforce_eager": Param(bool, False, "run mode: vLLM --enforce-eager (no CUDA graphs / compile; faster start on CPU)"),
+    }
+
+
+def batch_params() -> dict[str, Param]:
+    """Parameters of the max_num_seqs chapter (notebooks/batch_size_sweep.ipynb)."""
+    return {
+        **_common_params(),
+        "max_num_seqs": Param(list, [4, 16, 64, 256], "vLLM --max-num-seqs values (the article's max_batch_size)", check=_positive_ints),
+        "concurrency": Param(list, list(SB.CONCURRENCY), "client concurrencies per server", check=_positive_ints),
+        "max_model_len": Param(int, 4096, "vLLM --max-model-len of every server", check=positive),
+    }
+
+
+def length_params() -> dict[str, Param]:
+    """Parameters of the max_model_len / input-output chapter (notebooks/length_sweep.ipynb)."""
+    return {
+        **_common_params(),
+        "sweeps": Param(list, ["max_model_len", "io"], "run mode: which sweeps to run", check=lambda v: None if v and set(v) <= {"max_model_len", "io"} else "a non-empty subset of ['max_model_len', 'io']"),
+        "max_model_lens": Param(list, [2048, 4096, 8192, 32768], "sweep 2: vLLM --max-model-len values", check=_positive_ints),
+        "concurrency": Param(list, [1, 16, 64], "sweep 2: client concurrencies", check=_positive_ints),
+        "max_num_seqs": Param(int, 256, "vLLM --max-num-seqs of every server", check=positive),
+        "io_input_lens": Param(list, [128, 512, 2048, 8192], "sweep 3: prompt lengths", check=_positive_ints),
+        "io_output_lens": Param(list, [128, 256, 1024], "sweep 3: output lengths", check=_positive_ints),
+        "io_concurrency": Param(list, [1, 16], "sweep 3: client concurrencies", check=_positive_ints),
+        "io_max_model_len": Param(int, 16384, "sweep 3: the one server's --max-model-len", check=positive),
+        "allow_long_max_model_len": Param(bool, True, "run mode: set VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 (lets max_model_len exceed the model's max_position_embeddings)"),
+    }
+
+
+def require_vllm(python: str | None = None) -> str:
+    """The Python that runs vLLM (``$LLMSTUDY_VLLM_PYTHON`` or this one); a clear error before any work if it lacks vLLM."""
+    py = python or os.environ.get("LLMSTUDY_VLLM_PYTHON") or sys.executable
+    p = subprocess.run([py, "-c", "import vllm"], capture_output=True, text=True, timeout=300)
+    if p.returncode != 0:
+        raise RuntimeError(f"run mode needs vLLM, and {py} cannot import it. On a GPU: pip install -r envs/vllm-serving.txt; on a CPU: bash scripts/setup_vllm_cpu.sh and set LLMSTUDY_VLLM_PYTHON=.venv-vllm/bin/python.\n{p.stderr[-500:]}")
+    return py
+
+
+# --- loading ---------------------------------------------------------------------------------------------------
+def load(experiment: str, run_ids=(), table: str = "results", model: str | None = None) -> pd.DataFrame:
+    """A table of every record of ``experiment`` (or only ``run_ids``; only ``model``'s), with ``run_id`` and ``gpu`` columns."""
+    df = R.results(experiment, table, model=model)
+    if len(df) and run_ids:
+        df = df[df["run_id"].isin(list(run_ids))].reset_index(drop=True)
+    return df
+
+
+def select(df: pd.DataFrame, **values) -> pd.DataFrame:
+    """Rows whose column ``k`` equals ``v`` (or is in ``v`` when a list/tuple is given), for every keyword."""
+    if not len(df):
+        return df
+    keep = pd.Series(True, index=df.index)
+    for k, v in values.items():
+        keep &= df[k].isin(list(v)) if isinstance(v, (list, tuple, set)) else df[k] == v
+    return df[keep].reset_index(drop=True)
+
+
+def runs_info(experiment: str, run_ids=()) -> pd.DataFrame:
+    """One row per record: GPU, commit, the sweep's wall time and start, how many device calls it took, its VLLM_* env."""
+    rows = []
+    for rec in R.load_runs(experiment):
+        if run_ids and rec.run_id not in run_ids:
+            continue
+        m = rec.manifest
+        env = m["parameters"].get("vllm_env")
+        rows.append({
+            "run_id": rec.run_id, "gpu": rec.gpu_name(), "git": (m["git"].get("sha") or "")[:10],
+            "sweep_started_utc": m.get("sweep_started_utc", m["started_utc"]), "ended_utc": m["ended_utc"],
+            "sweep_wall_s": m.get("sweep_wall_s"), "calls": len(list((rec.path / "logs").glob("console-*.txt"))) or 1,
+            "points": m["parameters"].get("points"), "vllm": m["packages"].get("vllm"),
+            "VLLM_ALLOW_LONG_MAX_MODEL_LEN": "not recorded" if env is None else env.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "unset"),
+            "notes": m.get("notes", ""),
+        })
+    return pd.DataFrame(rows)
+
+
+def sweep_runs(experiment: str, model: str, max_num_seqs=None, root=None) -> list[str]:
+    """Run ids of ``model``'s records that ran this sweep's plan: the same max_num_seqs list (``None`` in a record means
+    the CLI default, the full plan). Single-setting comparison records (e.g. 4-bit weights at max_num_seqs 16) are
+    left out, so they never mix into the main sweep's figures."""
+    out = []
+    for rec in R.load_runs(experiment, root):
+        got = rec.manifest["parameters"].get("max_num_seqs")
+        if R.run_model(rec) == model and (max_num_seqs is None or got is None or sorted(got) == sorted(max_num_seqs)):
+            out.append(rec.run_id)
+    return out
+
+
+def fixed_batch_table(experiment: str, models, max_num_seqs: int = 16, concurrency=(1, 16)) -> pd.DataFrame:
+    """One row per record of ``models`` that served max_num_seqs with every listed concurrency: what the engine made of
+    the weights (resolved quantization method, GEMM kernel, weight GiB, KV tokens, prefix caching, all read from the
+    server log) and the speed at each concurrency (ITL, TTFT, output tok/s). Compares weight formats like for like.
+    Only vLLM's points and server logs count (an engine-comparison record also holds another engine's)."""
+    rows = []
+    for rec in R.load_runs(experiment):
+        if R.run_model(rec) not in list(models):
+            continue
+        p = rec.manifest["parameters"]
+        res = rec.table("results")
+        res = res[(res.max_num_seqs == max_num_seqs) & (res.outcome == "ok")]
+        if "engine" in res:
+            res = res[res.engine.fillna("vllm") == "vllm"]
+        if not set(concurrency) <= set(res.concurrency):
+            continue
+        logs = sorted((rec.path / "logs").glob(f"server-seqs{max_num_seqs}-*.log"))
+        facts = parse_startup_log("\n".join(f.read_text(errors="replace") for f in logs))
+        row = {"run_id": rec.run_id, "experiment": experiment, "gpu": rec.gpu_name(), "model": R.run_model(rec), "--quantization": p.get("quantization") or "",
+               "dtype": p.get("dtype"), "engine quantization": facts.get("quantization"), "GEMM kernel": facts.get("linear_kernel", "unquantized"),
+               "weights GiB": facts.get("weights_gib"), "KV tokens": facts.get("kv_cache_tokens"), "prefix caching": facts.get("prefix_caching")}
+        for c in concurrency:
+            r = res[res.concurrency == c].iloc[0]
+            row.update({f"c{c} ITL ms": r.inter_token_latency_avg, f"c{c} TTFT ms": r.time_to_first_token_avg, f"c{c} output tok/s": r.output_token_throughput})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --- server logs -------------------------------------------------------------------------------------------------
+_STATS_RE = re.compile(r"Running: (\d+) reqs, Waiting: (\d+) reqs, GPU KV cache usage: ([\d.]+)%(?:, Prefix cache hit rate: ([\d.]+)%)?")
+_FAILURE_RES = (
+    re.compile(r"Value error, (.*?)(?: \[type=|$)"),
+    re.compile(r"Assertion `(.*?)` failed"),
+    re.compile(r"(CUDA out of memory.*|torch\.OutOfMemoryError.*)"),
+    re.compile(r"(CUDA error: .*)"),
+    re.compile(r"((?:ValueError|RuntimeError|ModuleNotFoundError|ImportError): .*)"),
+)
+
+
+def engine_stats(text: str) -> pd.DataFrame:
+    """The engine's periodic stats lines (every ~10 s): running and waiting requests, KV-cache usage, prefix hit rate."""
+    rows = [(int(a), int(b), float(c), float(d) if d else np.nan) for a, b, c, d in _STATS_RE.findall(text)]
+    return pd.DataFrame(rows, columns=["running", "waiting", "kv_usage_pct", "prefix_hit_pct"])
+
+
+def failure_reason(text: str) -> str:
+    """The first log line that says why vLLM refused or died (validation error, device assert, OOM), else ''."""
+    for rx in _FAILURE_RES:
+        m = rx.search(text)
+        if m:
+            return m.group(1).strip()
+    return ""
+
+
+def server_logs(experiment: str, run_ids=()) -> pd.DataFrame:
+    """One row per server start found in the records' ``logs/server-*.log``: startup facts, load seen, failure."""
+    rows = []
+    for rec in R.load_runs(experiment):
+        if run_ids and rec.run_id not in run_ids:
+            continue
+        for f in sorted((rec.path / "logs").glob("server-*.log")):
+            text = f.read_text(errors="replace")
+            m = re.match(r"server-(.+)\.(\d+)\.log$", f.name)
+            facts = {k: v for k, v in parse_startup_log(text).items() if k != "lines"}
+            st = engine_stats(text)
+            rows.append({
+                "run_id": rec.run_id, "server": m.group(1) if m else f.stem, "start": int(m.group(2)) if m else 1, **facts,
+                "max_running": st["running"].max() if len(st) else np.nan, "max_waiting": st["waiting"].max() if len(st) else np.nan,
+                "max_kv_usage_pct": st["kv_usage_pct"].max() if len(st) else np.nan, "max_prefix_hit_pct": st["prefix_hit_pct"].max() if len(st) else np.nan,
+                "failure": failure_reason(text),
+            })
+    df = pd.DataFrame(rows)
+    if len(df):
+        parsed = df["server"].str.extract(r"seqs(\d+)-len(\d+)").astype(float)
+        df.insert(2, "max_num_seqs", parsed[0].astype("Int64"))
+        df.insert(3, "max_model_len", parsed[1].astype("Int64"))
+    return df
+
+
+# --- derived tables -----------------------------------------------------------------------------------------------
+def kv_batch_limit(kv_cache_tokens: float, input_len: float, output_len: float) -> float:
+    """Sequences the KV cache holds at the decode's mean context (input + output/2): the batch cap beyond max_num_seqs."""
+    return kv_cache_tokens / (input_len + output_len / 2)
+
+
+def saturation(results: pd.DataFrame) -> pd.DataFrame:
+    """Per record and max_num_seqs: the throughput plateau (mean over concurrency >= max_num_seqs) against
+    batch / ITL (batch = min(max_num_seqs, KV-cache limit), ITL = mean on the plateau), the peak, and the last point."""
+    ok = results[results["outcome"] == "ok"]
+    rows = []
+    for (run, s), g in ok.groupby(["run_id", "max_num_seqs"], sort=True):
+        sat = g[g["concurrency"] >= s]
+        peak = g.loc[g["output_token_throughput"].idxmax()]
+        last = g.loc[g["concurrency"].idxmax()]
+        kv = g["kv_cache_tokens"].iloc[0] if "kv_cache_tokens" in g else np.nan
+        limit = kv_batch_limit(kv, g["input_len"].iloc[0], g["output_len"].iloc[0]) if pd.notna(kv) else np.inf
+        batch = min(float(s), limit)
+        itl = sat["inter_token_latency_avg"].mean() if len(sat) else np.nan
+        plateau = sat["output_token_throughput"].mean() if len(sat) else np.nan
+        rows.append({
+            "run_id": run, "max_num_seqs": int(s), "plateau_points": len(sat), "plateau_tok_s": plateau, "plateau_itl_ms": itl,
+            "kv_batch_limit": limit, "batch": batch, "batch_over_itl_tok_s": batch * 1e3 / itl, "plateau_vs_batch_over_itl": plateau / (batch * 1e3 / itl),
+            "peak_tok_s": peak["output_token_throughput"], "peak_concurrency": int(peak["concurrency"]),
+            "last_tok_s": last["output_token_throughput"], "last_concurrency": int(last["concurrency"]),
+        })
+    return pd.DataFrame(rows)
+
+
+def decode_floor(model: str, gpu_name: str, batch: float, context: float, dtype_bytes: int = 2, bandwidth: float | None = None) -> dict:
+    """Lower bound on one decode step: all weights but the input embedding read once, plus ``batch`` x ``context``
+    tokens of K and V, at the GPU's datasheet HBM bandwidth (or ``bandwidth``, bytes/s)."""
+    counts = M.component_counts(model)
+    weight_bytes = int(counts["total"] - counts["embeddings"]) * dtype_bytes
+    step_bytes = weight_bytes + batch * context * SB.kv_bytes_per_token(model, dtype_bytes)
+    bw = bandwidth if bandwidth is not None else SB.hbm_bandwidth(gpu_name)
+    return {"weight_bytes": weight_bytes, "step_bytes": step_bytes, "bandwidth": bw, "itl_floor_ms": step_bytes / bw * 1e3, "tokens_per_s_bound": batch * bw / step_bytes}
+
+
+def known_bandwidth(gpu_name: str) -> float:
+    """The datasheet HBM bandwidth of a GPU, or NaN (a CPU run, an unlisted GPU): no roofline is drawn for it."""
+    try:
+        return SB.hbm_bandwidth(gpu_name)
+    except KeyError:
+        return float("nan")
+
+
+def roofline(results: pd.DataFrame, model: str, bandwidth: float | None = None) -> pd.DataFrame:
+    """Measured ITL against the decode floor per ok point; batch = min(concurrency, max_num_seqs, KV-cache limit),
+    context = input + output/2. ``floor_over_itl`` = 1.0 would be decoding at the memory-bandwidth roof."""
+    out = []
+    for _, r in results[results["outcome"] == "ok"].iterrows():
+        limit = kv_batch_limit(r["kv_cache_tokens"], r["input_len"], r["output_len"]) if pd.notna(r.get("kv_cache_tokens")) else np.inf
+        b = min(float(r["concurrency"]), float(r["max_num_seqs"]) if pd.notna(r["max_num_seqs"]) else np.inf, limit)
+        rf = decode_floor(model, r["gpu"], b, r["input_len"] + r["output_len"] / 2, bandwidth=bandwidth or known_bandwidth(r["gpu"]))
+        itl = r["inter_token_latency_avg"]
+        out.append({"run_id": r["run_id"], "max_num_seqs": r["max_num_seqs"], "concurrency": r["concurrency"], "input_len": r["input_len"], "output_len": r["output_len"], "batch": b,
+                    "itl_floor_ms": rf["itl_floor_ms"], "itl_ms": itl, "floor_over_itl": rf["itl_floor_ms"] / itl,
+                    "decode_tok_s_bound": rf["tokens_per_s_bound"], "decode_tok_s": b * 1e3 / itl})
+    return pd.DataFrame(out)
+
+
+def metric_table(metrics: pd.DataFrame, point_ids, names=GENAI_PERF_METRICS, stats=("avg", "p50", "p90", "p99")) -> pd.DataFrame:
+    """genai-perf's per-request metrics (avg and percentiles) for some points, one row per point and metric."""
+    m = metrics[metrics["point_id"].isin(list(point_ids)) & metrics["metric"].isin(list(names)) & metrics["stat"].isin(list(stats))]
+    t = m.pivot_table(index=["run_id", "point_id", "metric", "unit"], columns="stat", values="value", aggfunc="first")[list(stats)]
+    order = {n: i for i, n in enumerate(names)}
+    return t.reset_index().sort_values(["run_id", "point_id", "metric"], key=lambda s: s.map(order) if s.name == "metric" else s).reset_index(drop=True)
+
+
+def itl_context_fit(results: pd.DataFrame, model: str, bandwidth: float | None = None) -> dict:
+    """Least-squares ITL = a + b x mean context over single-sequence points, and the roofline's slope
+    (KV bytes per token / bandwidth) for comparison: what one more token of context costs per decode step."""
+    ok = results[(results["outcome"] == "ok") & (results["concurrency"] == 1)]
+    ctx = ok["input_len"] + ok["output_len"] / 2
+    if ctx.nunique() < 2:
+        raise ValueError("itl_context_fit needs concurrency-1 points at two or more context lengths")
+    b, a = np.polyfit(ctx.astype(float), ok["inter_token_latency_avg"].astype(float), 1)
+    bw = bandwidth or known_bandwidth(ok["gpu"].iloc[0])
+    return {"points": len(ok), "intercept_ms": a, "slope_us_per_token": b * 1e3, "roofline_slope_us_per_token": SB.kv_bytes_per_token(model) / bw * 1e6}
+
+
+# --- figures -------------------------------------------------------------------------------------------------------
+def panels(df: pd.DataFrame, x: str, ys: dict[str, str], hue: str, title: str, log2x: bool = False, failed: pd.DataFrame | None = None, xlabel: str | None = None, style: str | None = None, ncols: int = 2):
+    """A grid of line plots of several metrics against ``x``, one line per ``hue`` value; ``failed`` points are
+    drawn as red crosses on each panel's x axis (a failure is a result, not a missing point)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    nrows = -(-len(ys) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.6 * nrows), squeeze=False)
+    for ax, (col, label) in zip(axes.flat, ys.items()):
+        sns.lineplot(data=df, x=x, y=col, hue=hue, style=style, marker="o", palette="viridis", ax=ax, legend=ax is axes.flat[0])
+        if failed is not None and len(failed):
+            ax.scatter(failed[x], np.full(len(failed), 0.03), transform=ax.get_xaxis_transform(), marker="x", color="crimson", s=60, zorder=5, label="failed / refused")
+        if log2x:
+            ax.set_xscale("log", base=2)
+            ticks = sorted(set(df[x]) | (set(failed[x]) if failed is not None and len(failed) else set()))
+            if len(ticks) > 10 or any(int(t) & (int(t) - 1) for t in ticks):  # crowded or uneven: powers of two only
+                lo, hi = int(np.floor(np.log2(min(ticks)))), int(np.ceil(np.log2(max(ticks))))
+                ticks = [2**k for k in range(lo, hi + 1)]
+            ax.set_xticks(ticks, [f"{int(t):,}" for t in ticks])
+            ax.minorticks_off()
+        ax.set(xlabel=xlabel or x, ylabel=label)
+    for ax in axes.flat[len(ys):]:
+        ax.set_visible(False)
+    if axes.flat[0].get_legend() is not None and failed is not None and len(failed):
+        axes.flat[0].legend(fontsize="small", title=hue)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,1 @@
+"""Shared foundations: where data lives, run records, typed parameters, model configs, book helpers."""

@@ -1,0 +1,1 @@
+"""Fine-tuning: the instrumented trl/peft recipe and the GPU-memory model."""

@@ -1,0 +1,429 @@
+"""The LoRA-vs-QLoRA chapter: the dataset and its validation, the real Llama-2 tokenizer, the label mask, the FLOPs
+arithmetic, run mode on a CPU (LoRA and the fast recipe on a tiny model), QLoRA's configuration, and the notebook."""
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from llmstudy.training import finetune as F
+from llmstudy.chapters import lora_vs_qlora as L
+from llmstudy.training import memory as mm
+from llmstudy.core import records as R
+from llmstudy.core.params import ParameterError, validate
+
+from conftest import ROOT
+
+FIXTURE = ROOT / "tests/fixtures/persona_mini.json"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return L.llama2_tokenizer()
+
+
+# --- Dataset validation ---------------------------------------------------------------------------------------------
+
+def test_a_missing_dataset_file_is_named(tmp_path):
+    with pytest.raises(L.DatasetError, match="dataset file not found: .*nope.json"):
+        L.load_rows(tmp_path / "nope.json")
+
+
+def test_malformed_json_says_where(tmp_path):
+    f = tmp_path / "bad.json"
+    f.write_text('[{"instruction": "a", "output": "b"},\n {"instruction": "c" "output": "d"}]', encoding="utf-8")
+    with pytest.raises(L.DatasetError, match=r"not valid JSON \(Expecting ',' delimiter at line 2, column 22\)"):
+        L.load_rows(f)
+
+
+def test_every_bad_row_is_named_with_its_number(tmp_path):
+    rows = [
+        {"instruction": "ok", "output": "fine"},
+        {"instruction": "no output"},
+        {"instruction": "empty", "output": "   "},
+        {"instruction": 5, "output": "x"},
+        {"instruction": "extra", "output": "x", "note": "?"},
+        "not an object",
+    ]
+    f = tmp_path / "rows.json"
+    f.write_text(json.dumps(rows), encoding="utf-8")
+    with pytest.raises(L.DatasetError) as e:
+        L.load_rows(f)
+    msg = str(e.value)
+    assert "5 problem(s)" in msg
+    for part in ("row 2: missing 'output'", "row 3: empty output", "row 4: 'instruction' must be a string, got int", "row 5: unexpected key(s) ['note']", "row 6: expected an object, got str"):
+        assert part in msg
+    assert "row 1" not in msg
+
+
+def test_prompts_longer_than_max_length_are_counted_and_named_not_dropped(tok):
+    rows = L.load_rows(FIXTURE) + [{"instruction": "長い質問です。" * 40, "output": "はい。"}]
+    lengths = L.token_lengths([{"row": i, **r} for i, r in enumerate(rows, 1)], "llama2-inst", tok)
+    assert len(lengths) == 13
+    with pytest.raises(L.DatasetError, match=r"1 of 13 prompts are at least max_length=64 tokens long \(rows 13\)"):
+        L.check_lengths(lengths, 64)
+    ok = L.check_lengths(lengths, 1024)
+    assert ok["rows"] == 13 and ok["prompt_too_long"] == 0 and ok["truncated"] == 0
+    # a budget between the longest fixture prompt and the long one: completions cut short are counted
+    short = lengths.iloc[:12]
+    cut = int(short.prompt_tokens.max()) + 5
+    assert L.check_lengths(short, cut)["truncated"] == int((short.total_tokens > cut).sum()) == 12
+
+
+def test_token_lengths_are_the_ones_trl_trains_on(tok):
+    rows = [{"row": i, **r} for i, r in enumerate(L.load_rows(FIXTURE)[:3], 1)]
+    mine = L.token_lengths(rows, "llama2-inst", tok)
+    for r, (_, m) in zip(rows, mine.iterrows()):
+        mask = L.label_mask_example(tok, r)
+        assert len(mask) == m.total_tokens and int(mask.in_loss.sum()) == m.completion_tokens
+
+
+def test_concatenation_is_reproducible(tmp_path):
+    rows = L.load_rows(FIXTURE)
+    a, b = tmp_path / "part-a.json", tmp_path / "part-b.json"
+    a.write_text(json.dumps(rows[:5], ensure_ascii=False), encoding="utf-8")
+    b.write_text(json.dumps(rows[5:], ensure_ascii=False), encoding="utf-8")
+    out1 = L.concat_parts([a, b], tmp_path / "one.json")
+    out2 = L.concat_parts([a, b], tmp_path / "two.json")
+    assert out1.read_bytes() == out2.read_bytes()
+    assert L.load_rows(out1) == rows
+
+
+def test_the_shipped_dataset_is_the_two_parts_and_holds_out_the_eight_prompts(tmp_path):
+    parts = [L.dataset_dir() / "parts" / n for n in ("part-a.json", "part-b.json")]
+    rebuilt = L.concat_parts(parts, tmp_path / "persona_ja.json")
+    assert rebuilt.read_bytes() == L.dataset_path().read_bytes(), "persona_ja.json is stale: run `llmstudy lora-vs-qlora dataset`"
+    rows = L.load_rows(L.dataset_path())
+    st = L.dataset_stats(rows)
+    assert st["rows"] >= 600 and st["unique_instructions"] == st["rows"]
+    assert L.heldout_overlap(rows) == []
+    assert st["commas_per_sentence"] > 1.5  # the halting voice, not plain assistant prose
+    train, ev = L.split_rows(rows)
+    assert (len(train), len(ev)) == (512, 128) and not {r["row"] for r in train} & {r["row"] for r in ev}
+
+
+def test_the_split_is_the_articles_train_test_split_with_seed_42():
+    from datasets import Dataset
+
+    rows = L.load_rows(FIXTURE)
+    train, ev = L.split_rows(rows)
+    ref = Dataset.from_list(rows).train_test_split(test_size=0.2, seed=42)
+    assert [r["instruction"] for r in ev] == ref["test"]["instruction"] and len(train) == 9
+
+
+def test_heldout_overlap_ignores_punctuation():
+    assert L.heldout_overlap([{"instruction": "エッセイを書いて!", "output": "x"}, {"instruction": "別の質問", "output": "y"}]) == [1]
+
+
+# --- The real Llama-2 tokenizer -------------------------------------------------------------------------------------
+
+def test_llama2_tokenizer_matches_the_npm_packages_own_encoder(tok):
+    rows = L.load_rows(FIXTURE)
+    texts = ["Hello world", " leading space", *(L.llama2_prompt(r["instruction"]) + " " + r["output"] for r in rows), "改行\n二行目 😀"]
+    assert L.js_reference_ids(texts) == [tok(t).input_ids for t in texts]
+    assert tok("Hello world").input_ids == [1, 15043, 3186] and len(tok) == 32000
+
+
+# --- The label mask on a real tokenization ----------------------------------------------------------------------------
+
+def test_loss_falls_only_on_completion_tokens_and_eos(tok):
+    row = L.load_rows(FIXTURE)[0]
+    mask = L.label_mask_example(tok, row)
+    prompt_ids = tok(L.llama2_prompt(row["instruction"])).input_ids
+    full_ids = tok(L.llama2_prompt(row["instruction"]) + " " + row["output"] + "</s>").input_ids
+    assert mask.token_id.tolist() == full_ids
+    assert mask.in_loss.tolist() == [False] * len(prompt_ids) + [True] * (len(full_ids) - len(prompt_ids))
+    learned = mask[mask.in_loss]
+    assert learned.token_id.iloc[-1] == tok.eos_token_id == 2
+    assert tok.decode(learned.token_id.tolist()) == row["output"] + "</s>"
+    assert mask.token_id.tolist().count(1) == 1  # one BOS: the article's literal "<s>" would make two
+
+
+def test_padding_free_batches_mask_the_same_tokens(tok):
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    rows = L.load_rows(FIXTURE)[:3]
+    singles = [L.label_mask_example(tok, r) for r in rows]
+    feats = [{"input_ids": m.token_id.tolist(), "labels": [t if k else -100 for t, k in zip(m.token_id, m.in_loss)]} for m in singles]
+    flat = DataCollatorForLanguageModeling(pad_token_id=2, padding_free=True)(feats)
+    assert flat["input_ids"].shape == (1, sum(len(m) for m in singles))
+    assert flat["labels"][0].tolist() == sum((f["labels"] for f in feats), [])
+    assert (flat["position_ids"][0] == 0).sum() == 3  # three rows, restarting positions
+
+
+# --- FLOPs, peaks and the memory model ------------------------------------------------------------------------------
+
+def test_matmul_weights_exclude_embeddings_and_count_a_tied_head_once():
+    assert L.matmul_params("llama-2-7b") == 6_738_415_616 - 131_072_000 - (32 * 2 + 1) * 4096  # minus input embeddings, norms
+    assert L.matmul_params("gemma-3-270m") == 100_270_080 + 167_772_160  # linear layers + the tied 262,144 x 640 head
+
+
+def test_lora_training_flops_hand_computed():
+    # tiny-llama-32k: 2 layers x (4 x 64x64 + 3 x 64x176) + head 32000x64 = 2,148,352; LoRA r=4: 9,856
+    n, lora = 2 * (4 * 64 * 64 + 3 * 64 * 176) + 32000 * 64, 9856
+    assert L.matmul_params("tiny-llama-32k") == n == 2_148_352
+    assert L.train_flops("tiny-llama-32k", 100, lora, grad_ckpt=True) == 100 * (6 * (n + lora) + 2 * lora)
+    assert L.train_flops("tiny-llama-32k", 100, lora, grad_ckpt=False) == 100 * (4 * (n + lora) + 2 * lora)
+
+
+def test_dense_bf16_peaks_by_gpu_name():
+    assert L.peak_flops("NVIDIA H100 80GB HBM3") == ("H100 SXM", 989.4e12)
+    assert L.peak_flops("NVIDIA H200") == ("H200", 989.4e12)
+    assert L.peak_flops("NVIDIA H100 PCIe") == ("H100 PCIe", 756.5e12)
+    assert L.peak_flops("NVIDIA A100-SXM4-80GB") is None
+
+
+def test_kbit_preparation_adds_two_bytes_per_non_quantized_parameter():
+    plain = mm.summarize(mm.Setup(method="qlora"))
+    prep = mm.summarize(mm.Setup(method="qlora", fp32_upcast=True))
+    assert prep["weights_bytes"] - plain["weights_bytes"] == 2 * (2 * 131_072_000 + 65 * 4096)
+    with pytest.raises(ValueError, match="fp32_upcast .* applies to qlora only"):
+        mm.Setup(method="lora", fp32_upcast=True)
+    assert L.variant_setup("llama-2-7b", "qlora").fp32_upcast and not L.variant_setup("llama-2-7b", "lora").fp32_upcast
+
+
+# --- QLoRA: configuration always, training only with CUDA -----------------------------------------------------------
+
+def test_qlora_configuration_is_the_articles():
+    q = F.quantization_config()
+    assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant and q.bnb_4bit_compute_dtype == torch.bfloat16
+    assert (F.RECIPE["lora_r"], F.RECIPE["lora_alpha"], F.RECIPE["lora_dropout"], F.RECIPE["optimizer"]) == (4, 8, 0.1, "paged_adamw_8bit")
+    assert L.RECIPES["article"] == {"micro_batch": 1, "grad_accum": 32, "padding_free": False}
+    assert L.RECIPES["fast"]["micro_batch"] * L.RECIPES["fast"]["grad_accum"] == 32
+    reason = mm.refusal(L.variant_setup("tiny-llama-32k", "qlora"), cuda=False)
+    assert "CUDA" in reason
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="QLoRA needs a CUDA GPU (bitsandbytes 4-bit kernels); the GPU runs are scripts/device_lora_vs_qlora.sh")
+def test_qlora_trains_on_a_gpu(runs_root):
+    path = L.run_experiment(model="tiny-llama-32k", variants=["qlora", "qlora-fast"], steps=2, dataset=str(FIXTURE), run_id="gpu-qlora")
+    df = R.load_record(path).table()
+    assert df.outcome.tolist() == ["ok", "ok"] and df.peak_allocated_GiB.notna().all()
+
+
+# --- Run mode on a CPU ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cpu_record(tmp_path_factory):
+    import os
+
+    root = tmp_path_factory.mktemp("runs")
+    old = os.environ.get("LLMSTUDY_RUNS")
+    os.environ["LLMSTUDY_RUNS"] = str(root)
+    try:
+        path = L.run_experiment(model="tiny-llama-32k", variants=["base", "lora", "qlora", "lora-fast"], epochs=1, eval_steps=1, optimizer="adamw_torch", dataset=str(FIXTURE), heldout_prompts=2, max_new_tokens=4, run_id="cpu-test")
+    finally:
+        if old is None:
+            os.environ.pop("LLMSTUDY_RUNS")
+        else:
+            os.environ["LLMSTUDY_RUNS"] = old
+    return root, R.load_record(path)
+
+
+def test_run_mode_on_cpu_trains_lora_and_the_fast_recipe_on_the_same_batches(cpu_record):
+    _, rec = cpu_record
+    assert rec.manifest["gpu"]["count"] == 0 and rec.manifest["parameters"]["train_rows"] == 9
+    df = rec.table().set_index("variant")
+    assert df.loc[["base", "lora", "lora-fast"], "outcome"].tolist() == ["ok"] * 3
+    assert df.loc["qlora", "outcome"] == "refused" and "CUDA" in df.loc["qlora", "error"]
+    assert df.loc["lora", "trainable_params"] == df.loc["lora-fast", "trainable_params"] == 9856
+    # the same 9 rows and tokens in the one optimizer step, so the same loss before any update
+    assert df.loc["lora", "tokens_per_step"] == df.loc["lora-fast", "tokens_per_step"]
+    assert math.isclose(df.loc["lora", "first_loss"], df.loc["lora-fast", "first_loss"], rel_tol=1e-5)
+    assert df.loc["lora", "max_micro_batch_tokens"] < df.loc["lora-fast", "max_micro_batch_tokens"] == df.loc["lora", "tokens_per_step"]
+    assert math.isfinite(df.loc["lora", "eval_loss"]) and df.loc["lora", "eval_tokens"] > 0
+    assert math.isclose(df.loc["lora", "eval_perplexity"], math.exp(df.loc["lora", "eval_loss"]), rel_tol=1e-9)
+    assert pd.isna(df.loc["lora", "peak_allocated_GiB"])  # no GPU: memory is not measured, not invented
+    ans = rec.table("answers")
+    assert ans.groupby("variant").size().to_dict() == {"base": 10, "lora": 10, "lora-fast": 10}
+    assert ans[ans.set == "article"].prompt.unique().tolist() == list(L.EVAL_PROMPTS)
+    assert len(rec.table("history")) == 2 and len(rec.table("evals")) == 2 and len(rec.table("lengths")) == 12
+    assert "adapters/lora/adapter_model.safetensors" in rec.manifest["files"]
+
+
+def test_run_mode_refuses_bad_input_before_any_work(runs_root, tmp_path):
+    with pytest.raises(ValueError, match=r"unknown variant\(s\) \['dora'\]"):
+        L.run_experiment(model="tiny-llama-32k", variants=["dora"])
+    with pytest.raises(ValueError, match="tiny-llama.*vocab_size is 512"):
+        L.run_experiment(model="tiny-llama", variants=["lora"], dataset=str(FIXTURE))
+    with pytest.raises(L.DatasetError, match="prompts are at least max_length=16"):
+        L.run_experiment(model="tiny-llama-32k", variants=["lora"], max_length=16, optimizer="adamw_torch", dataset=str(FIXTURE))
+    with pytest.raises(ValueError, match="nothing runnable"):
+        L.run_experiment(model="tiny-llama-32k", variants=["qlora"], dataset=str(FIXTURE))
+    assert not list(runs_root.rglob("manifest.json"))
+
+
+# --- The notebook and the command line ----------------------------------------------------------------------------------
+
+def test_bad_notebook_parameters_are_named():
+    spec = L.notebook_params()
+    with pytest.raises(ParameterError, match=r"unknown variant\(s\) \['dora'\]"):
+        validate(spec, {"variants": ["dora"]})
+    with pytest.raises(ParameterError, match=r"steps=-1: must be >= 0"):
+        validate(spec, {"steps": -1})
+    with pytest.raises(ParameterError, match="unknown model 'llama-9'"):
+        validate(spec, {"model": "llama-9"})
+    assert validate(spec, {})["epochs"] == 3
+
+
+def _papermill(tmp_path, runs, *params):
+    import os
+
+    out = tmp_path / "out.ipynb"
+    cmd = [sys.executable, "-m", "papermill", str(ROOT / "notebooks/lora_vs_qlora.ipynb"), str(out), "--cwd", str(ROOT / "notebooks"), *params]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "LLMSTUDY_RUNS": str(runs)})
+    return proc, out.read_text() if out.exists() else ""
+
+
+def test_notebook_analyze_mode_without_records_says_so(tmp_path):
+    empty = tmp_path / "runs"
+    empty.mkdir()
+    proc, text = _papermill(tmp_path, empty)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "llama-2-7b: no run record yet" in text and "gemma-3-270m: no run record yet" in text
+    assert "loss is on" in text and "predicted peak GiB" in text and "commas_per_sentence" in text
+    assert '"ename"' not in text
+
+
+def test_notebook_analyze_mode_renders_a_record(tmp_path, cpu_record):
+    root, _ = cpu_record
+    proc, text = _papermill(tmp_path, root, "-p", "model", "tiny-llama-32k")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "cpu-test" in text and "tiny-llama-32k: no run record yet" not in text
+    assert "speedup per epoch" in text and "lora-fast (cpu-test)" in text
+    assert '"ename"' not in text
+
+
+def test_cli_checks_the_dataset_and_rejects_bad_input():
+    ok = subprocess.run([sys.executable, "-m", "llmstudy.cli", "lora-vs-qlora", "check", "tiny-llama-32k", "--dataset", str(FIXTURE)], capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0 and "commas_per_sentence" in ok.stdout and "evaluation prompts found in the dataset: none" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "llmstudy.cli", "lora-vs-qlora", "check", "tiny-llama-32k", "--dataset", "/nonexistent.json"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "dataset file not found" in bad.stderr
+
+
+def test_recorded_h100_runs_back_the_chapter():
+    """The committed H100 records (2026-11-22): what the chapter states must hold in the data it renders."""
+    T = L.load_tables()
+    res = L.add_speed(T["results"])
+    b7 = res[(res.run_id == "h100-7b")].set_index("variant")
+    if b7.empty:
+        pytest.skip("no h100-7b record in data/runs/lora_vs_qlora")
+    assert set(b7.index) == {"lora", "qlora", "lora-fast", "qlora-fast"} and (b7.outcome == "ok").all()
+    assert (b7.steps_run == 6).all()
+    # QLoRA's allocator peak is under half of LoRA's, in both recipes
+    assert b7.loc["qlora", "peak_allocated_GiB"] < 0.5 * b7.loc["lora", "peak_allocated_GiB"]
+    assert b7.loc["qlora-fast", "peak_allocated_GiB"] < b7.loc["lora-fast", "peak_allocated_GiB"]
+    # the memory model of the foundation chapter within 10% for every 7B variant
+    mem = L.memory_vs_prediction(res[res.run_id == "h100-7b"])
+    assert mem.error_pct.abs().max() < 10
+    fast = L.fast_vs_article(T["results"], T["history"]).set_index(["model", "method"])
+    for method in ("lora", "qlora"):
+        r = fast.loc[("llama-2-7b", method)]
+        assert r["speedup per epoch"] > 10 and r["max train loss diff % (same steps)"] < 0.1
+        g = fast.loc[("gemma-3-270m", method)]
+        assert g["article outcome"].startswith("timeout after") and g["max train loss diff % (same steps)"] < 0.1
+    q = res[(res.model == "gemma-3-270m") & res.eval_loss.notna() & (res.recipe != "article")].set_index("variant")
+    # fine-tuning lowers the held-out loss of the real model, LoRA more than QLoRA on the same batches
+    assert q.loc["lora-fast", "eval_loss"] < q.loc["qlora-fast", "eval_loss"] < q.loc["base", "eval_loss"]
+
+
+def test_recorded_gemma_article_recipe_meets_the_fast_recipe_goal():
+    """h100-small-article (2026-11-22): the article's recipe on Gemma-3-270m, LoRA and QLoRA side by side, resumed
+    across two calls, trained all 48 steps; the fast recipe's eval loss is within 2% and it is >= 10x faster per epoch,
+    timed against the article-recipe runs that had the GPU alone (h100-small-a / -b, cut by their deadline)."""
+    T = L.load_tables()
+    res = T["results"]
+    art = res[res.run_id == "h100-small-article"].set_index("variant")
+    if art.empty:
+        pytest.skip("no h100-small-article record in data/runs/lora_vs_qlora")
+    assert (art.outcome == "ok").all() and (art.steps_run == 48).all() and set(art.concurrent_with) == {"lora", "qlora"}
+    assert art.loc["lora", "eval_loss"] == pytest.approx(3.576628, abs=1e-6) and art.loc["qlora", "eval_loss"] == pytest.approx(3.803849, abs=1e-6)
+    hist = T["history"][T["history"].run_id == "h100-small-article"]
+    assert sorted(hist.call.unique()) == [1, 2] and hist.groupby("variant").step.max().to_dict() == {"lora": 48, "qlora": 48}
+    fast = L.fast_vs_article(res, T["history"]).set_index(["model", "method"])
+    lo, ql = fast.loc[("gemma-3-270m", "lora")], fast.loc[("gemma-3-270m", "qlora")]
+    assert (lo["article timing run"], lo["article quality run"]) == ("h100-small-a", "h100-small-article")
+    assert (ql["article timing run"], ql["article quality run"]) == ("h100-small-b", "h100-small-article")
+    assert not lo["article timing shared the GPU"] and not ql["article timing shared the GPU"]
+    # steady state: 11.002 s x 16 steps against 0.5262 s x 16; 13.492 s against 0.6334 s
+    assert lo["speedup per epoch"] == pytest.approx(20.907, abs=1e-3) and ql["speedup per epoch"] == pytest.approx(21.301, abs=1e-3)
+    assert lo["eval loss diff %"] == pytest.approx(0.00703, abs=1e-4) and ql["eval loss diff %"] == pytest.approx(0.5966, abs=1e-3)
+    # sharing the GPU did not slow QLoRA's article recipe down: its steps after LoRA had finished took as long
+    conc = L.concurrency_effect(res, T["history"]).set_index("variant")
+    assert conc.loc["qlora", "steps alone"] == 8 and abs(conc.loc["qlora", "slowdown"] - 1) < 0.02
+
+
+def test_chapter_states_what_the_committed_records_hold(tmp_path):
+    """The executed chapter on the committed records: its glued sentences carry the records' numbers."""
+    if not (ROOT / "data/runs/lora_vs_qlora/h100-small-article").is_dir():
+        pytest.skip("no h100-small-article record")
+    proc, text = _papermill(tmp_path, ROOT / "data/runs")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "gemma-3-270m lora met (20.9x, +0.01%); gemma-3-270m qlora met (21.3x, +0.60%)" in text
+    assert "trained all 48 steps in h100-small-article, side by side on one GPU, resumed across 2 calls" in text
+    assert "final eval loss lora 3.577, qlora 3.804" in text
+    assert '"ename"' not in text
+
+
+# --- Resuming across time-limited calls ---------------------------------------------------------------------------------
+
+def test_a_resumable_run_stopped_mid_epoch_resumes_to_the_same_losses_as_one_uninterrupted_run(tmp_path, monkeypatch):
+    """The article's recipe (1 x 32) on 40 training rows: 2 optimizer steps per epoch (32 + 8 micro-batches), 2 epochs.
+    One run goes straight through; the other stops after its first step (its stop time has passed), leaving a Trainer
+    checkpoint, and a second call resumes it mid-epoch (skipping the 32 seen micro-batches) across the epoch boundary
+    to the end. One CPU thread per worker: the same arithmetic in both runs, and no thread contention on a busy box."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    base_rows = L.load_rows(FIXTURE)
+    rows = [{"instruction": f"{r['instruction']} ({i})", "output": r["output"]} for i, r in enumerate(base_rows[i % len(base_rows)] for i in range(50))]
+    data = tmp_path / "persona50.json"
+    data.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    root = tmp_path / "runs"
+    kw = dict(model="tiny-llama-32k", variants=["lora"], epochs=2, eval_steps=1, optimizer="adamw_torch", dataset=str(data), heldout_prompts=2, max_new_tokens=4, root=root, deadline_s=600)
+    straight = R.load_record(L.run_experiment(run_id="straight", **kw))
+
+    work = root / L.EXPERIMENT / ".work-resumed"
+    with pytest.raises(L.ResumeNeeded, match=r"run resumed is incomplete \(lora 1/4 steps") as e:
+        L.run_experiment(run_id="resumed", resumable=True, stop_s=0, **kw)
+    assert e.value.pending == {"lora": (1, 4)}
+    assert not (root / L.EXPERIMENT / "resumed").exists()  # nothing published before every variant has finished
+    ck = work / "trainer-lora" / "checkpoint-1"
+    for f in ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "llmstudy_progress.json"):
+        assert (ck / f).is_file(), f
+    with pytest.raises(ValueError, match="run resumed was started with other parameters"):
+        L.run_experiment(run_id="resumed", resumable=True, **{**kw, "eval_steps": 2})
+
+    resumed = R.load_record(L.run_experiment(run_id="resumed", resumable=True, **kw))
+    assert not work.exists()
+    assert [c["variants"]["lora"]["outcome"] for c in resumed.manifest["calls"]] == ["incomplete", "ok"]
+    assert resumed.manifest["started_utc"] == resumed.manifest["calls"][0]["started_utc"]
+    a, b = straight.table().iloc[0], resumed.table().iloc[0]
+    assert list(straight.table().columns) == list(resumed.table().columns)
+    assert (a.outcome, b.outcome, a.steps_run, b.steps_run, a.calls, b.calls) == ("ok", "ok", 4, 4, 1, 2)
+    ha, hb = straight.table("history"), resumed.table("history")
+    assert list(ha.columns) == list(hb.columns) and hb.call.tolist() == [1, 2, 2, 2] and ha.call.tolist() == [1] * 4
+    # the real proof: the same batches in the same order, the same dropout masks, the same optimizer and schedule
+    assert hb.loss.tolist() == pytest.approx(ha.loss.tolist(), rel=1e-5)
+    assert hb.grad_norm.tolist() == pytest.approx(ha.grad_norm.tolist(), rel=1e-4)
+    assert hb.learning_rate.tolist() == pytest.approx(ha.learning_rate.tolist(), rel=1e-9)
+    assert hb.tokens.tolist() == ha.tokens.tolist() and hb.epoch.tolist() == ha.epoch.tolist() == [0.8, 1.0, 1.8, 2.0]
+    assert resumed.table("evals").eval_loss.tolist() == pytest.approx(straight.table("evals").eval_loss.tolist(), rel=1e-5)
+    for col in ("eval_loss", "eval_perplexity", "train_loss", "first_loss", "last_loss"):
+        assert b[col] == pytest.approx(a[col], rel=1e-5), col
+    assert (b.eval_tokens, b.tokens_per_step, b.max_micro_batch_tokens) == (a.eval_tokens, a.tokens_per_step, a.max_micro_batch_tokens)
+    raw_a, raw_b = (json.loads((r.path / "raw/lora.json").read_text()) for r in (straight, resumed))
+    assert raw_b["micro_batches"] == raw_a["micro_batches"] and len(raw_b["micro_batches"]) == 2 * (32 + 8)
+    assert [c["resumed_from_step"] for c in raw_b["calls"]] == [0, 1] and [c["steps"] for c in raw_b["calls"]] == [1, 3]
+    # step statistics leave out the first step of every call (its one-off setup)
+    assert b.median_step_s == pytest.approx(statistics.median(hb.step_seconds.tolist()[2:]))
+    assert resumed.table("answers").answer.tolist() == straight.table("answers").answer.tolist()
+    assert "=== call 1 ===" in (resumed.path / "logs/lora.log").read_text()
+
+
+def test_steady_median_leaves_out_each_calls_first_step():
+    assert F.steady_median([9.0, 1.0, 2.0, 8.0, 3.0], [{"first_step_index": 0, "steps": 3}, {"first_step_index": 3, "steps": 2}]) == 2.0
+    assert F.steady_median([9.0, 1.0, 2.0]) == 1.5 and F.steady_median([4.0]) == 4.0 and F.steady_median([]) is None
