@@ -1,0 +1,225 @@
+"""Analysis of the context_limits records: planner vs vLLM's logged numbers, published cells vs runs, findings."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from llmstudy.chapters.context_limits.published import (
+    ARTICLE_TABLE,
+    BLOG_TABLE,
+    DECOMPOSITION,
+    PRECISION_LABEL,
+    SCOUT,
+    hardware_label,
+)
+from llmstudy.chapters.context_limits.run import GPU_CONFIGS
+from llmstudy.serving.kv_planner import GPUS, GiB, MiB, is_h100_emulation, plan, tokens_for_available
+
+# --- Analysis of the records ----------------------------------------------------------------------------------------
+
+def measured_inputs(row) -> dict:
+    """The running-system inputs a record measured (bytes), for a plan that uses them instead of the estimates."""
+    def b(key):
+        v = row.get(key)
+        return int(round(float(v) * GiB)) if v is not None and pd.notna(v) else None
+
+    return {"weights_bytes": b("profile_weights_gib") or b("weights_gib"), "activation_peak_bytes": b("torch_peak_increase_gib"),
+            "non_torch_bytes": b("non_torch_increase_gib"), "cudagraph_bytes": b("cudagraph_estimate_gib")}
+
+
+def exact_available(row) -> int | None:
+    """Available KV bytes from the exact ``--kv-cache-memory=`` figure (eager runs: + 150 MiB redundancy buffer)."""
+    v = row.get("kv_memory_to_requested_bytes")
+    if v is None or pd.isna(v) or not bool(row.get("enforce_eager")):
+        return None
+    return int(v) + 150 * MiB
+
+
+def compare_runs(results: pd.DataFrame) -> pd.DataFrame:
+    """Each recorded configuration: logged figures, the planner's prediction (estimates), and the token formula alone."""
+    out = []
+    for _, r in results.iterrows():
+        row = r.to_dict()
+        cfg = GPU_CONFIGS.get(row["config"])
+        if cfg is None:
+            continue
+        dep = cfg.deployment(int(row["num_gpus"]))
+        p = plan(dep)
+        row["pred_outcome"], row["pred_kv_cache_tokens"] = p.outcome, p.kv_cache_tokens
+        row["pred_available_kv_gib"], row["pred_weights_gib"] = p.available_kv_bytes / GiB, p.weights_bytes / GiB
+        ok = row["outcome"] == "ok" and pd.notna(row.get("kv_cache_tokens"))
+        row["error_pct"] = 100 * (p.kv_cache_tokens - row["kv_cache_tokens"]) / row["kv_cache_tokens"] if ok else None
+        meas = measured_inputs(row)
+        pm = plan(dep.replace(**{k: v for k, v in meas.items() if v is not None}))
+        row["measured_inputs_kv_cache_tokens"] = pm.kv_cache_tokens
+        row["measured_inputs_error_pct"] = 100 * (pm.kv_cache_tokens - row["kv_cache_tokens"]) / row["kv_cache_tokens"] if ok else None
+        avail = exact_available(row)
+        row["formula_kv_cache_tokens"] = tokens_for_available(dep, avail) if ok and avail else None
+        row["weights_error_pct"] = 100 * (p.weights_bytes / GiB - row["weights_gib"]) / row["weights_gib"] if pd.notna(row.get("weights_gib")) else None
+        row["outcome_agrees"] = (row["outcome"] == "ok") == (p.outcome == "ok") if row["outcome"] in ("ok", "oom", "refused") else None
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def without_superseded_skips(cmp: pd.DataFrame) -> pd.DataFrame:
+    """Drop ``skipped`` rows (a call ran out of time before starting that server) whose configuration another record
+    measured; a configuration that was only ever skipped stays, as the gap it is."""
+    if not len(cmp):
+        return cmp
+    tried = set(cmp.loc[cmp.outcome != "skipped", "config"])
+    return cmp[~((cmp.outcome == "skipped") & cmp.config.isin(tried))].reset_index(drop=True)
+
+
+FINDINGS = ("scout_bf16_h100", "maverick_fp8_h100", "hybrid", "kv_fp8", "graphs", "tp8_h100", "tp8_h200", "tp_scaling")
+
+
+def published_vs_measured(cmp: pd.DataFrame) -> pd.DataFrame:
+    """The article's and the blog's cells next to the measured configuration that tests each (``compare_runs`` rows).
+
+    A cell is tested by a record of the same model, weight format, number of GPUs and memory budget (H100 cells: the
+    emulated H100 budget) with the default KV dtype. Verdict: *reproduced* (a published length starts at that length or
+    longer; a published OOM runs out of memory), *differs* (a published OOM starts; a published length fails to start
+    at or below it), *shorter length tested*, or *not measured*.
+    """
+    cells = [("article", label, model, weights, "h100-80gb", n, rec) for label, model, weights, n, rec, _ in ARTICLE_TABLE]
+    cells += [("blog", label, model, weights, gpu, n, pub) for label, model, weights, gpu, n, pub in BLOG_TABLE]
+    tried = cmp[cmp.outcome.isin(["ok", "oom", "refused"]) & (cmp.kv_dtype == "auto")] if len(cmp) else cmp
+    rows = []
+    for source, label, model, weights, gpu, n, published in cells:
+        budget = "h100" if gpu == "h100-80gb" else "h200"
+        m = tried[(tried.model == model) & (tried.weights == weights) & (tried.num_gpus == n) & (tried.budget == budget)] if len(tried) else tried
+        row = {"source": source, "model": label, "precision": PRECISION_LABEL[weights], "hardware": hardware_label(n, gpu),
+               "published max_model_len": "OOM" if published is None else f"{published:,}", "record": None, "measured": None,
+               "tested max_model_len": None, "logged KV tokens": None, "planner (0.25.0) tokens": None, "verdict": "not measured"}
+        if len(m):
+            started = m[(m.outcome == "ok") & (m.max_model_len >= (published or 0))]
+            r = (started if len(started) else m).sort_values("max_model_len").iloc[-1]
+            ok = r.outcome == "ok"
+            if published is None:
+                verdict = "differs" if ok else "reproduced"
+            elif ok:
+                verdict = "reproduced" if r.max_model_len >= published else "shorter length tested"
+            else:
+                verdict = "differs" if r.max_model_len <= published else "shorter length tested"
+            row.update({"record": f"{r.run_id}/{r.config}", "measured": "starts" if ok else r.outcome.upper(), "tested max_model_len": int(r.max_model_len),
+                        "logged KV tokens": int(r.kv_cache_tokens) if ok else None,
+                        "planner (0.25.0) tokens": int(r.pred_kv_cache_tokens) if ok else None, "verdict": verdict})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def measured_findings(cmp: pd.DataFrame) -> dict[str, str]:
+    """Sentences for the chapter from the measured configurations (``compare_runs`` rows); a key is absent while the
+    configurations it compares are not both recorded."""
+    got = {r.config: r for r in cmp.itertuples() if r.outcome in ("ok", "oom", "refused")} if len(cmp) else {}
+    out: dict[str, str] = {}
+
+    def both_ok(a: str, b: str):
+        x, y = got.get(a), got.get(b)
+        return (x, y) if x is not None and y is not None and x.outcome == y.outcome == "ok" else None
+
+    h100_budget_gib = 0.9 * GPUS["h100-80gb"].total_bytes / GiB  # what the emulated-H100 utilization requests
+    s = got.get("scout-bf16-h100")
+    if s is not None:
+        if s.outcome == "ok":
+            out["scout_bf16_h100"] = (
+                f"On the H100 budget ({h100_budget_gib:.2f} GiB per GPU) vLLM 0.25.0 starts Scout BF16 at TP=4, the configuration the "
+                f"article reported as OOM under 0.8.3: {s.available_kv_gib:.2f} GiB per GPU are left for the KV cache and the "
+                f"server logs {int(s.kv_cache_tokens):,} tokens at max_model_len {int(s.max_model_len):,} (planner: "
+                f"{int(s.pred_kv_cache_tokens):,}). That run is eager; with CUDA graphs 0.25.0 also subtracts its graph estimate.")
+        else:
+            out["scout_bf16_h100"] = f"On the H100 budget Scout BF16 at TP=4 does not start under vLLM 0.25.0 either ({s.outcome})."
+    m = got.get("maverick-fp8-h100")
+    if m is not None:
+        verdict = "runs out of memory, as the article and the planner say" if m.outcome == "oom" else f"ends {m.outcome}"
+        out["maverick_fp8_h100"] = (
+            f"Maverick FP8 on the H100 budget {verdict}: its weights take {m.weights_gib:.2f} GiB per GPU (planner "
+            f"{m.pred_weights_gib:.2f}) of a {h100_budget_gib:.2f} GiB budget.")
+    if pair := both_ok("scout-fp8-h100-hybrid-off", "scout-fp8-h100-long"):
+        off, on = pair
+        out["hybrid"] = (
+            f"Measured on the same hardware (Scout FP8, H100 budget, {off.available_kv_gib:.2f} and {on.available_kv_gib:.2f} GiB "
+            f"of KV memory per GPU): with the hybrid manager off, {off.max_concurrency:.2f} requests of {int(off.max_concurrency_len):,} "
+            f"tokens fit ({int(off.kv_cache_tokens):,} logged); with it on, {on.max_concurrency:.2f} requests of "
+            f"{int(on.max_concurrency_len):,} tokens ({int(on.kv_cache_tokens):,} logged), {on.kv_cache_tokens / off.kv_cache_tokens:.1f}× the "
+            f"tokens in the same memory.")
+    if pair := both_ok("scout-bf16-h200", "scout-bf16-h200-kvfp8"):
+        b, f8 = pair
+        out["kv_fp8"] = (
+            f"An fp8 KV cache on the same budget ({f8.available_kv_gib:.2f} against {b.available_kv_gib:.2f} GiB) logs "
+            f"{int(f8.kv_cache_tokens):,} tokens against {int(b.kv_cache_tokens):,}: {f8.kv_cache_tokens / b.kv_cache_tokens:.2f}×, "
+            f"the blog's \"potentially doubles\".")
+    if pair := both_ok("scout-fp8-h200", "scout-fp8-h200-graphs"):
+        e, g = pair
+        out["graphs"] = (
+            f"CUDA graphs (vLLM's default; the other runs are eager) cost {e.available_kv_gib - g.available_kv_gib:.2f} GiB of KV "
+            f"memory per GPU: 0.25.0 subtracts its estimate of {g.cudagraph_estimate_gib:.2f} GiB before sizing the cache, and the "
+            f"logged figure drops from {int(e.kv_cache_tokens):,} to {int(g.kv_cache_tokens):,} tokens "
+            f"({100 * (g.kv_cache_tokens / e.kv_cache_tokens - 1):+.1f}%). The capture took {g.graph_capture_s:.0f} s.")
+
+    def label(r) -> str:
+        return f"{'Scout' if r.model == SCOUT else 'Maverick'} {PRECISION_LABEL[r.weights]}"
+
+    def started(name: str, why: str) -> str | None:
+        r = got.get(name)
+        if r is None or r.outcome != "ok":
+            return None
+        return f"{label(r)} at max_model_len {int(r.max_model_len):,} ({why}; {int(r.kv_cache_tokens):,} tokens logged, planner {int(r.pred_kv_cache_tokens):,})"
+
+    def oom(name: str, budget_gib: float, why: str) -> str | None:
+        r = got.get(name)
+        if r is None:
+            return None
+        if r.outcome != "oom":
+            return f"{label(r)} ends {r.outcome}, where {why} reported OOM"
+        return f"{label(r)} runs out of memory, as {why} found: its weights take {r.weights_gib:.2f} GiB per GPU of a {budget_gib:.2f} GiB budget"
+
+    h200_budget_gib = 0.9 * GPUS["h200"].total_bytes / GiB
+    parts = [x for x in (started("tp8-scout-bf16-h100-1200k", "the article's recommendation"),
+                         started("tp8-scout-fp8-h100-1500k", "the article's recommendation"),
+                         started("tp8-maverick-fp8-h100-430k", "the blog's length, above the article's 300,000")) if x]
+    no = oom("tp8-maverick-bf16-h100", h100_budget_gib, "the article")
+    if parts or no:
+        out["tp8_h100"] = (f"On the H100 budget at TP=8, vLLM 0.25.0 starts {'; '.join(parts)}." if parts else "") + (f" {no}." if no else "")
+    parts = [x for x in (started("tp8-scout-bf16-h200-3600k", "the blog's length"), started("tp8-scout-fp8-h200-3600k", "the blog's Scout length"),
+                         started("tp8-maverick-fp8-h200-1000k", "the blog's length, about the model's maximum")) if x]
+    mb = got.get("tp8-maverick-bf16-h200-1000k")
+    if mb is not None:
+        parts.append(f"Maverick BF16, which neither source lists on H200, at max_model_len {int(mb.max_model_len):,} with "
+                     f"{mb.available_kv_gib:.2f} GiB of KV memory per GPU after {mb.weights_gib:.2f} GiB of weights"
+                     if mb.outcome == "ok" else f"not Maverick BF16 ({mb.outcome}; its weights take {mb.weights_gib:.2f} GiB of a {h200_budget_gib:.2f} GiB budget)")
+    if parts:
+        out["tp8_h200"] = f"On the H200 budget at TP=8 it starts {'; '.join(parts)}."
+    scout_h100 = both_ok("scout-bf16-h100", "tp8-scout-bf16-h100-1200k")
+    pairs = [p for p in (scout_h100, both_ok("scout-fp8-h200", "tp8-scout-fp8-h200-3600k"), both_ok("maverick-fp8-h200", "tp8-maverick-fp8-h200-1000k")) if p]
+    if pairs:
+        w = ", ".join(f"{label(a)} {a.weights_gib:.2f} → {b.weights_gib:.2f} GiB (×{b.weights_gib / a.weights_gib:.2f})" for a, b in pairs)
+        out["tp_scaling"] = (f"From TP=4 to TP=8 the weights per GPU nearly halve: {w}. Replicated tensors (norms, routers, the "
+                             f"rotary cache) keep the ratio above one half. Each GPU also holds one KV head of the eight instead of two, "
+                             f"so a token costs half the KV bytes per GPU.")
+        if scout_h100:
+            s4, s8 = scout_h100
+            out["tp_scaling"] += (f" On the H100 budget, Scout BF16 has {s4.available_kv_gib:.2f} GiB of KV memory per GPU at TP=4 and "
+                                  f"{s8.available_kv_gib:.2f} GiB at TP=8.")
+    return out
+
+
+
+def record_decomposition(results: pd.DataFrame) -> pd.DataFrame:
+    """Measured per-GPU memory split of recorded configurations (GiB, from vLLM's own log lines)."""
+    rows = []
+    for _, r in results.iterrows():
+        if r.get("outcome") != "ok" or pd.isna(r.get("available_kv_gib")):
+            continue
+        total = r.get("init_total_gib") if pd.notna(r.get("init_total_gib")) else GPUS["h200"].total_bytes / GiB
+        if is_h100_emulation(float(r["gpu_memory_utilization"])):
+            total = GPUS["h100-80gb"].total_bytes / GiB  # the emulated GPU's frame
+        budget = math.ceil(GPUS["h200"].total_bytes * float(r["gpu_memory_utilization"])) / GiB
+        weights = r.get("profile_weights_gib") if pd.notna(r.get("profile_weights_gib")) else r.get("weights_gib")
+        graphs = 0.0 if bool(r.get("enforce_eager")) or pd.isna(r.get("cudagraph_estimate_gib")) else float(r["cudagraph_estimate_gib"])
+        parts = (weights, r.get("torch_peak_increase_gib"), r.get("non_torch_increase_gib"), graphs, r["available_kv_gib"], total - budget)
+        for comp, v in zip(DECOMPOSITION, parts):
+            rows.append({"config": f"{r['config']} (measured, {r['run_id']})", "component": comp, "GiB": float(v) if pd.notna(v) else 0.0})
+    return pd.DataFrame(rows)

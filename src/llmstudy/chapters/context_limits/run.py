@@ -1,0 +1,329 @@
+"""Run mode: start vLLM servers for each configuration, read their memory log lines, write a run record."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from llmstudy.chapters.context_limits.published import MAVERICK, MAVERICK_FP8, SCOUT
+from llmstudy.core import models as M
+from llmstudy.serving.kv_planner import EXPERIMENT, Deployment, GiB, emulated_utilization, model_facts, plan
+
+# --- Run mode: measure on a 4-GPU machine -------------------------------------------------------------------------
+
+SERVER_ENV = {  # never NVLink multicast on the shared host; FlashInfer is not staged; debug level for the memory lines
+    "NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1",
+    "VLLM_USE_FLASHINFER_SAMPLER": "0", "VLLM_LOGGING_LEVEL": "DEBUG", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+@dataclass(frozen=True)
+class GpuConfig:
+    """One server start of the device experiment: a model, a weight format and an H200 or emulated-H100 budget."""
+
+    name: str
+    model: str
+    weights: str
+    budget: str = "h200"  # "h200": gpu_memory_utilization 0.9; "h100": 0.9 x H100 total / H200 total
+    max_model_len: int = 200_000
+    enforce_eager: bool = True
+    hybrid_kv: bool | None = None
+    kv_dtype: str = "auto"
+    long_requests: tuple[int, ...] = ()
+    est_start_s: int = 150  # skip the configuration if less time than this is left
+    gpus: int | None = None  # the number of GPUs (= TP) the configuration is meant for; None: any
+
+    @property
+    def utilization(self) -> float:
+        return 0.9 if self.budget == "h200" else emulated_utilization("h100-80gb", "h200", 0.9)
+
+    @property
+    def default_gpus(self) -> int:
+        return self.gpus or 4
+
+    def deployment(self, num_gpus: int | None = None, **measured) -> Deployment:
+        """The planner's deployment for this configuration on ``num_gpus`` GPUs (default: the count it is meant for, else 4)."""
+        return Deployment(model=self.model, gpu="h200", num_gpus=num_gpus or self.default_gpus, weights=self.weights, kv_dtype=self.kv_dtype,
+                          gpu_memory_utilization=self.utilization, max_model_len=self.max_model_len, vllm_version="0.25.0",
+                          hybrid_kv=self.hybrid_kv, enforce_eager=self.enforce_eager, text_only=True, **measured)
+
+    def server_args(self, num_gpus: int | None = None) -> list[str]:
+        num_gpus = num_gpus or self.default_gpus
+        args = ["--tensor-parallel-size", str(num_gpus), "--load-format", "dummy", "--max-model-len", str(self.max_model_len),
+                "--gpu-memory-utilization", repr(self.utilization), "--disable-custom-all-reduce", "--kv-cache-dtype", self.kv_dtype]
+        if self.enforce_eager:
+            args.append("--enforce-eager")
+        if self.weights == "fp8-online":
+            args += ["--quantization", "fp8"]
+        return args
+
+    def server_env(self) -> dict:
+        env = dict(SERVER_ENV)
+        if self.hybrid_kv is False:
+            env["VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE"] = "0"
+        return env
+
+
+GPU_CONFIGS: dict[str, GpuConfig] = {c.name: c for c in (
+    GpuConfig("scout-bf16-h200", SCOUT, "bf16", "h200"),
+    GpuConfig("scout-bf16-h100", SCOUT, "bf16", "h100"),
+    GpuConfig("scout-fp8-h200", SCOUT, "fp8-online", "h200"),
+    GpuConfig("scout-fp8-h100-hybrid-off", SCOUT, "fp8-online", "h100", hybrid_kv=False),
+    # the article's check: Scout 4xFP8, max_model_len 500,000, a 490,000-token prompt (here on an H100 budget)
+    GpuConfig("scout-fp8-h100-long", SCOUT, "fp8-online", "h100", max_model_len=500_000, long_requests=(100_000, 490_000), est_start_s=240),
+    GpuConfig("maverick-fp8-h200", MAVERICK_FP8, "fp8-checkpoint", "h200", est_start_s=200),
+    GpuConfig("maverick-fp8-h100", MAVERICK_FP8, "fp8-checkpoint", "h100", est_start_s=200),
+    GpuConfig("scout-fp8-h200-graphs", SCOUT, "fp8-online", "h200", enforce_eager=False, est_start_s=330),
+    GpuConfig("scout-bf16-h200-kvfp8", SCOUT, "bf16", "h200", kv_dtype="fp8"),
+    # TP=8 (issue 9): the article's recommended lengths on the H100 budget, the vLLM blog's 8xH200 lengths on the H200
+    # budget; Maverick BF16 is the article's "8xBF16 (OOM)" cell and its H200 counterpart.
+    GpuConfig("tp8-scout-bf16-h100-1200k", SCOUT, "bf16", "h100", max_model_len=1_200_000, gpus=8),
+    GpuConfig("tp8-scout-fp8-h100-1500k", SCOUT, "fp8-online", "h100", max_model_len=1_500_000, gpus=8),
+    GpuConfig("tp8-maverick-fp8-h100-430k", MAVERICK_FP8, "fp8-checkpoint", "h100", max_model_len=430_000, est_start_s=180, gpus=8),
+    GpuConfig("tp8-maverick-bf16-h100", MAVERICK, "bf16", "h100", max_model_len=300_000, est_start_s=150, gpus=8),
+    GpuConfig("tp8-scout-bf16-h200-3600k", SCOUT, "bf16", "h200", max_model_len=3_600_000, gpus=8),
+    GpuConfig("tp8-scout-fp8-h200-3600k", SCOUT, "fp8-online", "h200", max_model_len=3_600_000, gpus=8),
+    GpuConfig("tp8-maverick-fp8-h200-1000k", MAVERICK_FP8, "fp8-checkpoint", "h200", max_model_len=1_000_000, est_start_s=180, gpus=8),
+    GpuConfig("tp8-maverick-bf16-h200-1000k", MAVERICK, "bf16", "h200", max_model_len=1_000_000, est_start_s=200, gpus=8),
+)}
+# Device calls of <= 10 minutes each (server starts take 70-120 s in eager mode on 4xH200): a-c on 4 GPUs, d-e on 8.
+CALLS = {
+    "a": ("scout-bf16-h200", "scout-bf16-h100", "scout-fp8-h200", "scout-fp8-h100-hybrid-off"),
+    "b": ("scout-fp8-h100-long", "maverick-fp8-h200", "maverick-fp8-h100"),
+    "c": ("scout-fp8-h200-graphs", "scout-bf16-h200-kvfp8"),
+    # 8 GPUs (nvidia-h200-x8)
+    "d": ("tp8-scout-bf16-h100-1200k", "tp8-scout-fp8-h100-1500k", "tp8-maverick-fp8-h100-430k", "tp8-maverick-bf16-h100"),
+    "e": ("tp8-scout-bf16-h200-3600k", "tp8-scout-fp8-h200-3600k", "tp8-maverick-fp8-h200-1000k", "tp8-maverick-bf16-h200-1000k"),
+}
+
+
+def resolve_configs(names) -> list[GpuConfig]:
+    """Configuration names (or call letters a/b/c) to configurations; unknown names are a clear error."""
+    out = []
+    for n in names:
+        for m in CALLS.get(n, (n,)):
+            if m not in GPU_CONFIGS:
+                raise ValueError(f"unknown configuration {m!r}; known: {sorted(GPU_CONFIGS)} or calls {sorted(CALLS)}")
+            out.append(GPU_CONFIGS[m])
+    if not out:
+        raise ValueError("no configuration given")
+    return out
+
+
+def server_config(model: str) -> dict:
+    """The text-only config.json a vLLM server loads for a model (Llama 4: its text_config as Llama4ForCausalLM)."""
+    raw = M.raw_config(model)
+    if "text_config" not in raw:
+        return raw
+    cfg = dict(raw["text_config"])
+    cfg["architectures"] = [raw["architectures"][0].replace("ForConditionalGeneration", "ForCausalLM")]
+    cfg.setdefault("torch_dtype", raw.get("torch_dtype", "bfloat16"))
+    if "quantization_config" in raw:
+        cfg["quantization_config"] = raw["quantization_config"]
+    return cfg
+
+
+def prepare_model_dir(model: str, dest: Path) -> Path:
+    """A folder vLLM can serve with --load-format dummy: config.json + a synthetic tokenizer of the exact vocabulary."""
+    import json
+
+    from llmstudy.training.finetune import synthetic_tokenizer
+
+    dest = Path(dest)
+    cfg = server_config(model)
+    if (dest / "config.json").exists() and json.loads((dest / "config.json").read_text()) == cfg and (dest / "tokenizer.json").exists():
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "config.json").write_text(json.dumps(cfg, indent=1))
+    synthetic_tokenizer(cfg["vocab_size"]).save_pretrained(str(dest))
+    return dest
+
+
+_MEM_PATTERNS = {
+    "profile_non_kv_gib": r"Total non KV cache memory: ([0-9.]+) ?GiB",
+    "torch_peak_increase_gib": r"torch peak memory increase: ([0-9.]+) ?GiB",
+    "non_torch_increase_gib": r"non-torch forward increase memory: ([0-9.]+) ?GiB",
+    "profile_weights_gib": r"weights memory: ([0-9.]+) ?GiB",
+    "kv_memory_to_requested_bytes": r"--kv-cache-memory=(-?\d+)` \([-0-9.]+ GiB\) to fit into requested memory",
+    "actual_cudagraph_gib": r"GiB for non-torch memory, and ([0-9.]+) GiB for CUDAGraph memory",
+    "init_free_gib": r"worker init memory snapshot: .*?free_memory=([0-9.]+) ?GiB",
+    "init_total_gib": r"worker init memory snapshot: .*?total_memory=([0-9.]+) ?GiB",
+    "requested_gib": r"worker requested memory: ([0-9.]+) ?GiB",
+    "cudagraph_pool_actual_gib": r"CUDA graph pool memory: ([0-9.]+) GiB \(actual\)",
+    "estimated_max_model_len": r"the estimated maximum model length is (\d+)",
+}
+
+
+def parse_memory_log(text: str) -> dict:
+    """vLLM 0.25's memory-profiling lines (debug level): the split of non-KV memory, per worker, first worker first.
+
+    Returns the first value of each key and ``<key>_all`` with every worker's value (strings in the log are
+    rounded to 0.01 GiB, except ``--kv-cache-memory=`` which is exact bytes).
+    """
+    out: dict = {}
+    for key, rx in _MEM_PATTERNS.items():
+        vals = [float(m) for m in re.findall(rx, text)]
+        if vals:
+            conv = int if key.endswith("_bytes") or key == "estimated_max_model_len" else float
+            out[key] = conv(vals[0])
+            out[f"{key}_all"] = [conv(v) for v in vals]
+    return out
+
+
+def memory_lines(text: str) -> list[str]:
+    """The verbatim log lines the memory split is read from (kept in the run record next to the parsed values)."""
+    keys = ("Memory profiling takes", "Actual usage is", "worker init memory snapshot", "worker requested memory",
+            "CUDA graph", "Available KV cache memory", "GPU KV cache size", "Maximum concurrency", "Model loading took")
+    return [ln.strip() for ln in (text or "").splitlines() if any(k in ln for k in keys)]
+
+
+def classify_failure(log_tail: str) -> str:
+    """oom / refused / timeout / error from the end of a failed server's log."""
+    t = log_tail or ""
+    if re.search(r"No available memory for the cache blocks|CUDA out of memory|OutOfMemoryError|out of memory", t):
+        return "oom"
+    if re.search(r"To serve at least one request|max_model_len|gpu_memory_utilization", t) and "ValueError" in t:
+        return "refused"
+    if re.search(r"[Tt]imed? ?out|timeout", t):
+        return "timeout"
+    return "error"
+
+
+def measure_ttft(base_url: str, n_tokens: int, vocab: int, max_tokens: int = 16, seed: int = 0, timeout_s: float = 600) -> dict:
+    """Stream one completion whose prompt is exactly ``n_tokens`` random token ids; time to the first token."""
+    import json
+    import random
+    import time
+    import urllib.request
+
+    rng = random.Random(seed)
+    ids = [rng.randrange(3, vocab) for _ in range(n_tokens)]  # ids 0-2 are the synthetic tokenizer's specials
+    body = json.dumps({"prompt": ids, "max_tokens": max_tokens, "temperature": 0.0, "ignore_eos": True, "stream": True,
+                       "stream_options": {"include_usage": True}}).encode()
+    req = urllib.request.Request(f"{base_url}/v1/completions", data=body, headers={"Content-Type": "application/json"})
+    t0 = time.perf_counter()
+    ttft, usage, chunks = None, {}, 0
+    with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+        for raw in resp:
+            line = raw.decode().strip()
+            if not line.startswith("data:") or line == "data: [DONE]":
+                continue
+            ev = json.loads(line[5:])
+            if ev.get("choices"):
+                chunks += 1
+                if ttft is None:
+                    ttft = time.perf_counter() - t0
+            if ev.get("usage"):
+                usage = ev["usage"]
+    total = time.perf_counter() - t0
+    return {"prompt_tokens_sent": n_tokens, "prompt_tokens_reported": usage.get("prompt_tokens"),
+            "output_tokens": usage.get("completion_tokens"), "ttft_s": ttft, "total_s": total, "chunks": chunks}
+
+
+def _row(cfg: GpuConfig, num_gpus: int, outcome: str, error: str | None, facts: dict, mem: dict, start_s: float | None) -> dict:
+    dep = cfg.deployment(num_gpus)
+    p = plan(dep)
+    row = {"config": cfg.name, "model": cfg.model, "weights": cfg.weights, "budget": cfg.budget, "num_gpus": num_gpus,
+           "tp": dep.tp, "gpu_memory_utilization": cfg.utilization, "max_model_len": cfg.max_model_len, "kv_dtype": cfg.kv_dtype,
+           "enforce_eager": cfg.enforce_eager, "hybrid_kv": dep.hybrid, "outcome": outcome, "error": error, "start_s": start_s}
+    for k in ("kv_cache_tokens", "max_concurrency", "max_concurrency_len", "available_kv_gib", "weights_gib", "cudagraph_estimate_gib",
+              "graph_capture_s", "attention_backend", "vllm_version"):
+        row[k] = facts.get(k)
+    for k in _MEM_PATTERNS:
+        row[k] = mem.get(k)
+    row.update({"pred_outcome": p.outcome, "pred_kv_cache_tokens": p.kv_cache_tokens, "pred_available_kv_gib": p.available_kv_bytes / GiB,
+                "pred_weights_gib": p.weights_bytes / GiB, "pred_activation_gib": p.activation_peak_bytes / GiB,
+                "pred_non_torch_gib": p.non_torch_bytes / GiB, "pred_largest_max_model_len": p.max_model_len_that_starts})
+    return row
+
+
+def run_experiment(configs=("a",), run_id: str = "", root=None, num_gpus: int | None = None, deadline_s: float = 570,
+                   workdir: str | None = None, port: int | None = None) -> Path:
+    """Start one vLLM server per configuration, record its KV-cache and memory lines, serve the long requests.
+
+    A start failure (OOM, refusal, timeout) is that configuration's outcome. Configurations that no longer fit in
+    ``deadline_s`` are recorded as ``skipped``. Writes ``data/runs/context_limits/<run_id>/`` (or under ``root``).
+    """
+    import os
+    import tempfile
+    import time
+
+    from tqdm.auto import tqdm
+
+    from llmstudy.core.records import RunWriter, new_run_id
+
+    cfgs = resolve_configs(configs)
+    t_start = time.monotonic()
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    except Exception:  # pragma: no cover - torch is always installed here
+        gpus = 0
+    num_gpus = num_gpus or gpus
+    if not num_gpus:
+        raise ValueError("run mode needs CUDA GPUs (none visible); the chapter's analyze mode runs on CPU")
+    for c in cfgs:
+        if c.gpus is not None and c.gpus != num_gpus:
+            raise ValueError(f"configuration {c.name!r} is meant for {c.gpus} GPUs (TP={c.gpus}); {num_gpus} are visible")
+        c.deployment(num_gpus)  # impossible settings stop here, before any server starts
+    from llmstudy.serving.servers import ServerStartError, VLLMServer
+
+    run_id = run_id or new_run_id(f"{num_gpus}gpu")
+    work = Path(workdir or os.environ.get("LLMSTUDY_CACHE", tempfile.gettempdir())) / "llmstudy-context-limits"
+    params = {"configs": [c.name for c in cfgs], "num_gpus": num_gpus, "deadline_s": deadline_s, "server_env": SERVER_ENV,
+              "weights": "dummy (--load-format dummy)", "tokenizer": "synthetic word-level, exact vocabulary size",
+              "gpu_configs": {c.name: dataclasses.asdict(c) | {"utilization": c.utilization, "args": c.server_args(num_gpus)} for c in cfgs}}
+    rows, req_rows = [], []
+    with RunWriter(EXPERIMENT, params, run_id=run_id, root=root) as rec:
+        for cfg in tqdm(cfgs, desc="context_limits", unit="server"):
+            left = deadline_s - (time.monotonic() - t_start)
+            if left < cfg.est_start_s:
+                rows.append(_row(cfg, num_gpus, "skipped", f"{left:.0f} s left < {cfg.est_start_s} s estimated start", {}, {}, None))
+                continue
+            model_dir = prepare_model_dir(cfg.model, work / f"{Path(cfg.model).name}-text")
+            log_path = rec.dir / "logs" / f"{cfg.name}.log"
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            t0 = time.monotonic()
+            try:
+                with VLLMServer(model=str(model_dir), args=cfg.server_args(num_gpus), port=port, env=cfg.server_env(),
+                                log_path=log_path, start_timeout_s=max(60, int(left - 20))) as srv:
+                    start_s = time.monotonic() - t0
+                    vocab = model_facts(cfg.model, True)["vocab"]
+                    for i, n in enumerate(((64,) if cfg.long_requests else ()) + cfg.long_requests):
+                        remaining = deadline_s - (time.monotonic() - t_start)
+                        if remaining < 60:
+                            req_rows.append({"config": cfg.name, "prompt_tokens_sent": n, "outcome": "skipped", "error": f"{remaining:.0f} s left"})
+                            continue
+                        try:
+                            r = measure_ttft(srv.base_url, n, vocab, seed=i, timeout_s=remaining - 20)
+                            r.update(config=cfg.name, outcome="ok", error=None, warmup=n == 64)
+                        except Exception as e:  # a failed request is a result
+                            r = {"config": cfg.name, "prompt_tokens_sent": n, "outcome": "error", "error": f"{type(e).__name__}: {e}"}
+                        req_rows.append(r)
+                        tqdm.write(f"{cfg.name}: {n:,}-token prompt -> {r.get('outcome')} ttft={r.get('ttft_s')}")
+                    text = srv.log_text()
+                    facts = dict(srv.facts)
+                    facts.update({k: v for k, v in _facts(text).items() if k not in facts})
+                    rows.append(_row(cfg, num_gpus, "ok", None, facts, parse_memory_log(text), start_s))
+                    rec.write_json({"facts": facts, "memory": parse_memory_log(text), "memory_lines": memory_lines(text)}, f"raw/{cfg.name}.json")
+            except ServerStartError as e:
+                tail = getattr(e, "log_tail", "") or ""
+                text = log_path.read_text(errors="replace") if log_path.exists() else tail
+                outcome = classify_failure(text[-20000:] or tail) if (text or tail) else (getattr(e, "outcome", None) or "error")
+                rows.append(_row(cfg, num_gpus, outcome, f"{e}\n{tail}".strip()[-2000:],
+                                 _facts(text), parse_memory_log(text), None))
+            tqdm.write(f"{cfg.name}: {rows[-1]['outcome']}, logged {rows[-1]['kv_cache_tokens']} tokens (planner {rows[-1]['pred_kv_cache_tokens']:,})")
+        rec.write_table(pd.DataFrame(rows))
+        rec.write_table(pd.DataFrame(req_rows), "requests")
+    return rec.final
+
+
+def _facts(text: str) -> dict:
+    from llmstudy.serving.logs import parse_startup_log
+
+    return parse_startup_log(text or "")
