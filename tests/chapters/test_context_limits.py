@@ -1,8 +1,11 @@
 """The context-limits chapter: the KV-capacity planner against hand-computed cases, probe figures, bad input, run mode
-(with a stand-in server on CPU), the recorded GPU runs, the CLI and the notebook."""
+(with a stand-in server on CPU), the recorded GPU runs, the CLI, the parameters, the page's statements for Llama 4
+and for another model (forks), and the notebook."""
 
+import argparse
 import http.server
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -10,12 +13,11 @@ import types
 
 import pandas as pd
 import pytest
+from conftest import ROOT
 
 from llmstudy.chapters import context_limits as C
 from llmstudy.core import records as R
-from llmstudy.core.params import ParameterError, validate
-
-from conftest import ROOT
+from llmstudy.core.params import ParameterError, add_arguments, from_args, notebook_mismatches, validate
 
 GiB = 2**30
 SCOUT, MAVERICK, MAVERICK_FP8 = C.SCOUT, C.MAVERICK, C.MAVERICK_FP8
@@ -356,7 +358,7 @@ def test_device_calls_cover_every_configuration_once():
 # --- The recorded GPU runs ----------------------------------------------------------------------------------------
 
 def _recorded():
-    runs = R.results("context_limits")
+    runs = C.llama4_rows(R.results("context_limits"))  # the article's models; other families have their own test
     assert {"h200x4-a", "h200x4-b", "h200x4-c", "h200x4-c2"} <= set(runs.run_id)  # the committed 4xH200 records
     assert {"h200x8-d", "h200x8-e", "h200x8-f"} <= set(runs.run_id)  # and the 8xH200 ones (TP=8)
     cmp_ = C.compare_runs(runs)
@@ -481,6 +483,7 @@ def test_notebook_analyze_mode_renders_predictions_and_records(tmp_path, runs_ro
     assert "nb-standin" in text and "490,000 tokens:" in text  # records are rendered: comparison and TTFT
 
 
+@pytest.mark.slow
 def test_notebook_fails_early_naming_a_bad_parameter(tmp_path):
     proc, _ = _papermill(tmp_path, "-p", "mode", "measure")
     assert proc.returncode != 0 and "mode='measure'" in proc.stderr + proc.stdout
@@ -491,3 +494,295 @@ def test_a_server_refused_before_it_starts_is_recorded_with_the_reason(runs_root
     path = C.run_experiment(["scout-bf16-h200"], run_id="refused", num_gpus=4, workdir=str(tmp_path), deadline_s=3600)
     row = R.load_record(path).table().iloc[0]
     assert row.outcome == "refused" and "already in use" in row.error
+
+
+# --- The page: parameters, statements, figures (no papermill) ------------------------------------------------------
+
+# The glued values of the Llama 4 page (committed records, default parameters), as the page printed them before
+# the chapter became statements(records, model): every key kept its exact value.
+PAGE = {
+    'art_agree': '7 of 8',
+    'art_m8fp8_len': '690,752',
+    'art_s4bf16_kv': '11.5',
+    'art_s4bf16_len': '251,776',
+    'art_s4fp8_len': '789,376',
+    'blog_fp8_gain': '2.00',
+    'blog_m_h100': '690,752',
+    'blog_m_h100_25': '1,048,576',
+    'blog_m_h200': '1,048,576',
+    'blog_m_h200_25': '1,048,576',
+    'blog_s_h100': '1,610,752',
+    'blog_s_h100_25': '6,744,288',
+    'blog_s_h200': '3,994,512',
+    'blog_s_h200_25': '10,485,760',
+    'blog_s_h200_frac': '90',
+    'cvg_measured': (
+        '14 of 14 measured starts lie at or below the 0.25.0 prediction for their configuration: each is a length that '
+        'started, not the longest one.'
+    ),
+    'cvg_s8h100_25': '6,744,288',
+    'cvg_s8h100_83': '1,610,752',
+    'meas_formula_exact': '14 of 14',
+    'meas_graphs': (
+        "CUDA graphs (vLLM's default; the other runs are eager) cost 1.43 GiB of KV memory per GPU: 0.25.0 subtracts "
+        'its estimate of 1.38 GiB before sizing the cache, and the logged figure drops from 6,599,126 to 6,498,767 '
+        'tokens (-1.5%). The capture took 34 s.'
+    ),
+    'meas_hybrid': (
+        'Measured on the same hardware (Scout FP8, H100 budget, 39.52 and 39.52 GiB of KV memory per GPU): with the '
+        'hybrid manager off, 4.32 requests of 200,000 tokens fit (863,344 logged); with it on, 6.29 requests of 500,000 '
+        'tokens (3,144,324 logged), 3.6× the tokens in the same memory.'
+    ),
+    'meas_kv_fp8': (
+        'An fp8 KV cache on the same budget (69.44 against 69.48 GiB) logs 9,741,561 tokens against 4,873,516: 2.00×, '
+        'the blog\'s "potentially doubles".'
+    ),
+    'meas_maverick_fp8_h100': (
+        'Maverick FP8 on the H100 budget runs out of memory, as the article and the planner say: its weights take 97.03 '
+        'GiB per GPU (planner 96.97) of a 71.26 GiB budget.'
+    ),
+    'meas_max_err': '0.72',
+    'meas_max_err_measured': '0.02',
+    'meas_n': '15',
+    'meas_scout_bf16_h100': (
+        'On the H100 budget (71.26 GiB per GPU) vLLM 0.25.0 starts Scout BF16 at TP=4, the configuration the article '
+        'reported as OOM under 0.8.3: 14.92 GiB per GPU are left for the KV cache and the server logs 1,046,532 tokens '
+        'at max_model_len 200,000 (planner: 1,053,300). That run is eager; with CUDA graphs 0.25.0 also subtracts its '
+        'graph estimate.'
+    ),
+    'meas_sentence': (
+        'Over 15 measured configurations the predicted token figure is within 0.72 % of the logged one, and within 0.02 '
+        '% with the measured inputs. The formula alone matches 14 of 14 eager runs exactly.'
+    ),
+    'meas_tp8_h100': (
+        "On the H100 budget at TP=8, vLLM 0.25.0 starts Scout BF16 at max_model_len 1,200,000 (the article's "
+        'recommendation; 6,721,026 tokens logged, planner 6,741,607); Scout FP8 at max_model_len 1,500,000 (the '
+        "article's recommendation; 8,843,852 tokens logged, planner 8,877,254); Maverick FP8 at max_model_len 430,000 "
+        "(the blog's length, above the article's 300,000; 2,974,060 tokens logged, planner 2,995,354). Maverick BF16 "
+        'runs out of memory, as the article found: its weights take 93.59 GiB per GPU of a 71.26 GiB budget.'
+    ),
+    'meas_tp8_h200': (
+        "On the H200 budget at TP=8 it starts Scout BF16 at max_model_len 3,600,000 (the blog's length; 16,308,328 "
+        "tokens logged, planner 16,329,811); Scout FP8 at max_model_len 3,600,000 (the blog's Scout length; 18,416,884 "
+        "tokens logged, planner 18,451,246); Maverick FP8 at max_model_len 1,000,000 (the blog's length, about the "
+        "model's maximum; 12,246,965 tokens logged, planner 12,269,688); Maverick BF16, which neither source lists on "
+        'H200, at max_model_len 1,000,000 with 28.61 GiB of KV memory per GPU after 93.59 GiB of weights.'
+    ),
+    'meas_tp_scaling': (
+        'From TP=4 to TP=8 the weights per GPU nearly halve: Scout BF16 52.72 → 27.60 GiB (×0.52), Scout FP8 28.11 → '
+        '15.37 GiB (×0.55), Maverick FP8 97.03 → 48.67 GiB (×0.50). Replicated tensors (norms, routers, the rotary '
+        'cache) keep the ratio above one half. Each GPU also holds one KV head of the eight instead of two, so a token '
+        'costs half the KV bytes per GPU. On the H100 budget, Scout BF16 has 14.92 GiB of KV memory per GPU at TP=4 and '
+        '40.03 GiB at TP=8.'
+    ),
+    'pvm_reproduced': '10 of 11',
+    'ttft_long': '100,000 tokens: 2.5 s, 490,000 tokens: 22.1 s',
+    've_s8_25': '6,744,288',
+    've_s8_83': '1,610,752',
+    've_s8_tok25': '6,475,172',
+    've_s8_tok83': '1,610,752',
+}
+
+
+NB = ROOT / "notebooks/context_limits.ipynb"
+MINI = str(ROOT / "tests/fixtures/mini-mistral/config.json")
+NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?(?![\w.])")  # 1,046,532 or 14.92; not a version such as 0.25.0
+
+
+def _numbers(text: str) -> set[str]:
+    return {n for n in NUMBER.findall(text) if len(n.replace(",", "").replace(".", "")) >= 4 or "." in n}
+
+
+def _llama4_records():
+    return C.llama4_rows(R.results("context_limits")), R.results("context_limits", "requests")
+
+
+@pytest.fixture(scope="module")
+def llama_page():
+    """The default page's statements (Llama 4 Scout, committed Llama 4 records), computed once for the tests below."""
+    runs, reqs = _llama4_records()
+    return C.statements(runs, SCOUT, reqs)
+
+
+def test_notebook_parameters_cell_is_written_from_the_spec():
+    # notebook_defaults executes the cell in a bare namespace, where the annotations add __annotations__
+    assert [m for m in notebook_mismatches(NB, C.PARAMS) if not m.startswith("__annotations__")] == []
+    assert C.notebook_params() is C.PARAMS and C.DEFAULTS["model"] == SCOUT  # the default page is the Llama 4 page
+    ch = C.chapter(pd.DataFrame(), pd.DataFrame())
+    assert {k: getattr(ch, k) for k in C.PLAN_PARAMS} == {k: C.DEFAULTS[k] for k in C.PLAN_PARAMS}  # defaults from the spec
+    # flags derived from the same spec give the same defaults
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, C.PARAMS)
+    assert from_args(C.PARAMS, parser.parse_args([])) == C.DEFAULTS
+    got = from_args(C.PARAMS, parser.parse_args(["--model", "tiny-llama", "--num-gpus", "2", "--max-model-len", "2048"]))
+    assert (got["model"], got["num_gpus"], got["max_model_len"]) == ("tiny-llama", 2, 2048)
+
+
+@pytest.mark.parametrize("values,match", [
+    ({"model": "llama-5"}, r"model='llama-5': unknown model 'llama-5'"),
+    ({"gpu": "a100"}, r"gpu='a100': must be one of \['h100-80gb', 'h200'\]"),
+    ({"num_gpus": 0}, r"num_gpus=0: must be > 0"),
+    ({"max_model_len": -1}, r"max_model_len=-1: must be a positive number of tokens"),
+    ({"weights": "int4"}, r"weights='int4': must be one of"),
+    ({"vllm_version": "0.9.9"}, r"vllm_version='0.9.9': must be one of"),
+    ({"deadline_s": 0}, r"deadline_s=0: must be > 0"),
+])
+def test_bad_page_parameters_are_named(values, match):
+    with pytest.raises(ParameterError, match=match):
+        validate(C.PARAMS, values)
+
+
+def test_statements_reproduce_the_llama4_page_without_papermill(llama_page):
+    runs, reqs = _llama4_records()
+    got = llama_page
+    assert {k: got[k] for k in PAGE} == PAGE
+    assert got["model_title"] == SCOUT and "a Llama 4 model" in got["model_banner"]
+    assert got["model_plan"] == (
+        "Planned for llama-4-scout-17b-16e-instruct on 4×H200, BF16 weights, auto KV cache, vLLM 0.25.0 rules, max_model_len "
+        "10,485,760 (the model's maximum): the weights take 53.10 GiB per GPU of a 125.82 GiB budget, 68.09 GiB are left for "
+        "the KV cache, and vLLM refuses that length. The longest max_model_len that starts is 5,900,656.")
+    assert got["model_measured"] == (
+        "llama-4-scout-17b-16e-instruct has 11 measured configurations (run records h200x4-a, h200x4-b, h200x4-c, h200x4-c2, "
+        "h200x8-d, h200x8-e; vLLM 0.25.0 on H200): 11 started, and the planner's token figure is within 0.65 % of vLLM's logged "
+        "one (largest error scout-bf16-h100: 1,053,300 planned, 1,046,532 logged).")
+    assert got["family_summary"].startswith("No run record of a model family other than Llama 4 exists yet")
+    # the page's plan follows its parameters: TP=8 with the same weights starts the model's maximum
+    eight = C.statements(C.Chapter(runs, reqs, num_gpus=8, max_model_len=1_000_000))
+    p8 = C.plan(C.Deployment(model=SCOUT, gpu="h200", num_gpus=8, max_model_len=1_000_000))
+    assert p8.outcome == "ok" and f"“GPU KV cache size: {p8.kv_cache_tokens:,} tokens”" in eight["model_plan"]
+    assert eight["model_plan"].startswith("Planned for llama-4-scout-17b-16e-instruct on 8×H200") and "(the model's maximum)" not in eight["model_plan"]
+
+
+def test_statements_without_records_say_so():
+    got = C.statements(pd.DataFrame(), SCOUT, pd.DataFrame())
+    assert got["meas_sentence"].startswith("No configuration has been measured yet.")
+    assert got["meas_graphs"] == "(not measured yet: graphs)" and got["pvm_reproduced"] == "0 of 0"
+    assert got["ttft_long"] == "n/a (no record yet)" and got["cvg_measured"] == "No start has been measured yet."
+    assert got["model_measured"] == (
+        "llama-4-scout-17b-16e-instruct: not measured for llama-4-scout-17b-16e-instruct yet (measure it on a GPU runner: "
+        f"`llmstudy capacity --run {' '.join(c.name for c in C.GPU_CONFIGS.values() if c.model == SCOUT)}`).")
+
+
+def test_a_fork_shows_its_model_and_names_every_llama4_number(llama_page):
+    runs, reqs = R.results("context_limits"), R.results("context_limits", "requests")
+    fork, llama = C.statements(runs, MINI, reqs), llama_page
+    assert set(fork) == set(llama)
+    # the Llama 4 sections keep Llama 4's values; those whose words do not name Llama 4 say whose they are
+    for k in PAGE:
+        named = k in ("meas_sentence", "cvg_measured", "ttft_long", "meas_n", "meas_max_err", "meas_max_err_measured",
+                      "meas_formula_exact", "pvm_reproduced", "art_agree")
+        assert fork[k] == (f"(Llama 4, not mini-mistral) {llama[k]}" if named else llama[k]), k
+    assert "Llama 4's, not mini-mistral's" in fork["model_banner"] and fork["model_banner"].startswith("This page is rendered for mini-mistral. ")
+    # the model's own section: its plan, and no Llama 4 number
+    p = C.plan(C.Deployment(model=MINI, gpu="h200", num_gpus=4))
+    assert p.outcome == "ok" and p.max_model_len == 4096 == p.max_model_len_that_starts  # the config's maximum starts
+    assert fork["model_plan"].startswith("Planned for mini-mistral on 4×H200, BF16 weights, auto KV cache, vLLM 0.25.0 rules, "
+                                         "max_model_len 4,096 (the model's maximum): the weights take ")
+    assert f"{p.weights_bytes / 2**20:.2f} MiB per GPU" in fork["model_plan"]  # a 2-layer model: MiB, not "0.00 GiB"
+    assert f"“GPU KV cache size: {p.kv_cache_tokens:,} tokens”" in fork["model_plan"]
+    llama_numbers = set().union(*(_numbers(v) for k, v in llama.items() if k in PAGE))
+    for k in ("model_banner", "model_plan", "model_measured"):
+        assert "mini-mistral" in fork[k] and not _numbers(fork[k]) & llama_numbers, (k, _numbers(fork[k]) & llama_numbers)
+        assert "Scout" not in fork[k].replace("Llama 4 Scout and Maverick", "")
+    assert fork["model_measured"] == (
+        "mini-mistral: not measured for mini-mistral yet (measure it on a GPU runner: `llmstudy capacity --run tp1-mini-mistral`). "
+        "GPU_CONFIGS in llmstudy/chapters/context_limits/run.py has no configuration for mini-mistral yet: add "
+        'GpuConfig("tp1-mini-mistral", "mini-mistral", "bf16", "default", max_model_len=4096, gpus=1) to it first.')
+    table = C.model_context_table(MINI, "h200", "auto", "0.25.0")
+    assert table.weights.tolist() == ["bf16"] * 4 + ["fp8-online"] * 4 and table.GPUs.tolist() == [1, 2, 4, 8] * 2
+    eight = table[table.GPUs == 8]
+    assert set(eight.outcome) == {"not planned"} and eight.message.str.contains("does not divide the 4 attention heads").all()
+    assert (table[table.GPUs < 8].largest_max_model_len == 4096).all()
+
+
+def test_a_model_the_planner_refuses_is_one_line_and_the_page_still_renders(monkeypatch):
+    got = C.statements(pd.DataFrame(), MINI, pd.DataFrame(), num_gpus=8)
+    assert got["model_plan"].startswith("The planner does not plan mini-mistral on 8×H200, BF16 weights, auto KV cache, vLLM 0.25.0 "
+                                        "rules: tensor parallel size 8 does not divide the 4 attention heads")
+    assert "\n" not in got["model_plan"]
+    import llmstudy.chapters.context_limits.analysis as A
+
+    def refuse(dep):
+        raise ValueError("MLA attention (kv_lora_rank) is not modelled for vLLM 0.8.3")
+
+    monkeypatch.setattr(A, "plan", refuse)
+    ch = C.chapter(pd.DataFrame(), pd.DataFrame(), model=MINI)
+    assert C.statements(ch)["model_plan"].endswith(": MLA attention (kv_lora_rank) is not modelled for vLLM 0.8.3")
+    assert set(ch.model_table.outcome) == {"not planned"}
+    fig, source = C.figures.model_memory_figure(ch)
+    assert fig is None and "MLA attention (kv_lora_rank) is not modelled" in source["computed"]
+
+
+def _family_rows(tokens: int) -> pd.DataFrame:
+    base = {"gpu": "NVIDIA H200", "weights": "bf16", "budget": "default", "num_gpus": 1, "tp": 1, "gpu_memory_utilization": 0.92,
+            "max_model_len": 512, "kv_dtype": "auto", "enforce_eager": True, "hybrid_kv": None, "vllm_version": "0.25.0"}
+    return pd.DataFrame([
+        base | {"run_id": "fam-a", "config": "tp1-tiny-llama-x", "model": "tiny-llama", "outcome": "ok", "kv_cache_tokens": tokens},
+        base | {"run_id": "fam-a", "config": "tp1-gone", "model": "no-such-model", "outcome": "ok", "kv_cache_tokens": 1000},
+    ])
+
+
+def test_other_families_are_compared_from_their_rows():
+    p = C.plan(C.Deployment(model="tiny-llama", gpu="h200", num_gpus=1, gpu_memory_utilization=0.92, max_model_len=512,
+                            enforce_eager=True, text_only=True))
+    assert p.outcome == "ok" and p.kv_cache_tokens > 0
+    logged = p.kv_cache_tokens * 200 // 201  # the planner 0.5 % above the logged figure
+    runs = pd.concat([C.llama4_rows(R.results("context_limits")), _family_rows(logged)], ignore_index=True)
+    ch = C.chapter(runs, pd.DataFrame(), model="tiny-llama")
+    fam = ch.family
+    assert fam.config.tolist() == ["tp1-tiny-llama-x", "tp1-gone"]
+    row = fam.iloc[0]
+    assert row["logged KV tokens"] == logged and row["planned KV tokens"] == p.kv_cache_tokens and row.planner == "ok"
+    assert row["error %"] == pytest.approx(100 * (p.kv_cache_tokens - logged) / logged)
+    gone = fam.iloc[1]
+    assert gone.planner.startswith("not modelled: unknown model 'no-such-model'") and pd.isna(gone["error %"])
+    got = C.statements(ch)
+    assert got["family_summary"].startswith(
+        f"2 configurations of 2 other models (no-such-model, tiny-llama) measured: on the 1 that started and that the planner models, "
+        f"its token figure is within {abs(row['error %']):.2f} % of vLLM's logged one (1 of 1 within 1 %; largest error: "
+        f"tp1-tiny-llama-x, {row['error %']:+.2f} %).")
+    assert "The planner refuses no-such-model: not modelled: unknown model" in got["family_summary"]
+    # the page's model has a record of its own: the page says so instead of "not measured"
+    assert got["model_measured"] == (
+        f"tiny-llama (test fixture) has 1 measured configuration (run records fam-a; vLLM 0.25.0 on H200): 1 started, and the planner's token "
+        f"figure is within {abs(row['error %']):.2f} % of vLLM's logged one (largest error tp1-tiny-llama-x: {p.kv_cache_tokens:,} "
+        f"planned, {logged:,} logged).")
+    # the Llama 4 sections are untouched by the other families' rows
+    llama4 = {k: got[k].removeprefix("(Llama 4, not tiny-llama) ") for k in PAGE if k.startswith(("meas_", "pvm_", "cvg_"))}
+    assert llama4 == {k: v for k, v in PAGE.items() if k.startswith(("meas_", "pvm_", "cvg_"))}
+
+
+def test_every_figure_and_table_renders_with_its_source(monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from llmstudy.core.book import provenance_html
+
+    runs, reqs = _llama4_records()
+    for ch in (C.chapter(runs, reqs), C.chapter(runs, reqs, model=MINI, num_gpus=1)):
+        F = C.figures
+        outputs = [F.rules_table()] + [f(ch) for f in (F.model_table, F.article_table, F.blog_table, F.measured_table, F.published_cells_table,
+                                                       F.context_vs_gpus_table, F.version_effect_table, F.requests_table, F.family_table)]
+        for obj, source in outputs:
+            assert obj.to_html() and provenance_html(**source)
+        llama4_figures = (F.memory_figure, F.context_vs_gpus_figure, F.version_effect_figure) if ch.llama4_page else ()  # the same on a fork
+        for f in (F.model_memory_figure, *llama4_figures):
+            fig, source = f(ch)
+            assert fig is not None and provenance_html(**source)
+            plt.close("all")
+    fig, source = F.model_memory_figure(C.chapter(runs, reqs, model=MINI))
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [f"mini-mistral {n}×h200 BF16 (predicted)" for n in (1, 2, 4)]
+    plt.close("all")
+    empty = C.chapter(pd.DataFrame(), pd.DataFrame())
+    assert "no record yet" in F.requests_table(empty)[0].to_html() and "PREDICTIONS" in F.measured_table(empty)[0].caption
+
+
+@pytest.mark.slow
+def test_notebook_renders_for_another_model(tmp_path):
+    proc, out = _papermill(tmp_path, "-p", "model", MINI, "-p", "num_gpus", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert '"ename"' not in text and "Planned for mini-mistral on 1×H200" in text
+    assert "not measured for mini-mistral yet" in text and "(Llama 4, not mini-mistral)" in text

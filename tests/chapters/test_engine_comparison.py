@@ -17,10 +17,10 @@ import pytest
 from conftest import ROOT
 
 from llmstudy.chapters import engine_comparison as EC
-from llmstudy.serving import sweep as SB
-from llmstudy.serving.benchworker import prompt_digest
 from llmstudy.core.params import ParameterError, validate
 from llmstudy.core.records import load_record
+from llmstudy.serving import sweep as SB
+from llmstudy.serving.benchworker import prompt_digest
 from llmstudy.serving.servers import SGLangServer, TransformersServer, VLLMServer, parse_sglang_log, server_class, tagged_pids
 
 VLLM_PY = os.environ.get("LLMSTUDY_VLLM_PYTHON") or str(ROOT / ".venv-vllm" / "bin" / "python")
@@ -74,7 +74,7 @@ def test_settings_an_engine_cannot_express_are_refused_before_any_server():
     with pytest.raises(ValueError, match="distinct"):
         EC.schedule([1, 1], 8, 8, 4)
     with pytest.raises(ParameterError, match=r"part='x': must be one of"):
-        validate(EC.params(), {"part": "x"})
+        validate(EC.PARAMS, {"part": "x"})
 
 
 def test_transformers_labels_have_no_dot():
@@ -307,6 +307,7 @@ def _glued(tmp_path) -> dict:
     return {o["metadata"]["scrapbook"]["name"]: "".join(o["data"][o["metadata"]["scrapbook"]["mime_prefix"] + "text/plain"]) for c in cells for o in c.get("outputs", []) if "scrapbook" in o.get("metadata", {})}
 
 
+@pytest.mark.slow
 def test_chapter_says_plainly_that_no_gpu_record_exists(runs_root, tmp_path):
     text = _execute(tmp_path)
     assert "No GPU record of this comparison exists yet" in text and "No GPU record of the gpt-oss-20b sweep exists yet" in text
@@ -317,6 +318,7 @@ def test_chapter_says_plainly_that_no_gpu_record_exists(runs_root, tmp_path):
     assert glued["ec_pub_vllm"] == "813.81" and glued["ec_run"] == glued["ec_c16_sgl"] == "n/a"
 
 
+@pytest.mark.slow
 def test_a_server_that_cannot_start_is_a_recorded_result_and_the_chapter_shows_why(runs_root, tmp_path, monkeypatch):
     """gpt-oss's plan against a stand-in vLLM that dies at start (tests/fixtures/fake_vllm.py): every point is recorded
     as refused, the failure line is read from the server log, and the chapter renders it instead of numbers."""
@@ -338,6 +340,7 @@ def test_a_server_that_cannot_start_is_a_recorded_result_and_the_chapter_shows_w
 needs_vllm = pytest.mark.skipif(os.environ.get("LLMSTUDY_SKIP_VLLM") == "1", reason="LLMSTUDY_SKIP_VLLM=1 (the CPU vLLM is installed by `make test`)")
 
 
+@pytest.mark.slow
 @needs_vllm
 def test_cpu_engines_sweep_is_fair_and_renders(runs_root, tmp_path):
     if not Path(VLLM_PY).exists():
@@ -404,8 +407,8 @@ def _relabel(src: Path, dst: Path, part: str, model: str, engines=None) -> None:
 
 def _trtllm_record(runs_root: Path, tmp_path: Path) -> None:
     """A trtllm_serve record as llmstudy.chapters.trtllm.run writes it (a genai-perf export per concurrency, normalised)."""
-    from llmstudy.serving import loadgen
     from llmstudy.core.records import RunWriter
+    from llmstudy.serving import loadgen
 
     f = tmp_path / "profile_export_genai_perf.json"
     f.write_text(json.dumps({"time_to_first_token": {"unit": "ms", "avg": 30.0, "p99": 40.0}, "output_token_throughput_per_user": {"unit": "tokens/sec/user", "avg": 231.0},
@@ -415,7 +418,7 @@ def _trtllm_record(runs_root: Path, tmp_path: Path) -> None:
         rec.write_table(table, "results")
 
 
-def test_recorded_gptoss_sweep_is_the_chapters_vllm_side(tmp_path):
+def test_recorded_gptoss_sweep_is_the_chapters_vllm_side():
     """The H100 gpt-oss-20b sweep (2026-11-22), recorded with the serving chapter's driver, fills the chapter-8 section."""
     if not (ROOT / "data/runs/batch_size_sweep/h100-gptoss").exists():
         pytest.skip("no gpt-oss record")
@@ -424,6 +427,12 @@ def test_recorded_gptoss_sweep_is_the_chapters_vllm_side(tmp_path):
     assert set(pts.engine) == {"vllm"} and (pts.input_len == 512).all() and (pts.output_len == 256).all()
     c1 = pts[pts.concurrency == 1].iloc[0]
     assert round(c1.output_token_throughput_per_user_avg, 1) == 300.2 and c1.kv_cache_tokens == 1_262_366
+
+
+@pytest.mark.slow
+def test_recorded_gptoss_sweep_renders_in_the_chapter(tmp_path):
+    if not (ROOT / "data/runs/batch_size_sweep/h100-gptoss").exists():
+        pytest.skip("no gpt-oss record")
     text = _execute(tmp_path)
     assert "gpt-oss-20b on vLLM** (run h100-gptoss" in text and "No GPU record of the gpt-oss-20b sweep" not in text
     assert "Stalled points (run h100-gptoss).** At c=16 the mean TTFT (2,652 ms)" in text and "_topk_forward" in text
@@ -518,6 +527,7 @@ def test_h100_where_each_wins_and_the_articles_c16():
     assert va.loc["vLLM 0.11.0", "gpu"] == EC.ARTICLE_GPU and va.loc["vLLM 0.11.0", "source"] == "published (Fixstars 2026, §6.6)"
 
 
+@pytest.mark.slow
 def test_chapter_glues_what_the_h100_record_says(tmp_path):
     """The executed chapter: every glued name its text uses has a value, and the values are the record's."""
     import re
@@ -545,3 +555,98 @@ def test_chapter_glues_what_the_h100_record_says(tmp_path):
     assert "What each server loaded, read from its log (run h100-engines3)" in text and "Attempts before run h100-engines3 that measured nothing" in text
     assert "measured: run h100-engines3, NVIDIA H100 80GB HBM3" in text and "Concurrency 16, total output throughput: run h100-engines3" in text
     assert "published: the article&#x27;s §6.6 numbers" in text  # the 7B figures cite §6.6, not the gpt-oss §8.1
+
+
+# --- statements without papermill, one home per parameter, and a fork for another model -----------------------------
+
+
+def _h100_expected() -> dict:
+    res = pd.read_csv(H100 / "results.csv").set_index(["engine", "concurrency"])
+    c16 = res.xs(16, level="concurrency")["output_token_throughput"]
+    return {
+        "ec_run": "h100-engines3", "ec_gpu": "NVIDIA H100 80GB HBM3", "ec_article_gpu": "NVIDIA H100 PCIe", "ec_sgl_version": "0.5.17", "ec_vllm_version": "0.25.0",
+        "ec_pub_vllm": "813.81", "ec_pub_triton": "1,156.97", "ec_pub_ratio": "1.42×", "ec_pub_trtllm_c1": "231", "ec_pub_trtllm_c1_incl": "212",
+        "ec_c16_sgl": f"{c16['sglang']:,.0f}", "ec_c16_vllm": f"{c16['vllm']:,.0f}", "ec_c16_margin": f"{c16['sglang'] / c16['vllm']:.2f}×",
+        "ec_c1_sgl_user": f"{res.loc[('sglang', 1), 'output_token_throughput_per_user_avg']:.1f}", "ec_c1_vllm_user": f"{res.loc[('vllm', 1), 'output_token_throughput_per_user_avg']:.1f}",
+        "ec_sgl_weights": "3.73", "ec_vllm_weights": "3.68", "ec_sgl_kv": "126,579", "ec_vllm_kv": "139,664", "ec_sgl_kv_gib": "61.8", "ec_vllm_kv_gib": "68.2",
+        "ec_sgl_kernel": "gptq_marlin", "ec_vllm_kernel": "MacheteLinearKernel", "ec_kv_need": "12,288", "ec_kv_headroom": "10×",
+        "ec_fail_first": "ModuleNotFoundError: No module named 'flashinfer'", "ec_prefill_s": "409.16", "ec_ready_s": "460",
+        "ec_ttft_sgl_at": "1, 2", "ec_ttft_vllm_at": "4, 8, 16, 32, 64", "ec_ours_vs_article_vllm": f"{c16['vllm'] / 813.81:.2f}×", "ec_bw_ratio": "1.68×",
+        "ec_c16_prompts": "400", "ec_cap": "16", "ec_conc": "1 to 64", "gptoss_vocab": "201,088",
+    }
+
+
+def test_statements_of_the_h100_record_without_papermill():
+    """Every glued value, computed the way the notebook does (one call), without executing it: the record's numbers."""
+    st = EC.statements(EC.load_points())
+    md = "".join("".join(c["source"]) for c in json.loads((ROOT / "notebooks/engine_comparison.ipynb").read_text())["cells"] if c["cell_type"] == "markdown")
+    import re
+
+    assert set(re.findall(r"\{glue:\}`([^`]+)`", md)) == set(st) and len(st) == 54  # the text quotes every statement, and only statements
+    expect = _h100_expected()
+    assert {k: st[k] for k in expect} == expect
+    assert not [k for k, v in st.items() if v == "n/a"]
+    assert st["ec_sgl_args"].endswith("--attention-backend fa3 --sampling-backend pytorch --cuda-graph-backend-prefill disabled")
+
+
+def test_statements_without_records_are_published_numbers_and_n_a(runs_root):
+    st = EC.statements(EC.load_points())
+    assert st["ec_pub_vllm"] == "813.81" and st["ec_pub_ratio"] == "1.42×" and st["ec_article_gpu"] == "NVIDIA H100 PCIe"
+    assert {st[k] for k in EC.KEYS_7B} == {"n/a"}  # nothing measured is claimed
+
+
+def test_parameters_have_one_home_notebook_cli_and_spec_agree(monkeypatch):
+    from llmstudy import cli
+    from llmstudy.core.params import notebook_mismatches
+
+    nb = ROOT / "notebooks/engine_comparison.ipynb"
+    assert [m for m in notebook_mismatches(nb, EC.PARAMS) if not m.startswith("__")] == []  # (core.params lists __annotations__ of an annotated cell)
+    parsed = []
+    monkeypatch.setattr(cli, "_engines", lambda a: parsed.append(a) or 0)
+    assert cli.main(["engines", "plan"]) == 0
+    args = parsed[0]
+    assert {k: getattr(args, k) for k in ("part", "second_engine", "run_id", "run_ids", "budget_s")} == {k: EC.PARAMS[k].default for k in ("part", "second_engine", "run_id", "run_ids", "budget_s")}
+    assert EC.run_part.__defaults__[:4] == tuple(EC.PARAMS[k].default for k in ("part", "run_id", "second_engine", "budget_s"))
+    with pytest.raises(ParameterError, match=r"model_7b='no-such-model'"):
+        validate(EC.PARAMS, {"model_7b": "no-such-model"})
+
+
+def test_cli_plans_a_part_for_another_model_and_refuses_an_unknown_one(capsys):
+    from llmstudy import cli
+
+    assert cli.main(["engines", "plan", "gptoss-vllm", "--model", "qwen3-30b-a3b"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("model qwen3-30b-a3b: 9 points")
+    assert cli.main(["engines", "plan", "second-engine", "--model", "nope-7b"]) == 2
+    assert "unknown model 'nope-7b'" in capsys.readouterr().err
+
+
+def test_a_forked_model_gets_its_own_numbers_or_the_command_that_measures_them(monkeypatch):
+    """A dense GQA model for the 7B part and an MoE for the gpt-oss part: no record of theirs exists, so no Llama-2 or
+    gpt-oss number is shown as theirs; each measured slot says so and gives the exact command."""
+    from llmstudy.chapters.engine_comparison import page as PG
+    from llmstudy.core import models as M
+    from llmstudy.core.book import not_measured
+
+    page = EC.load_page(model_7b="mistral-7b-v0.3", gptoss_model="qwen3-30b-a3b")
+    assert page.forked and page.s7 == {} and page.soss == {} and page.other == {}
+    st = page.statements
+    mistral, qwen = M.title("mistral-7b-v0.3"), M.title("qwen3-30b-a3b")
+    assert st["ec_run"] == not_measured(mistral, "llmstudy engines run second-engine --model mistral-7b-v0.3 --run-id RUN_ID")
+    assert {st[k] for k in EC.KEYS_7B if k != "ec_run"} == {"n/a"}
+    assert st["gptoss_vocab"] == f"151,936 ({qwen}'s config; gpt-oss-20b's differs)"
+    assert st["ec_pub_vllm"] == "813.81"  # the article's numbers stay, as the article's (the prose names its model)
+    ans = EC.answer(page)
+    assert "h100-engines3" not in ans and "h100-gptoss" not in ans and "gpt-oss-20b on vLLM" not in ans
+    assert not_measured(qwen, "llmstudy engines run gptoss-vllm --model qwen3-30b-a3b --run-id RUN_ID") in ans
+    shown = []
+    monkeypatch.setattr(PG, "_md", shown.append)
+    monkeypatch.setattr(PG, "_show", shown.append)
+    EC.show_second_engine(page)
+    EC.show_gptoss(page)
+    EC.show_server_facts(page)
+    EC.show_versus_article(page)
+    EC.show_other(page)
+    text = "\n".join(map(str, shown))
+    assert "not for this model" in text and "gpt-oss-20b, not for this model" in text and "ELYZA-Llama-2-7B in 4 bits" in text
+    assert "No GPU record of the gpt-oss-20b sweep" not in text and "h100" not in text

@@ -1,46 +1,29 @@
-"""The memory-accounting chapter: exact counts, the memory model, run mode, and the notebook."""
+"""The memory-accounting chapter: the article's rules, predictions against the records, statements, run mode, notebook.
 
+The memory model itself is tested in tests/training/test_memory.py, model configs and LoRA targets in tests/core/.
+"""
+
+import argparse
+import json
 import math
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+from conftest import ROOT
 
-from llmstudy.training import memory as mm
+from llmstudy import cli
+from llmstudy.chapters import memory_accounting as ch
 from llmstudy.core import models as M
 from llmstudy.core import records as R
-from llmstudy.core.params import ParameterError, validate
+from llmstudy.core.params import ParameterError, add_arguments, notebook_mismatches, validate
+from llmstudy.training import memory as mm
 
-from conftest import ROOT
+NB = ROOT / "notebooks/memory_accounting.ipynb"
 
 
 # --- Exact parameter counts from the meta-device architecture ---------------------------------------------------
-
-def test_llama2_7b_has_exactly_6_738_415_616_parameters():
-    assert M.component_counts("llama-2-7b")["total"] == 6_738_415_616
-
-
-def test_lora_r4_on_seven_projections_matches_the_article():
-    c = M.lora_count("llama-2-7b", 4)
-    assert (c.trainable, c.total) == (9_994_240, 6_748_409_856)
-    assert f"{c.percent:.4f}" == "0.1481"
-
-
-@pytest.mark.parametrize(
-    "model,total",
-    [
-        ("gpt-oss-20b", 20_914_757_184),
-        ("llama-4-maverick-17b-128e-instruct", 401_583_781_376),
-        ("llama-4-scout-17b-16e-instruct", 108_641_793_536),
-        ("llama-65b", 65_285_660_672),
-    ],
-)
-def test_component_counts_add_up_for_every_shipped_config(model, total):
-    counts = M.component_counts(model)
-    assert counts["total"] == total
-    assert counts.drop("total").sum() == total
-
 
 def test_llama4_scout_text_part_equals_the_derived_text_total():
     counts = M.component_counts("llama-4-scout-17b-16e-instruct")
@@ -57,7 +40,7 @@ def test_a_config_path_works_as_a_model():
     assert M.component_counts(str(path))["total"] == M.component_counts("tiny-llama")["total"]
 
 
-# --- The memory model against hand-computed cases ---------------------------------------------------------------
+# --- The article's rules, applied by the memory model ---------------------------------------------------------
 
 def _static(s):
     sm = mm.summarize(s)
@@ -65,55 +48,15 @@ def _static(s):
 
 
 def test_article_rule_is_12_bytes_per_parameter_for_weights_grads_and_adam_states():
-    s = mm.rule_setups("llama-65b")["full fp16 + Adam (article)"]
+    s = ch.rule_setups("llama-65b")["full fp16 + Adam (article)"]
     n = M.component_counts("llama-65b")["total"]
     assert _static(s) == 12 * n
     assert 780e9 < _static(s) < 790e9  # "> 780 GB"
 
 
 def test_zero_mixed_precision_is_16_bytes_per_parameter():
-    s = mm.rule_setups("llama-2-7b")["full mixed precision (ZeRO)"]
+    s = ch.rule_setups("llama-2-7b")["full mixed precision (ZeRO)"]
     assert _static(s) == 16 * 6_738_415_616
-
-
-def test_lora_8bit_optimizer_state_hand_computed():
-    # per layer: q,k,v,o: A and B of 16,384; gate/up: A 16,384 + B 44,032; down: A 44,032 + B 16,384.
-    # all >= 4096 values -> 2 bytes each + two fp32 absmax per 256 values; none >= 1e5 -> nothing paged.
-    blocks_per_layer = 8 * 64 + 2 * (64 + 172) + (172 + 64)
-    expected = 2 * 9_994_240 + 32 * blocks_per_layer * 8
-    df = mm.predict(mm.Setup(method="lora", optimizer="paged_adamw_8bit"))
-    assert df[df.component == "optimizer"].bytes.sum() == expected == 20_300_800
-    assert (df.location == "paged").sum() == 0
-
-
-def test_nf4_double_quant_bytes_for_one_4096_square_weight():
-    n = 4096 * 4096
-    blocks = n // 64
-    assert mm._nf4_bytes(n, True) == n / 2 + blocks + 4 * (blocks // 256) + 4 * 256 + 4
-    assert mm._nf4_bytes(n, False) == n / 2 + 4 * blocks
-
-
-def test_activation_bytes_per_token_per_layer_for_llama2_7b_lora():
-    cfg = M.load_config("llama-2-7b")
-    assert mm.activation_bytes_per_token_layer(cfg, mm.Setup(method="lora")) == 238_336
-
-
-def test_full_finetune_with_bnb_keeps_32bit_states_for_embeddings():
-    df = mm.predict(mm.Setup(method="full", optimizer="paged_adamw_8bit"))
-    paged = df[df.location == "paged"].bytes.sum()
-    # 8 bytes for the 131,072,000 embedding values, 2 bytes for every other tensor of >= 1e5 values
-    big = M.parameters("llama-2-7b")
-    big = big[(big.numel >= 100_000) & (big.component != "embeddings")].numel.sum()
-    assert paged == 8 * 131_072_000 + 2 * big
-
-
-def test_bad_setup_values_are_named():
-    with pytest.raises(ValueError, match="seq_len must be a positive integer, got -5"):
-        mm.Setup(seq_len=-5)
-    with pytest.raises(ValueError, match="optimizer must be one of"):
-        mm.Setup(optimizer="adam9000")
-    with pytest.raises(ValueError, match="METHOD"):
-        mm.parse_method("lora:adamw_torch:bf16:extra", "llama-2-7b", 100, 1, True, "adamw_torch")
 
 
 # --- Predictions against the recorded GPU runs -----------------------------------------------------------------
@@ -155,8 +98,9 @@ def test_the_fused_loss_head_is_what_the_recorded_runs_measured():
 
 # --- Run mode on a CPU (tiny random Llama, real peft/trl steps) ------------------------------------------------
 
+@pytest.mark.slow
 def test_run_mode_on_cpu_records_ok_and_refused_points(runs_root):
-    path = mm.run_experiment(model="tiny-llama", methods=["lora", "qlora", "full:adamw_torch"], optimizer="adamw_torch", seq_len=24, grad_accum=2, steps=2, run_id="cpu-test")
+    path = ch.run_experiment(model="tiny-llama", methods=["lora", "qlora", "full:adamw_torch"], optimizer="adamw_torch", seq_len=24, grad_accum=2, steps=2, run_id="cpu-test")
     rec = R.load_record(path)
     assert rec.manifest["parameters"]["model"] == "tiny-llama"
     assert rec.manifest["gpu"]["count"] == 0
@@ -176,18 +120,18 @@ def test_run_mode_on_cpu_records_ok_and_refused_points(runs_root):
 
 def test_run_mode_refuses_to_start_when_nothing_can_run_here(runs_root):
     with pytest.raises(ValueError, match="nothing runnable"):
-        mm.run_experiment(model="tiny-llama", methods=["qlora"], steps=1, grad_accum=1)
+        ch.run_experiment(model="tiny-llama", methods=["qlora"], steps=1, grad_accum=1)
     with pytest.raises(ValueError, match="steps must be a positive integer"):
-        mm.run_experiment(model="tiny-llama", methods=["lora"], steps=0)
+        ch.run_experiment(model="tiny-llama", methods=["lora"], steps=0)
     with pytest.raises(M.UnknownModelError):
-        mm.run_experiment(model="nope", methods=["lora"])
+        ch.run_experiment(model="nope", methods=["lora"])
     assert not list(runs_root.rglob("manifest.json"))
 
 
 # --- Notebook parameters and the notebook under papermill ------------------------------------------------------
 
 def test_bad_notebook_parameters_are_named_before_any_work():
-    spec = mm.notebook_params()
+    spec = ch.PARAMS
     with pytest.raises(ParameterError, match=r"seq_len=-1: must be > 0"):
         validate(spec, {"seq_len": -1})
     with pytest.raises(ParameterError, match=r"mode='train': must be one of"):
@@ -206,6 +150,7 @@ def _papermill(tmp_path, *params):
     return proc, out
 
 
+@pytest.mark.slow
 def test_notebook_analyze_mode_renders_the_records(tmp_path):
     proc, out = _papermill(tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -214,6 +159,7 @@ def test_notebook_analyze_mode_renders_the_records(tmp_path):
     assert '"ename"' not in text
 
 
+@pytest.mark.slow
 def test_notebook_run_mode_on_a_tiny_model(tmp_path, runs_root):
     proc, out = _papermill(tmp_path, "-p", "mode", "run", "-p", "model", "tiny-llama", "-p", "optimizer", "adamw_torch", "-p", "seq_len", "24", "-p", "grad_accum", "2", "-p", "steps", "2", "-p", "run_id", "nb-run", "-y", '{"methods": ["lora"]}')
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -222,14 +168,103 @@ def test_notebook_run_mode_on_a_tiny_model(tmp_path, runs_root):
     assert "GPU memory is NOT measured" in out.read_text()
 
 
+@pytest.mark.slow
 def test_notebook_fails_early_naming_a_bad_parameter(tmp_path):
     proc, _ = _papermill(tmp_path, "-p", "seq_len", "-5")
     assert proc.returncode != 0
     assert "seq_len=-5" in proc.stderr + proc.stdout
 
 
-def test_cli_prints_the_breakdown_and_rejects_bad_input():
-    ok = subprocess.run([sys.executable, "-m", "llmstudy.cli", "memory", "--method", "lora", "qlora"], capture_output=True, text=True, timeout=120)
-    assert ok.returncode == 0 and "peak (allocator)" in ok.stdout
+def test_cli_prints_the_breakdown_and_rejects_bad_input(capsys):
+    assert cli.main(["memory", "--method", "lora", "full:adamw_torch", "--seq-len", "2048", "--no-grad-ckpt", "--lora-targets", "q_proj", "v_proj"]) == 0
+    out = capsys.readouterr().out
+    assert "peak (allocator)" in out and "lora/paged_adamw_8bit/bf16/s2048xb1/no-ckpt/fused-head" in out
+    assert 32 * 2 * 4 * (4096 + 4096) == 2_097_152  # q_proj and v_proj: A 4 x 4096, B 4096 x 4, 32 layers
+    assert "LoRA r=4: trainable params: 2,097,152 || all params: 6,740,512,768 || trainable%: 0.0311" in out
     bad = subprocess.run([sys.executable, "-m", "llmstudy.cli", "memory", "--seq-len", "-3"], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "seq_len must be a positive integer, got -3" in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.strip() == "llmstudy: error: invalid notebook parameter(s): seq_len=-3: must be > 0"
+
+
+# --- One home per parameter: the spec, the notebook's cell, the CLI flags, the run's defaults --------------------------
+
+def test_the_notebook_parameters_cell_is_the_spec():
+    assert [m for m in notebook_mismatches(NB, ch.PARAMS) if not m.startswith("__")] == []  # (core.params lists __annotations__)
+
+
+def test_the_cli_flags_and_defaults_are_the_spec(monkeypatch):
+    captured = {}
+    monkeypatch.setattr(cli, "_memory", lambda args: captured.setdefault("args", args) and 0)
+    cli.main(["memory"])  # the real `llmstudy memory` parser, no flags: every default is the spec's
+    args = captured["args"]
+    assert {k: getattr(args, k) for k in ch.CLI_NAMES} == {k: ch.PARAMS[k].default for k in ch.CLI_NAMES}
+    assert args.run is False and not hasattr(args, "compare_models") and not hasattr(args, "mode")
+    p = argparse.ArgumentParser()
+    add_arguments(p, ch.PARAMS, names=ch.CLI_NAMES)
+    parsed = p.parse_args(["--methods", "lora", "full:adamw_torch", "--no-grad-ckpt", "--lora-targets", "q_proj", "v_proj"])
+    assert (parsed.methods, parsed.grad_ckpt, parsed.lora_targets) == (["lora", "full:adamw_torch"], False, ["q_proj", "v_proj"])
+
+
+def test_run_experiment_takes_its_defaults_from_the_spec():
+    import inspect
+
+    sig = inspect.signature(ch.run_experiment)
+    for name in ch.RUN_NAMES:
+        default = sig.parameters[name].default
+        assert (list(default) if isinstance(default, tuple) else default) == ch.PARAMS[name].default, name
+
+
+# --- Statements, without papermill ----------------------------------------------------------------------------------
+
+BEFORE = {  # the page's glued values before the chapter became a package (data/runs as committed)
+    "model_title": "llama-2-7b (= ELYZA-japanese-Llama-2-7b-instruct's architecture)", "params_7b": "6,738,415,616",
+    "lora_trainable": "9,994,240", "lora_total": "6,748,409,856", "lora_pct": "0.1481", "lora_article": "— the figure the article printed",
+    "rule65_weights": "131", "rule65_grads": "131", "rule65_opt": "522", "n_measured": "14", "max_abs_err": "1.2", "err_2048": "0.6",
+    "lora_peak": "12.77", "qlora_peak": "3.87", "lora_nvml_gb": "14.5", "qlora_nvml_gb": "5.1", "lora_step": "16.5", "qlora_step": "20.6",
+}
+
+
+@pytest.fixture(scope="module")
+def default_statements():
+    return ch.statements(R.results("memory_accounting", model="llama-2-7b"), "llama-2-7b")
+
+
+def test_statements_keep_every_published_value(default_statements):
+    st = default_statements
+    assert {k: st[k] for k in BEFORE} == BEFORE
+    assert st["lora_on"] == "rank 4 on its seven linear projections" and st["lora_not_adapted"] == ""
+    assert st["err_2048_text"] == "Sequences of 2048 × 2 without checkpointing land within 0.6%."
+    assert st["qlora_bf16"] == ("Under QLoRA, bitsandbytes stores the 6,476,005,376 weights of llama-2-7b's nn.Linear layers in NF4 and "
+                                "keeps 262,410,240 in bf16: embeddings 131,072,000, lm_head 131,072,000, norms 266,240.")
+    assert st["activation_note"] == ("Blank cells are not modelled: the activation memory of " + mm.NOT_MODELLED_MOE
+                                     + " for llama-4-scout-17b-16e-instruct, llama-4-maverick-17b-128e-instruct, gpt-oss-20b.")
+
+
+def test_a_forked_model_shows_its_own_predictions_and_says_it_was_not_measured():
+    st = ch.statements(R.results("memory_accounting", model="qwen3-30b-a3b"), "qwen3-30b-a3b", compare_models=[])
+    title = M.title("qwen3-30b-a3b")
+    cmd = "llmstudy memory --run --model qwen3-30b-a3b --method lora qlora full"
+    assert st["params_7b"] == "30,532,122,624" and st["lora_trainable"] == "160,628,736"
+    assert st["lora_on"] == "rank 4 on its four linear projections and its fused expert tensors (experts.gate_up_proj, experts.down_proj)"
+    assert st["lora_article"] == "(the article printed 9,994,240 of 6,748,409,856 for its Llama-2-7B)"
+    assert st["n_measured"] == "0"
+    for key in ("lora_peak", "qlora_peak", "lora_nvml_gb", "qlora_nvml_gb", "lora_step", "qlora_step", "max_abs_err", "err_2048"):
+        assert st[key] == f"not measured for {title} yet (measure it on a GPU runner: `{cmd}`)"
+    assert "12.77" not in json.dumps(st) and "14.5" not in json.dumps(st)  # no Llama-2 measurement under another name
+    assert st["activation_note"].endswith(f"{mm.NOT_MODELLED_MOE} for qwen3-30b-a3b.")
+    assert "fused experts (not nn.Linear) 28,991,029,248" in st["qlora_bf16"]
+
+
+def test_the_configuration_table_leaves_unmodelled_terms_blank():
+    table = ch.configs_table(["qwen3-8b", "mixtral-8x7b"], validate(ch.PARAMS, {}))
+    assert table.loc["qwen3-8b · lora"].notna().all()
+    assert math.isnan(table.loc["mixtral-8x7b · lora", "activations"]) and math.isnan(table.loc["mixtral-8x7b · lora", "bytes/param (allocator)"])
+    assert table.loc["mixtral-8x7b · full", "weights"] == pytest.approx(2 * 46_702_792_704 / 2**30)
+
+
+@pytest.mark.slow
+def test_notebook_for_a_forked_model_names_what_was_not_measured(tmp_path):
+    proc, out = _papermill(tmp_path, "-p", "model", "qwen3-8b", "-y", '{"compare_models": ["qwen3-8b"]}')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "not measured for qwen3-8b (Qwen/Qwen3-8B, dense GQA) yet" in text and "8,190,735,360" in text
+    assert "h100-a (NVIDIA H100 80GB HBM3)" not in text and '"ename"' not in text

@@ -1,18 +1,14 @@
-"""The serving chapters: analysis helpers against the committed H100 records, and both notebooks under papermill."""
+"""What the two serving chapters share (llmstudy.chapters.serve_sweeps), against the committed H100 records.
 
-import json
-import sys
+Each chapter's own spec, statements and notebook are tested in test_batch_size_sweep.py and test_length_sweep.py."""
 
 import pandas as pd
-import papermill as pm
 import pytest
+from conftest import ROOT
 
-from llmstudy.core import params as PR
+from llmstudy.chapters import serve_sweeps as SP
 from llmstudy.core import records as R
 from llmstudy.serving import sweep as SB
-from llmstudy.chapters import serve_sweeps as SP
-
-from conftest import ROOT
 
 BATCH = ROOT / "data/runs/batch_size_sweep/h100-b"
 LENGTH = ROOT / "data/runs/length_sweep"
@@ -120,15 +116,6 @@ def test_runs_info_reports_the_resumed_sweep():
 
 # --- server logs --------------------------------------------------------------------------------------------------
 
-def test_engine_stats_and_failure_reason_parse_vllm_lines():
-    line = "(APIServer pid=1) INFO 11-22 00:01:02 [loggers.py:273] Engine 000: Avg prompt throughput: 1.6 tokens/s, Avg generation throughput: 154.4 tokens/s, Running: 201 reqs, Waiting: 55 reqs, GPU KV cache usage: 87.1%, Prefix cache hit rate: 81.7%"
-    st = SP.engine_stats(line + "\nnoise\n" + line.replace("201", "7"))
-    assert st.values.tolist() == [[201, 55, 87.1, 81.7], [7, 55, 87.1, 81.7]]
-    assert SP.failure_reason("x\n  Value error, User-specified max_model_len (8192) is too big. [type=value_error, input=...]") == "User-specified max_model_len (8192) is too big."
-    assert SP.failure_reason("k.py:37: unknown: block: [1,0,0] Assertion `index out of bounds: 0 <= i < 4096` failed.") == "index out of bounds: 0 <= i < 4096"
-    assert SP.failure_reason("all fine") == ""
-
-
 def test_server_logs_show_the_kv_cache_and_the_busiest_moment():
     logs = SP.server_logs("batch_size_sweep", ["h100-b"]).set_index("max_num_seqs")
     assert (logs.kv_cache_tokens == KV_TOKENS).all() and (logs.max_concurrency == 29.64).all()
@@ -148,92 +135,6 @@ def test_length_logs_show_refusals_override_and_the_engine_death():
     d = SP.select(logs, run_id="h100-d").set_index("start")
     assert d.loc[1, "kv_cache_tokens"] == KV_TOKENS and d.loc[2, "kv_cache_tokens"] == 121_536
     assert d.loc[1, "failure"].endswith("< 4096") and d.loc[2, "failure"] == ""
-
-
-# --- parameters -----------------------------------------------------------------------------------------------------
-
-def test_bad_parameters_are_named():
-    spec, lspec = SP.batch_params(), SP.length_params()
-    with pytest.raises(PR.ParameterError, match=r"max_num_seqs=\[4, 0\]: every value must be a positive integer"):
-        PR.validate(spec, {"max_num_seqs": [4, 0]})
-    with pytest.raises(PR.ParameterError, match=r"mode='train': must be one of"):
-        PR.validate(spec, {"mode": "train"})
-    with pytest.raises(PR.ParameterError, match=r"unknown parameter\(s\) \['max_batch_size'\]"):
-        PR.validate(spec, {"max_batch_size": [4]}, strict=True)
-    with pytest.raises(PR.ParameterError, match="budget_s=-5: must be > 0"):
-        PR.validate(spec, {"budget_s": -5})
-    with pytest.raises(PR.ParameterError, match="unknown model 'llama-3'"):
-        PR.validate(lspec, {"model": "llama-3"})
-    with pytest.raises(PR.ParameterError, match=r"sweeps=\['context'\]"):
-        PR.validate(lspec, {"sweeps": ["context"]})
-    assert PR.validate(spec, {"budget_s": 400})["budget_s"] == 400 and PR.validate(lspec, {})["io_max_model_len"] == 16384
-
-
-def test_run_mode_needs_vllm_and_says_so():
-    try:
-        import vllm  # noqa: F401
-        pytest.skip("vLLM is importable here")
-    except ImportError:
-        pass
-    with pytest.raises(RuntimeError, match="run mode needs vLLM"):
-        SP.require_vllm(sys.executable)
-
-
-# --- the notebooks under papermill ----------------------------------------------------------------------------------
-
-def _run(tmp_path, name, **params):
-    out = tmp_path / f"{name}.out.ipynb"
-    pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out), parameters=params, cwd=str(ROOT / "notebooks"), progress_bar=False, kernel_name="python3")
-    nb = json.loads(out.read_text())
-    glue = {o["metadata"]["scrapbook"]["name"]: o["data"]["application/papermill.record/text/plain"]
-            for c in nb["cells"] for o in c.get("outputs", []) if o.get("metadata", {}).get("scrapbook")}
-    return out.read_text(), glue
-
-
-def test_batch_notebook_renders_the_records(tmp_path):
-    text, glue = _run(tmp_path, "batch_size_sweep")
-    assert '"ename"' not in text and text.count("image/png") >= 2
-    assert glue["bs_plateau_256"] == "4,786" and glue["bs_kv_tokens"] == "121,424" and glue["bs_max_running"] == "214"
-    assert glue["bs_calls"] == "3" and glue["bs_wall_min"] == "20" and glue["bs_c1_itl"] == "6.02–6.06"
-    assert "runs: h100-b" in text and "probe (H100, vLLM 0.25 defaults)" in text and "1,157" in text
-    assert glue["bs_q_awq_w"] == "3.74" and glue["bs_q_gptq_w"] == "12.55, 12.55" and glue["bs_q_base_run"] == "h100-bf16-seqs16"
-
-
-def test_length_notebook_renders_refusals_and_failures(tmp_path):
-    text, glue = _run(tmp_path, "length_sweep")
-    assert '"ename"' not in text and text.count("image/png") >= 3
-    assert glue["ls_kv_tokens"] == "121,424" and glue["ls_lens"] == "2,048, 4,096, 8,192, 32,768"
-    assert glue["ls_refusal"].startswith("User-specified max_model_len") and glue["ls_fit_points"] == "9"
-    assert "index out of bounds" in text and "runs: h100-b, h100-c" in text and "runs: h100-d" in text
-    assert glue["ls16_runs"] == "h100-e" and "runs: h100-e" in text  # the concurrency-16 half, kept apart from concurrency 1
-
-
-@pytest.mark.parametrize("name", ["batch_size_sweep", "length_sweep"])
-def test_notebooks_render_without_any_record(tmp_path, runs_root, name):
-    text, glue = _run(tmp_path, name)
-    assert '"ename"' not in text and "No run record yet" in text
-    # ls_kv_bytes comes from the model config and bs_art_gptq is the article's published number: neither is a record
-    assert glue and all(v == "n/a" for k, v in glue.items() if k not in ("ls_kv_bytes", "bs_art_gptq") and not k.startswith("claim_"))
-    claims = {k: v for k, v in glue.items() if k.startswith("claim_")}
-    assert claims and all("— not yet measured (no run record in data/runs/" in v for v in claims.values())  # the claims registry's wording
-
-
-def test_notebook_stops_on_a_bad_parameter_before_any_work(tmp_path):
-    with pytest.raises(pm.PapermillExecutionError) as e:
-        _run(tmp_path, "batch_size_sweep", max_num_seqs=[4, -16])
-    assert e.value.ename == "ParameterError" and "max_num_seqs=[4, -16]" in e.value.evalue
-
-
-def test_notebook_run_mode_without_vllm_fails_before_any_server(tmp_path, runs_root, monkeypatch):
-    monkeypatch.setenv("LLMSTUDY_VLLM_PYTHON", sys.executable)
-    try:
-        import vllm  # noqa: F401
-        pytest.skip("vLLM is importable here")
-    except ImportError:
-        pass
-    with pytest.raises(pm.PapermillExecutionError, match="run mode needs vLLM"):
-        _run(tmp_path, "length_sweep", mode="run", run_id="nb-cpu")
-    assert not list(runs_root.rglob("*"))  # nothing started, nothing written
 
 
 def test_four_bit_records_say_what_the_engine_did_with_the_weights():

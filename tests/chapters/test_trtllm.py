@@ -5,6 +5,7 @@ preflight check on a crafted bad input and on a good one, the refusal of run mod
 tools (a real HTTP server and a script writing a genai-perf export), the notebooks under papermill, the CI workflow.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -17,12 +18,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
-from llmstudy.core import records as R
-from llmstudy.chapters import trtllm as T
-from llmstudy.core.params import ParameterError, validate
-
 from conftest import ROOT
+
+from llmstudy.chapters import trtllm as T
+from llmstudy.core import models as M
+from llmstudy.core import records as R
+from llmstudy.core.params import ParameterError, validate
 
 GOOD_TRITON = T.TritonDeploy()
 GOOD_SERVE = T.ServeDeploy()
@@ -307,6 +308,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # conftest judges the stand-in by its bare name `trtllm-serve` (found on PATH, not opened), as a real server
 def test_run_mode_end_to_end_with_stand_in_tools(tmp_path, runs_root, monkeypatch):
     bin_ = tmp_path / "bin"
     bin_.mkdir()
@@ -408,13 +410,20 @@ def test_notebooks_execute_in_analyze_mode(tmp_path):
     proc, out = _papermill(tmp_path, "trtllm_triton_deploy")
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
-    assert "this project did not execute TensorRT-LLM or Triton" in text and "identical to the reviewed expected file" in text
+    assert "No run record of llama-2-7b in data/runs/trtllm_triton_deploy: this project did not execute TensorRT-LLM for it" in text
+    assert "identical to the reviewed expected file" in text
     assert "std::bad_cast" in text and "map::at" in text and "1156.97" in text
     proc, out = _papermill(tmp_path, "trtllm_serve", "-p", "model", "llama-2-7b")
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
     assert "262144" in text and "moe_config" not in text.split("extra LLM-API options")[-1].split("trtllm-serve serve")[0]
-    assert "this project did not execute TensorRT-LLM" in text
+    assert "No run record of llama-2-7b in data/runs/trtllm_serve: this project did not execute TensorRT-LLM for it" in text
+    # a fork for an MLA + MoE model: the KV arithmetic is refused by name, the old workflow says why it cannot run
+    proc, out = _papermill(tmp_path, "trtllm_triton_deploy", "-p", "model", "deepseek-v2-lite")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "not modelled: MLA attention (kv_lora_rank 512)" in text and "this workflow cannot run it as planned" in text
+    assert "KiB" not in text.split("KV cache per token")[1][:200]
 
 
 @pytest.mark.slow
@@ -424,3 +433,97 @@ def test_notebook_run_mode_refuses_here_and_bad_parameters_stop_it(tmp_path, run
     proc, _ = _papermill(tmp_path, "trtllm_triton_deploy", "-p", "max_lora_rank", "0")
     assert proc.returncode != 0 and "max_lora_rank=0" in proc.stdout + proc.stderr
     assert not list(runs_root.rglob("manifest.json"))
+
+
+# --- Any model: exact for standard attention, a named refusal otherwise ------------------------------------------------
+
+@pytest.mark.parametrize("model,bytes_per_token", [
+    ("llama-2-7b", 2 * 32 * 32 * 128 * 2),       # dense MHA
+    ("mistral-7b-v0.3", 2 * 32 * 8 * 128 * 2),   # dense GQA
+    ("qwen3-8b", 2 * 36 * 8 * 128 * 2),          # head_dim from the config; sliding_window off (use_sliding_window false)
+    ("mixtral-8x7b", 2 * 32 * 8 * 128 * 2),      # MoE, num_local_experts
+    ("qwen3-30b-a3b", 2 * 48 * 4 * 128 * 2),     # MoE, num_experts
+])
+def test_kv_cache_per_token_is_exact_for_standard_attention(model, bytes_per_token):
+    assert T.kv_bytes_per_token(T.config_dict(model), 2) == bytes_per_token
+
+
+@pytest.mark.parametrize("model,needle", [
+    ("deepseek-v2-lite", r"MLA attention \(kv_lora_rank 512\)"),
+    ("gemma-2-9b", r"sliding-window attention \(sliding_window 4096\)"),
+    ("gemma-3-12b-it", r"sliding-window attention \(sliding_window 1024\)"),  # a multimodal config: text_config is read
+    ("gpt-oss-20b", r"layer types \['sliding_attention'\]"),
+    ("llama-4-scout-17b-16e-instruct", r"chunked local attention \(attention_chunk_size 8192\)"),
+])
+def test_kv_cache_is_refused_where_it_is_not_modelled(model, needle):
+    with pytest.raises(T.NotModelled, match=needle):
+        T.kv_bytes_per_token(T.config_dict(model), 1)
+    shown = T.derived(T.TritonDeploy(model=model))
+    for row in ("KV cache per token", "KV cache, max_batch_size x max_seq_len"):
+        assert shown.loc[row, "value"].startswith("not modelled: ")
+
+
+def test_experts_under_every_naming():
+    assert [T.experts(T.config_dict(m)) for m in ("mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v2-lite", "llama-2-7b")] == [
+        (8, "num_local_experts"), (128, "num_experts"), (64, "n_routed_experts"), (0, "")]
+    ds = T.ServeDeploy(model="deepseek-v2-lite")
+    assert ds.is_moe and T.derived(ds).loc["mixture of experts", "from"] == "config.json n_routed_experts = 64"
+    assert "ep_size 3 needs a MoE model whose expert count it divides (n_routed_experts 64)" in " ".join(f.message for f in errors(T.check_model(replace(ds, ep_size=3))))
+    assert errors(T.check_model(replace(ds, ep_size=8))) == []
+
+
+def test_the_triton_moe_backend_is_flagged_outside_gpt_oss():
+    qwen = T.ServeDeploy(model="qwen3-30b-a3b")
+    assert T.serve_yaml(qwen)["moe_config"] == {"backend": "TRITON"}
+    warned = [f.message for f in errors(T.check_workload(qwen))]
+    assert len(warned) == 1 and "TRITON is documented for gpt-oss only" in warned[0] and "'qwen3_moe'" in warned[0]
+    assert errors(T.check_workload(GOOD_SERVE)) == [] and errors(T.check_workload(replace(qwen, moe_backend=""))) != []
+
+
+def test_the_old_workflow_names_the_missing_converter():
+    for model, mt in (("deepseek-v2-lite", "deepseek_v2"), ("gemma-3-12b-it", "gemma3_text"), ("qwen3-8b", "qwen3")):
+        assert f"no checkpoint converter known for model_type '{mt}'" in errors(T.check_model(T.TritonDeploy(model=model)), "model")[0].message
+
+
+@pytest.mark.parametrize("change,needles", [  # the models module's config check answers first where it has one
+    ({"num_key_value_heads": None}, ["config.json has no 'num_key_value_heads' (the plan does not guess it)"]),
+    ({"num_hidden_layers": None}, ["'num_hidden_layers'", "missing"]),
+    ({"num_key_value_heads": 7}, ["'num_key_value_heads' = 7 does not divide num_attention_heads = 32"]),
+    ({"hidden_size": -4096}, ["'hidden_size' must be a positive integer, got -4096"]),
+])
+def test_a_bad_config_is_refused_with_its_field_before_any_work(tmp_path, change, needles):
+    cfg = json.loads((ROOT / "data/models/llama-2-7b/config.json").read_text())
+    for k, v in change.items():
+        cfg.pop(k) if v is None else cfg.__setitem__(k, v)
+    path = tmp_path / "my-config.json"  # a config file of any name
+    path.write_text(json.dumps(cfg))
+    for cls in (T.TritonDeploy, T.ServeDeploy):
+        with pytest.raises(ParameterError) as e:
+            validate(T.notebook_params(cls), {"model": str(path)})
+        assert all(n in str(e.value) for n in needles), str(e.value)
+    out = _cli("plan", "serve", "--model", str(path))
+    assert out.returncode == 2 and all(n in out.stderr for n in needles) and out.stderr.count("\n") == 1
+
+
+def test_the_notebooks_parameters_cells_are_written_from_the_workflow_dataclasses():
+    from llmstudy.core.params import notebook_mismatches
+
+    for cls, stem in ((T.TritonDeploy, "trtllm_triton_deploy"), (T.ServeDeploy, "trtllm_serve")):
+        # (core.params' exec of an annotated cell also yields __annotations__, which is no parameter)
+        assert [m for m in notebook_mismatches(ROOT / f"notebooks/{stem}.ipynb", T.notebook_params(cls)) if not m.startswith("__annotations__")] == []
+        assert list(T.notebook_params(cls))[1:-1] == [f.name for f in dataclasses.fields(cls)]
+
+
+def test_a_model_without_records_gets_the_command_that_measures_it():
+    note = T.no_record_note(T.ServeDeploy(model="qwen3-30b-a3b"))
+    assert note.startswith("No run record of qwen3-30b-a3b in data/runs/trtllm_serve: this project did not execute TensorRT-LLM for it; not measured for ")
+    assert "`papermill notebooks/trtllm_serve.ipynb trtllm_serve-run.ipynb -p mode run -p model qwen3-30b-a3b`" in note and T.SERVE_IMAGE in note
+    assert T.expected_status(T.ServeDeploy(model="qwen3-30b-a3b")).startswith("These parameters differ from the reviewed defaults")
+    assert T.expected_status(GOOD_SERVE) == "This plan and YAML are identical to the reviewed expected files in data/trtllm/expected/gpt-oss-20b/."
+    assert T.expected_status(GOOD_TRITON) == "This plan is identical to the reviewed expected file data/trtllm/expected/llama-2-7b/triton_plan.sh."
+
+
+def test_a_model_the_old_workflow_cannot_convert_gets_the_reason_not_a_command():
+    note = T.no_record_note(T.TritonDeploy(model="deepseek-v2-lite"))
+    assert note == (f"No run record of deepseek-v2-lite in data/runs/trtllm_triton_deploy: not measured for {M.title('deepseek-v2-lite')}, and this "
+                    "workflow cannot run it as planned: no checkpoint converter known for model_type 'deepseek_v2' (this plan knows ['llama', 'mistral']).")

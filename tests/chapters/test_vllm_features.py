@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 
 from llmstudy import cli
-from llmstudy.serving import loadgen
-from llmstudy.serving import sweep as SB
 from llmstudy.chapters import vllm_features as F
 from llmstudy.core.params import ParameterError, validate
 from llmstudy.core.records import load_record
+from llmstudy.serving import loadgen
+from llmstudy.serving import sweep as SB
 
 ROOT = Path(__file__).resolve().parents[2]
 VLLM_PY = os.environ.get("LLMSTUDY_VLLM_PYTHON") or str(ROOT / ".venv-vllm" / "bin" / "python")
@@ -360,6 +360,7 @@ def test_what_the_chapter_text_says_of_the_h100_record_holds(h100):
     assert "Compiling a graph" in (REC / "logs" / "server-baseline.1.1.log").read_text() and "Directly load the compiled graph" in (REC / "logs" / "server-baseline.2.1.log").read_text()
 
 
+@pytest.mark.slow
 def test_the_executed_chapter_glues_the_h100_numbers(tmp_path, h100):
     import re
 
@@ -385,7 +386,7 @@ def test_the_executed_chapter_glues_the_h100_numbers(tmp_path, h100):
     assert glue["vf_pending"].startswith("no-chunked-prefill, mnbt-512 (core); kv-fp8") and glue["vf_pending"].endswith("ngram, ngram-gpu (spec)")
     # the table names the arms not measured, the figure and every table name the record
     assert "not measured yet" in text and "no-chunked-prefill" in text and "image/png" in text and "runs: h100-core-a" in text
-    assert text.count("Source: run record vllm_features/h100-core-a.") >= 5
+    assert text.count("Source: run record vllm_features/h100-core-a (model llama-2-7b).") >= 5  # the source line names the model (core.book)
     assert "no-chunked-prefill: not measured yet" in text and "mnbt-512: not measured yet" in text
     assert glue["vf_no_chunked_prefill_c64_throughput"] == "n/a"  # measured in another record, not shown here
 
@@ -606,6 +607,7 @@ def _render(runs_root, run_ids):
     return _execute(runs_root.parent, run_ids)[0]
 
 
+@pytest.mark.slow
 def test_the_chapter_says_plainly_that_no_gpu_record_exists(runs_root):
     text, glue = _execute(runs_root.parent, [])
     assert "No GPU record yet" in text and "**CPU pipeline check**" not in text and "Traceback" not in text
@@ -614,6 +616,7 @@ def test_the_chapter_says_plainly_that_no_gpu_record_exists(runs_root):
     assert all(v == "n/a" for k, v in glue.items() if k not in ("vf_measured", "vf_pending", "vf_skipped"))  # no number without a record
 
 
+@pytest.mark.slow
 @needs_vllm
 def test_cpu_vllm_two_arms_make_a_record_that_the_chapter_renders(runs_root):
     if not Path(VLLM_PY).exists():
@@ -639,3 +642,62 @@ def test_cpu_vllm_two_arms_make_a_record_that_the_chapter_renders(runs_root):
     text = _render(runs_root, ["ci"])
     assert "**CPU pipeline check** (ci)" in text and "No GPU record yet" in text and "Traceback" not in text
     assert "Feature \\u2192 \\u0394 throughput" in text or "Feature → Δ throughput" in text
+
+
+# --- the page without papermill, one home per parameter, and a fork for another model ------------------------------
+
+
+def test_the_page_statements_without_papermill(h100):
+    """What the notebook glues (``load_page(...).statements``, one loop) is the library's statements of the records."""
+    import re
+
+    page = F.load_page([H100])
+    st = page.statements
+    assert st == F.statements(h100, servers_=F.servers([H100]), skipped_=F.skipped([H100]))
+    assert st["vf_eager_c1_throughput"] == "163 → 63" and st["vf_eager_c1_throughput_delta"] == "-61.1% (noise ±0.8%)"
+    assert st["vf_one_at_a_time_c16_ttft"] == "184 → 17,695" and st["vf_kv_baseline"] == "121,424 and 121,536" and st["vf_drift_tput"] == "-1.2% (c64)"
+    assert [label for label, _ in page.views] == ["runs: h100-core-a; models: llama-2-7b"]
+    full = F.load_page()  # every record: the 7B ones and the spec group's gemma-3-270m
+    assert full.statements["vf_runs"] == "h100-core-a, h100-core-b, h100-core-c, h100-kernels-a, h100-quant-a, h100-spec-a"
+    assert full.views[0][0].endswith("models: llama-2-7b, gemma-3-270m")
+    md = "\n".join("".join(c["source"]) for c in json.loads((ROOT / "notebooks" / "vllm_features.ipynb").read_text())["cells"] if c["cell_type"] == "markdown")
+    assert set(re.findall(r"\{glue:\}`([^`]+)`", md)) <= set(full.statements) and len(full.statements) == 461
+    assert "**Measured on a GPU** (runs: h100-core-a, h100-core-b, h100-core-c, h100-kernels-a, h100-quant-a, h100-spec-a; models: llama-2-7b, gemma-3-270m)" in F.summary(full)
+
+
+def test_parameters_have_one_home_notebook_cli_and_spec_agree(monkeypatch):
+    from llmstudy.core.params import notebook_mismatches
+
+    nb = ROOT / "notebooks" / "vllm_features.ipynb"
+    assert [m for m in notebook_mismatches(nb, F.PARAMS) if not m.startswith("__")] == []  # (core.params lists __annotations__ of an annotated cell)
+    parsed = []
+    monkeypatch.setattr(cli, "_features", lambda a: parsed.append(a) or 0)
+    assert cli.main(["features", "plan"]) == 0
+    names = ("arms", "model", "repeats", "concurrency", "run_id", "budget_s")
+    assert {k: getattr(parsed[0], k) for k in names} == {k: F.PARAMS[k].default for k in names}
+    assert F.plan.__defaults__[:3] == ("core", 2, (1, 16, 64)) == (F.PARAMS["arms"].default, F.PARAMS["repeats"].default, tuple(F.PARAMS["concurrency"].default))
+    assert F.run.__defaults__[:4] == tuple(F.PARAMS[k].default for k in ("arms", "model", "run_id", "budget_s"))
+
+
+def test_a_forked_model_sees_no_llama_number_and_the_command_that_measures_it():
+    """For a model the study has not measured, the 7B records (Llama-2-7B) are not shown as its own: every 7B number is
+    n/a, the summary says not measured with the exact command; the spec group's records stay, named gemma-3-270m."""
+    from llmstudy.core import models as M
+    from llmstudy.core.book import not_measured
+
+    page = F.load_page(model="mistral-7b-v0.3")
+    assert sorted(page.points.run_id.unique()) == ["h100-spec-a"]
+    assert [label for label, _ in page.views] == ["runs: h100-spec-a; models: gemma-3-270m"]
+    st = page.statements
+    picks = [F.glue_key(a, w, F.METRICS[m][0]) for a, w, m in F.GLUED]
+    assert {st[k] for k in picks} == {"n/a"} and st["vf_kv_baseline"] == "n/a" and st["vf_base_c1_throughput"] == "n/a"
+    assert st["vf_measured"] == "ngram, ngram-gpu" and st["vf_spec_ngram_grounded_c1_speedup"] != "n/a"  # gemma-3-270m's, named by the text
+    text = F.summary(page)
+    assert not_measured(M.title("mistral-7b-v0.3"), "llmstudy features run core --model mistral-7b-v0.3 --run-id RUN_ID") in text
+    assert "(runs: h100-spec-a; models: gemma-3-270m)" in text and "h100-core" not in text and "serve Llama-2-7B's layouts and are not run" in text
+
+
+def test_the_4bit_arms_are_refused_for_another_model_before_any_work(runs_root):
+    with pytest.raises(ValueError, match=r"arm\(s\) \['gptq', 'awq'\] serve \['llama-2-7b-awq', 'llama-2-7b-gptq'\], layouts of llama-2-7b, not of mistral-7b-v0.3"):
+        F.run("quant", model="mistral-7b-v0.3", run_id="x")
+    assert not (runs_root / F.EXPERIMENT).exists() or not any((runs_root / F.EXPERIMENT).iterdir())

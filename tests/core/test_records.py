@@ -6,10 +6,9 @@ import sys
 
 import pandas as pd
 import pytest
+from conftest import ROOT
 
 from llmstudy.core import records as R
-
-from conftest import ROOT
 
 
 def test_a_record_has_a_complete_manifest(runs_root):
@@ -84,3 +83,23 @@ def test_an_empty_table_reads_as_no_rows_beside_full_ones(runs_root):
     assert (runs_root / "unit_test" / "e1" / "answers.csv").read_text().strip() == ""
     t = R.results("unit_test", "answers")
     assert t.q.tolist() == ["a", "b"] and set(t.run_id) == {"e2"}
+
+
+def test_the_models_a_record_measured_are_named_by_their_folder():
+    def load(exp, run):
+        return R.load_record(ROOT / "data" / "runs" / exp / run)
+
+    assert R.run_models(load("memory_accounting", "h100-a")) == ["llama-2-7b"]
+    assert R.run_models(load("vllm_features", "h100-spec-a")) == ["gemma-3-270m"]  # a model folder's path
+    assert R.run_model(load("vllm_features", "h100-spec-a")).endswith("/gemma-3-270m")
+    assert R.run_models(load("context_limits", "h200x8-d")) == sorted({c["model"] for c in load("context_limits", "h200x8-d").manifest["parameters"]["gpu_configs"].values()})
+    assert R.run_models(load("context_limits", "h200x4-a")) == ["llama-4-scout-17b-16e-instruct"]
+
+
+def test_a_source_line_names_the_models_of_its_records():
+    from llmstudy.core.book import provenance_html, record_models
+
+    assert record_models("memory_accounting", ["h100-a", "h200-a", "no-such-run"]) == ["llama-2-7b"]
+    line = provenance_html("lora_vs_qlora", ["h100-7b", "h100-small-a"])
+    assert "(models <code>gemma-3-270m</code>, <code>llama-2-7b</code>)" in line
+    assert "(model" not in provenance_html(computed="the config")

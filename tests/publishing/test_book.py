@@ -6,9 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import ROOT
 
 
+@pytest.mark.slow
 def test_the_book_builds_with_warnings_as_errors(tmp_path):
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jb) if jb.exists() else shutil.which("jupyter-book"), "build", "book", "-W", "-n", "--keep-going", "--path-output", str(tmp_path)]

@@ -7,8 +7,8 @@ means the defects are absent, not that the check is blind.
 import pytest
 from conftest import ROOT
 
-from llmstudy.publishing import site as publish
 from llmstudy.publishing import readercheck as RC
+from llmstudy.publishing import site as publish
 
 pytestmark = pytest.mark.skipif(RC.chromium_path() is None, reason="no Chromium (Debian's chromium package; make test installs it where apt-get works)")
 
@@ -45,6 +45,7 @@ def test_the_check_sees_each_kind_of_defect(tmp_path):
         assert expected in text, (expected, bad)
 
 
+@pytest.mark.slow
 def test_a_reader_sees_the_book(built_site):
     site, _, v, _ = built_site
     pages = publish.page_paths(ROOT)

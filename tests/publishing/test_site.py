@@ -15,10 +15,8 @@ from conftest import ROOT
 
 import llmstudy
 from llmstudy.core import book
-from llmstudy.publishing import site as publish
 from llmstudy.core import records as R
-
-pytestmark = pytest.mark.slow
+from llmstudy.publishing import site as publish
 
 
 def _git(cwd, *args):
@@ -88,6 +86,7 @@ def _soup(path: Path) -> BeautifulSoup:
     return BeautifulSoup(path.read_text(), "html.parser")
 
 
+@pytest.mark.slow
 def test_the_site_has_the_version_an_earlier_one_the_switcher_and_the_redirect(built_site):
     site, _, v, cold_s = built_site
     print(f"cold site build: {cold_s:.1f} s")
@@ -100,6 +99,7 @@ def test_the_site_has_the_version_an_earlier_one_the_switcher_and_the_redirect(b
     assert f"theme_switcher_version_match = '{v}'" in intro and "version-switcher__button" in intro
 
 
+@pytest.mark.slow
 def test_every_page_is_stamped_with_version_commit_data_hash_and_date(built_site):
     site, _, v, _ = built_site
     sha = publish.git_state(ROOT)["sha"]
@@ -112,12 +112,14 @@ def test_every_page_is_stamped_with_version_commit_data_hash_and_date(built_site
         assert f"llmstudy {v}" in stamp.get_text() and data[:12] in stamp.get_text()
 
 
+@pytest.mark.slow
 def test_the_changelog_is_a_page(built_site):
     site, _, v, _ = built_site
     text = _soup(site / v / "changelog.html").get_text()
     assert "Changelog" in text and v in text
 
 
+@pytest.mark.slow
 def test_the_appendix_lists_every_record_with_its_manifest_and_raw_logs(built_site):
     site, _, v, _ = built_site
     page = _soup(site / v / "runs.html")
@@ -139,6 +141,7 @@ def test_the_appendix_lists_every_record_with_its_manifest_and_raw_logs(built_si
     assert n == len(list((ROOT / "data" / "runs").glob("*/*/manifest.json"))) > 0
 
 
+@pytest.mark.slow
 def test_every_figure_and_table_of_every_chapter_names_its_source(built_site):
     site, _, v, _ = built_site
     anchors = {t["id"] for t in _soup(site / v / "runs.html").select("[id]")}
@@ -158,6 +161,7 @@ def test_every_figure_and_table_of_every_chapter_names_its_source(built_site):
     assert checked >= 30
 
 
+@pytest.mark.slow
 def test_an_unchanged_rebuild_executes_nothing_and_is_fast(built_site):
     from jupyter_cache import get_cache
 
@@ -188,7 +192,7 @@ def test_gpu_rerun_workflow_runs_the_recipes_with_papermill_and_proposes_the_rec
     propose = jobs["propose"]
     pr = next(s for s in propose["steps"] if s.get("uses", "").startswith("peter-evans/create-pull-request"))
     assert pr["with"]["add-paths"] == "data/runs"
-    assert "tests/test_claims.py" in "\n".join(s.get("run", "") for s in propose["steps"])
+    assert "tests/publishing/test_claims.py" in "\n".join(s.get("run", "") for s in propose["steps"])
     lint = subprocess.run([str(Path(sys.executable).with_name("actionlint")), "-config-file", str(ROOT / ".github/actionlint.yaml"), str(path)],
                           capture_output=True, text=True, timeout=120)
     assert lint.returncode == 0, lint.stdout + lint.stderr

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmstudy.serving import loadgen
-from llmstudy.serving import sweep as SB
-from llmstudy.chapters import serve_sweeps as SP
 from llmstudy.core.records import load_record
-from llmstudy.serving.servers import ServerStartError, VLLMServer, classify_failure, port_free, tagged_pids
+from llmstudy.serving import loadgen
+from llmstudy.serving import roofline as RF
+from llmstudy.serving import sweep as SB
 from llmstudy.serving.logs import parse_startup_log
+from llmstudy.serving.servers import ServerStartError, VLLMServer, classify_failure, port_free, tagged_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = ROOT / "tests" / "fixtures" / "fake_vllm.py"
@@ -119,7 +119,7 @@ def test_plans_cover_the_article_sweeps_and_refuse_impossible_points():
 def test_decode_roofline_by_hand():
     kv = SB.kv_bytes_per_token("llama-2-7b")
     assert kv == 2 * 32 * 32 * 128 * 2 == 524_288
-    r = SP.decode_floor("llama-2-7b", "NVIDIA H100 80GB HBM3", batch=1, context=640)
+    r = RF.decode_floor("llama-2-7b", "NVIDIA H100 80GB HBM3", batch=1, context=640)
     weights = (6_738_415_616 - 32000 * 4096) * 2
     assert r["weight_bytes"] == weights
     assert r["itl_floor_ms"] == pytest.approx((weights + 640 * kv) / 3.35e12 * 1e3)
@@ -174,6 +174,7 @@ def _gone(tag, within=20.0):
     return False
 
 
+@pytest.mark.slow
 def test_server_starts_reads_facts_and_leaves_no_process(fake_python, tmp_path):
     py, model = fake_python
     srv = VLLMServer(model, ["--max-num-seqs", "4"], log_path=tmp_path / "s.log", start_timeout_s=30, python=py)
@@ -184,6 +185,7 @@ def test_server_starts_reads_facts_and_leaves_no_process(fake_python, tmp_path):
     assert "--max-num-seqs 4" in (tmp_path / "s.log").read_text()
 
 
+@pytest.mark.slow
 def test_server_that_ignores_sigterm_is_killed(fake_python, tmp_path, monkeypatch):
     py, model = fake_python
     monkeypatch.setenv("FAKE_VLLM_MODE", "stubborn")
@@ -193,6 +195,7 @@ def test_server_that_ignores_sigterm_is_killed(fake_python, tmp_path, monkeypatc
     assert _gone(srv.tag)
 
 
+@pytest.mark.slow
 def test_server_exiting_at_start_raises_with_its_log_tail(fake_python, tmp_path, monkeypatch):
     py, model = fake_python
     monkeypatch.setenv("FAKE_VLLM_MODE", "exit")
@@ -203,6 +206,7 @@ def test_server_exiting_at_start_raises_with_its_log_tail(fake_python, tmp_path,
     assert _gone(srv.tag)
 
 
+@pytest.mark.slow
 def test_server_that_never_gets_healthy_times_out(fake_python, tmp_path, monkeypatch):
     py, model = fake_python
     monkeypatch.setenv("FAKE_VLLM_MODE", "hang")
@@ -228,6 +232,29 @@ def test_bad_model_dir_and_busy_port_are_clear_errors(fake_python, tmp_path):
             VLLMServer(model, port=port, python=py)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("engine, env", [("trtllm", "LLMSTUDY_TRTLLM_SERVE"), ("triton", "LLMSTUDY_TRITONSERVER")])
+def test_trtllm_and_triton_share_the_lifecycle(fake_python, tmp_path, monkeypatch, engine, env):
+    """The same start / health / stop for trtllm-serve and tritonserver (a model repository needs no config.json)."""
+    from llmstudy.serving.servers import server_class
+
+    py, model = fake_python
+    exe = tmp_path / f"fake-{engine}"
+    exe.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE} \"$@\"\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv(env, str(exe))
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    srv = server_class(engine)(str(repo if engine == "triton" else model), [], log_path=tmp_path / "s.log", start_timeout_s=30)
+    assert srv.command[0] == str(exe) and srv.health_path == ("/v2/health/ready" if engine == "triton" else "/health")
+    with srv:
+        assert srv.healthy() and srv.facts == {}  # no log facts are guessed for these engines
+    assert _gone(srv.tag)
+    with pytest.raises(ValueError, match="no sweep settings yet"):
+        SB.ServerSettings(engine=engine)
+
+
+@pytest.mark.slow
 def test_killed_client_leaves_no_orphan_server(fake_python, tmp_path):
     py, model = fake_python
     code = textwrap.dedent(f"""
@@ -274,6 +301,7 @@ def kill_plan():
     return [SB.Point("max_num_seqs", srv, x) for x in w]
 
 
+@pytest.mark.slow
 @needs_vllm
 def test_cpu_vllm_sweep_survives_a_killed_client_and_resumes(runs_root):
     py = _vllm_python()
@@ -281,7 +309,7 @@ def test_cpu_vllm_sweep_survives_a_killed_client_and_resumes(runs_root):
         import sys
         sys.path[:0] = [{str(ROOT / 'src')!r}, {str(ROOT)!r}]
         from llmstudy.serving import sweep as SB
-        from tests.test_serving import kill_plan
+        from tests.serving.test_servers import kill_plan
         SB.run_sweep("batch_size_sweep", "tiny-llama-serve", kill_plan(), run_id="ci", root={str(runs_root)!r}, python={py!r}, server_env={ENV!r}, start_timeout_s=400)
     """)
     work = runs_root / "batch_size_sweep" / ".work-ci"
@@ -328,6 +356,7 @@ def _render(notebook, runs_root, run_ids, **params):
     assert all(r in outputs for r in run_ids) and "No run record yet" not in outputs
 
 
+@pytest.mark.slow
 @needs_vllm
 def test_cpu_vllm_length_sweep_records_refusals_and_failed_starts(runs_root):
     py = _vllm_python()

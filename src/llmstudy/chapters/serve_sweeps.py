@@ -1,7 +1,9 @@
-"""Analysis and figures for the serving chapters (max_num_seqs, max_model_len, input/output lengths).
+"""What the two serving chapters share (``batch_size_sweep``: max_num_seqs; ``length_sweep``: max_model_len and
+input/output lengths): their common parameters, loading and selecting records, server-log tables, derived tables
+(saturation, the decode roofline against measured ITL), formatting, the fork's "not measured" sentences and the
+panel figure. Each chapter's own spec, plan, statements and figures are in its package.
 
-Everything here reads run records written by :func:`llmstudy.serving.sweep.run_sweep` (results, metrics, server
-logs); nothing is measured. The notebooks ``batch_size_sweep`` and ``length_sweep`` are thin layers over it.
+Everything here reads run records written by :func:`llmstudy.serving.sweep.run_sweep`; nothing is measured.
 """
 
 from __future__ import annotations
@@ -10,14 +12,17 @@ import os
 import re
 import subprocess
 import sys
+
 import numpy as np
 import pandas as pd
 
 from llmstudy.core import models as M
 from llmstudy.core import records as R
-from llmstudy.serving import sweep as SB
+from llmstudy.core.book import not_measured
 from llmstudy.core.params import Param, known_model, positive
-from llmstudy.serving.logs import parse_startup_log
+from llmstudy.serving import roofline as RF
+from llmstudy.serving.logs import engine_stats, failure_reason, parse_startup_log  # noqa: F401 - re-exported
+from llmstudy.serving.roofline import RooflineUnsupported, decode_floor, known_bandwidth  # noqa: F401 - re-exported
 
 # --- reference numbers that are NOT run records (shown labelled, never mixed into the measured tables) ---------
 # Probes on the lent H100 80GB HBM3 (2026-11-21): a device-to-device copy (bytes/s), and vLLM 0.25.0 with its
@@ -34,7 +39,7 @@ ARTICLE = {
 GENAI_PERF_METRICS = ("time_to_first_token", "time_to_second_token", "inter_token_latency", "output_token_throughput_per_user", "request_latency", "output_sequence_length", "input_sequence_length")
 
 
-# --- notebook parameters ---------------------------------------------------------------------------------------
+# --- parameters both chapters share (each chapter's spec: batch_size_sweep.params, length_sweep.params) -----------
 def _positive_ints(v) -> str | None:
     if not v:
         return "needs at least one value"
@@ -53,44 +58,47 @@ def _run_ids_ok(v) -> str | None:
     return f"not run ids: {bad}" if bad else None
 
 
-def _common_params() -> dict[str, Param]:
+def _utilization_ok(v) -> str | None:
+    return None if v is None or 0 < v <= 1 else "must be in (0, 1] or None"
+
+
+STUDY_MODEL = "llama-2-7b"  # the model the recorded sweeps measured
+
+
+def _model_ok(v) -> str | None:
+    """A known model whose config describes an architecture exactly (a missing field is named, never filled in)."""
+    from llmstudy.core import arch as A
+
+    msg = known_model(v)
+    if msg:
+        return msg
+    try:
+        A.validate(M.raw_config(v))
+    except A.ConfigError as e:
+        return str(e)
+    return None
+
+
+def common_params() -> dict[str, Param]:
+    """The parameters of both serving chapters (mode, model, records, workload, server dtype and flags)."""
     return {
         "mode": Param(str, "analyze", "analyze: render the run records (CPU); run: sweep on this machine's vLLM and write a record", choices=("analyze", "run")),
-        "model": Param(str, "llama-2-7b", "model config (name under data/models or a path to a config.json)", check=known_model),
+        "model": Param(str, STUDY_MODEL, "model config (name under data/models or a path to a config.json)", check=_model_ok),
         "run_id": Param(str, "", "run mode: the new record's id (empty = timestamp); reuse it to resume an interrupted sweep", check=lambda v: None if v == "" or R.RUN_ID_RE.match(v) else "letters, digits, '.', '_', '-'"),
-        "run_ids": Param(list, [], "analyze mode: records to show (empty = every record of the experiment)", check=_run_ids_ok),
+        "run_ids": Param(list, [], "analyze mode: records to show (empty = every record of the experiment)", check=_run_ids_ok, item=str),
         "budget_s": Param((float, int, type(None)), None, "run mode: stop starting new work after this many seconds (resume with the same run_id)", check=_budget_ok),
         "input_len": Param(int, 512, "prompt tokens per request", check=positive),
         "output_len": Param(int, 256, "generated tokens per request (ignore_eos: exact)", check=positive),
         "dtype": Param(str, "bfloat16", "run mode: vLLM --dtype (the CPU build wants bfloat16 or float32)", choices=("bfloat16", "float16", "float32", "auto")),
         "enforce_eager": Param(bool, False, "run mode: vLLM --enforce-eager (no CUDA graphs / compile; faster start on CPU)"),
+        "gpu_memory_utilization": Param((float, type(None)), None, "run mode: vLLM --gpu-memory-utilization (None: vLLM's default)", check=_utilization_ok),
+        "quantization": Param((str, type(None)), None, "run mode: vLLM --quantization (None: what the config says)"),
     }
 
 
-def batch_params() -> dict[str, Param]:
-    """Parameters of the max_num_seqs chapter (notebooks/batch_size_sweep.ipynb)."""
-    return {
-        **_common_params(),
-        "max_num_seqs": Param(list, [4, 16, 64, 256], "vLLM --max-num-seqs values (the article's max_batch_size)", check=_positive_ints),
-        "concurrency": Param(list, list(SB.CONCURRENCY), "client concurrencies per server", check=_positive_ints),
-        "max_model_len": Param(int, 4096, "vLLM --max-model-len of every server", check=positive),
-    }
-
-
-def length_params() -> dict[str, Param]:
-    """Parameters of the max_model_len / input-output chapter (notebooks/length_sweep.ipynb)."""
-    return {
-        **_common_params(),
-        "sweeps": Param(list, ["max_model_len", "io"], "run mode: which sweeps to run", check=lambda v: None if v and set(v) <= {"max_model_len", "io"} else "a non-empty subset of ['max_model_len', 'io']"),
-        "max_model_lens": Param(list, [2048, 4096, 8192, 32768], "sweep 2: vLLM --max-model-len values", check=_positive_ints),
-        "concurrency": Param(list, [1, 16, 64], "sweep 2: client concurrencies", check=_positive_ints),
-        "max_num_seqs": Param(int, 256, "vLLM --max-num-seqs of every server", check=positive),
-        "io_input_lens": Param(list, [128, 512, 2048, 8192], "sweep 3: prompt lengths", check=_positive_ints),
-        "io_output_lens": Param(list, [128, 256, 1024], "sweep 3: output lengths", check=_positive_ints),
-        "io_concurrency": Param(list, [1, 16], "sweep 3: client concurrencies", check=_positive_ints),
-        "io_max_model_len": Param(int, 16384, "sweep 3: the one server's --max-model-len", check=positive),
-        "allow_long_max_model_len": Param(bool, True, "run mode: set VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 (lets max_model_len exceed the model's max_position_embeddings)"),
-    }
+def server_settings(P: dict) -> dict:
+    """The server settings every point of a chapter's sweep shares, from its validated parameters."""
+    return {k: P[k] for k in ("dtype", "enforce_eager", "gpu_memory_utilization", "quantization")}
 
 
 def require_vllm(python: str | None = None) -> str:
@@ -100,6 +108,21 @@ def require_vllm(python: str | None = None) -> str:
     if p.returncode != 0:
         raise RuntimeError(f"run mode needs vLLM, and {py} cannot import it. On a GPU: pip install -r envs/vllm-serving.txt; on a CPU: bash scripts/setup_vllm_cpu.sh and set LLMSTUDY_VLLM_PYTHON=.venv-vllm/bin/python.\n{p.stderr[-500:]}")
     return py
+
+
+def run_mode(run, P: dict) -> list[str]:
+    """A chapter's run mode from its notebook: a clear error without vLLM, then ``run(P)``; returns the new record's
+    id ([] when the time budget stopped it: finished points are kept, rerun with the same run_id to resume)."""
+    from llmstudy.serving.sweep import SweepIncomplete
+
+    require_vllm()  # a clear error before any server starts
+    try:
+        path = run(P)
+    except SweepIncomplete as e:
+        print(f"sweep incomplete (finished points are kept): {e}")
+        return []
+    print(f"new run record: {path}")
+    return [path.name]
 
 
 # --- loading ---------------------------------------------------------------------------------------------------
@@ -181,31 +204,6 @@ def fixed_batch_table(experiment: str, models, max_num_seqs: int = 16, concurren
 
 
 # --- server logs -------------------------------------------------------------------------------------------------
-_STATS_RE = re.compile(r"Running: (\d+) reqs, Waiting: (\d+) reqs, GPU KV cache usage: ([\d.]+)%(?:, Prefix cache hit rate: ([\d.]+)%)?")
-_FAILURE_RES = (
-    re.compile(r"Value error, (.*?)(?: \[type=|$)"),
-    re.compile(r"Assertion `(.*?)` failed"),
-    re.compile(r"(CUDA out of memory.*|torch\.OutOfMemoryError.*)"),
-    re.compile(r"(CUDA error: .*)"),
-    re.compile(r"((?:ValueError|RuntimeError|ModuleNotFoundError|ImportError): .*)"),
-)
-
-
-def engine_stats(text: str) -> pd.DataFrame:
-    """The engine's periodic stats lines (every ~10 s): running and waiting requests, KV-cache usage, prefix hit rate."""
-    rows = [(int(a), int(b), float(c), float(d) if d else np.nan) for a, b, c, d in _STATS_RE.findall(text)]
-    return pd.DataFrame(rows, columns=["running", "waiting", "kv_usage_pct", "prefix_hit_pct"])
-
-
-def failure_reason(text: str) -> str:
-    """The first log line that says why vLLM refused or died (validation error, device assert, OOM), else ''."""
-    for rx in _FAILURE_RES:
-        m = rx.search(text)
-        if m:
-            return m.group(1).strip()
-    return ""
-
-
 def server_logs(experiment: str, run_ids=()) -> pd.DataFrame:
     """One row per server start found in the records' ``logs/server-*.log``: startup facts, load seen, failure."""
     rows = []
@@ -260,24 +258,6 @@ def saturation(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def decode_floor(model: str, gpu_name: str, batch: float, context: float, dtype_bytes: int = 2, bandwidth: float | None = None) -> dict:
-    """Lower bound on one decode step: all weights but the input embedding read once, plus ``batch`` x ``context``
-    tokens of K and V, at the GPU's datasheet HBM bandwidth (or ``bandwidth``, bytes/s)."""
-    counts = M.component_counts(model)
-    weight_bytes = int(counts["total"] - counts["embeddings"]) * dtype_bytes
-    step_bytes = weight_bytes + batch * context * SB.kv_bytes_per_token(model, dtype_bytes)
-    bw = bandwidth if bandwidth is not None else SB.hbm_bandwidth(gpu_name)
-    return {"weight_bytes": weight_bytes, "step_bytes": step_bytes, "bandwidth": bw, "itl_floor_ms": step_bytes / bw * 1e3, "tokens_per_s_bound": batch * bw / step_bytes}
-
-
-def known_bandwidth(gpu_name: str) -> float:
-    """The datasheet HBM bandwidth of a GPU, or NaN (a CPU run, an unlisted GPU): no roofline is drawn for it."""
-    try:
-        return SB.hbm_bandwidth(gpu_name)
-    except KeyError:
-        return float("nan")
-
-
 def roofline(results: pd.DataFrame, model: str, bandwidth: float | None = None) -> pd.DataFrame:
     """Measured ITL against the decode floor per ok point; batch = min(concurrency, max_num_seqs, KV-cache limit),
     context = input + output/2. ``floor_over_itl`` = 1.0 would be decoding at the memory-bandwidth roof."""
@@ -310,7 +290,69 @@ def itl_context_fit(results: pd.DataFrame, model: str, bandwidth: float | None =
         raise ValueError("itl_context_fit needs concurrency-1 points at two or more context lengths")
     b, a = np.polyfit(ctx.astype(float), ok["inter_token_latency_avg"].astype(float), 1)
     bw = bandwidth or known_bandwidth(ok["gpu"].iloc[0])
-    return {"points": len(ok), "intercept_ms": a, "slope_us_per_token": b * 1e3, "roofline_slope_us_per_token": SB.kv_bytes_per_token(model) / bw * 1e6}
+    return {"points": len(ok), "intercept_ms": a, "slope_us_per_token": b * 1e3, "roofline_slope_us_per_token": RF.kv_slope_bytes(model, float(ctx.mean())) / bw * 1e6}
+
+
+# --- statements: formatting, claims and the fork's "not measured" -------------------------------------------------
+NA = "n/a"
+
+
+def val(df: pd.DataFrame, col: str, **where):
+    """The single value of ``col`` in the rows matching ``where`` (None when absent)."""
+    rows = select(df, **where) if len(df) else df
+    return rows[col].iloc[0] if len(rows) else None
+
+
+def fmt(v, spec: str = "{:,.0f}") -> str:
+    """``v`` formatted, or n/a when it is missing."""
+    return NA if v is None or pd.isna(v) else spec.format(v)
+
+
+def first(df: pd.DataFrame, col: str):
+    """The first non-missing value of ``col`` (None when the column is absent or empty: e.g. a CPU server's log)."""
+    return df[col].dropna().iloc[0] if col in df and df[col].notna().any() else None
+
+
+def is_study_model(model: str) -> bool:
+    return str(model) == STUDY_MODEL
+
+
+def claim_statements(chapter: str, model: str) -> dict[str, str]:
+    """``claim_<id>``: the sentence of every headline claim of ``chapter`` (llmstudy.publishing.claims), naming the
+    models its records come from when the page is rendered for another model."""
+    import os
+
+    from llmstudy.publishing import claims as C
+
+    other = None if is_study_model(model) else str(model)
+    other = other or os.environ.get(C.FORK_ENV) or None
+    out = {}
+    for c in C.CLAIMS:
+        if c.chapter == chapter:
+            out[f"claim_{c.id}"] = c.sentence(None, model=other, verdict=c.evaluate(None))
+    return out
+
+
+def sweep_command(kind: str, model: str) -> str:
+    """The command that measures this chapter for ``model`` on a GPU runner (vLLM installed)."""
+    return f"llmstudy sweep {kind} --model {model}"
+
+
+def unmeasured(values: dict[str, str], keys, model: str, kind: str) -> dict[str, str]:
+    """For a model without a record of its own: every measured key (``keys``) says so, with the command that measures
+    it; predictions (other keys) stay."""
+    sentence = not_measured(M.title(model), sweep_command(kind, model))
+    return {k: (sentence if k in keys else v) for k, v in values.items()}
+
+
+def roofline_prediction(model: str, gpu: str, batch: float, context: float) -> str:
+    """The decode floor of ``model`` on ``gpu`` as a sentence, or the reason it is not modelled."""
+    try:
+        f = decode_floor(model, gpu, batch, context)
+    except RooflineUnsupported as e:
+        return f"no decode roofline: {e}"
+    return (f"{f['itl_floor_ms']:.2f} ms per decode step at batch {batch:g} and {context:,.0f} tokens of context "
+            f"({f['weight_bytes'] / 1e9:.2f} GB of weights + {batch * RF.kv_bytes_read(model, context) / 1e9:.3f} GB of KV at {f['bandwidth'] / 1e12:.2f} TB/s)")
 
 
 # --- figures -------------------------------------------------------------------------------------------------------

@@ -28,6 +28,22 @@ def run_anchor(experiment: str, run_id: str) -> str:
     return make_id(f"run-{experiment}-{run_id}")
 
 
+def record_models(experiment: str | None, run_ids) -> list[str]:
+    """The models that the records ``experiment/run_id`` measured (their ``model`` parameter), sorted; records
+    without one, or that cannot be read, add nothing. A figure's source line names them, so a page never shows
+    another model's measurements unnamed (forks)."""
+    from llmstudy.core.paths import runs_dir
+    from llmstudy.core.records import RecordError, load_record, run_models
+
+    found = set()
+    for r in run_ids:
+        try:
+            found.update(run_models(load_record(runs_dir() / str(experiment) / str(r))))
+        except (RecordError, OSError, ValueError):
+            continue
+    return sorted(found)
+
+
 def provenance_html(experiment: str | None = None, run_ids=(), computed: str = "", published: str = "") -> str:
     """The provenance line as HTML: linked run ids, and what else the figure/table rests on."""
     import html
@@ -36,7 +52,9 @@ def provenance_html(experiment: str | None = None, run_ids=(), computed: str = "
     parts = []
     if ids:
         links = ", ".join(f'<a href="{APPENDIX}#{run_anchor(experiment, r)}"><code>{html.escape(experiment)}/{html.escape(r)}</code></a>' for r in ids)
-        parts.append(f"run record{'s' if len(ids) > 1 else ''} {links}")
+        models = record_models(experiment, ids)
+        named = f" (model{'s' if len(models) > 1 else ''} {', '.join(f'<code>{html.escape(m)}</code>' for m in models)})" if models else ""
+        parts.append(f"run record{'s' if len(ids) > 1 else ''} {links}{named}")
     elif experiment:
         parts.append(f"no run record in <code>data/runs/{html.escape(experiment)}/</code> matches")
     if computed:

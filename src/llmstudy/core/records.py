@@ -285,6 +285,19 @@ def run_model(rec: Record) -> str | None:
     return params.get("model") if isinstance(params, dict) else None
 
 
+def run_models(rec: Record) -> list[str]:
+    """Every model a record measured, by name: its ``model`` parameter (a model folder's path becomes the folder's
+    name) and the ``model`` of each of its ``gpu_configs`` (the context-limits records); sorted, without repeats."""
+    params = rec.manifest.get("parameters") or {}
+    if not isinstance(params, dict):
+        return []
+    found = [params.get("model")]
+    configs = params.get("gpu_configs")
+    if isinstance(configs, dict):
+        found += [c.get("model") for c in configs.values() if isinstance(c, dict)]
+    return sorted({Path(str(m)).name for m in found if isinstance(m, str) and m.strip()})
+
+
 def results(experiment: str, name: str = "results", root: Path | None = None, model: str | None = None) -> pd.DataFrame:
     """The named table of every record of an experiment, concatenated, with ``run_id`` and ``gpu`` columns.
 

@@ -1,5 +1,5 @@
 """The book's headline claims, written once: each is evaluated against the run records, rendered in its chapter from
-that evaluation (:func:`glue_claims`), listed on the claims page, and checked by ``tests/test_claims.py``.
+that evaluation (:func:`glue_claims`), listed on the claims page, and checked by ``tests/publishing/test_claims.py``.
 
 A verdict is *holds*, *contradicted* or *not yet measured* (no record holds the data the claim needs). Nothing
 here is a number typed by hand: thresholds are part of the claim's wording, values come from ``data/runs``.
@@ -7,9 +7,10 @@ here is a number typed by hand: thresholds are part of the claim's wording, valu
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -39,14 +40,28 @@ class Claim:
         """The verdict against the records under ``root`` (default ``data/runs``)."""
         return self.check(root)
 
-    def sentence(self, root: Path | None = None) -> str:
-        """The claim as the book prints it: statement, verdict, evidence."""
-        v = self.evaluate(root)
+    def sentence(self, root: Path | None = None, model: str | None = None, verdict: Verdict | None = None) -> str:
+        """The claim as the book prints it: statement, verdict, evidence.
+
+        With ``model`` (a fork's model), a claim that rests on other models' records, or on no record of ``model``,
+        first says whose claim it is, so a forked page never shows the study's numbers as the new model's.
+        """
+        v = verdict or self.evaluate(root)
         if v.status == HOLDS:
-            return f"{self.statement}: {v.evidence}."
-        if v.status == NOT_MEASURED:
-            return f"{self.statement} — not yet measured ({v.evidence})."
-        return f"{self.statement} — CONTRADICTED by the records: {v.evidence}."
+            text = f"{self.statement}: {v.evidence}."
+        elif v.status == NOT_MEASURED:
+            text = f"{self.statement} — not yet measured ({v.evidence})."
+        else:
+            text = f"{self.statement} — CONTRADICTED by the records: {v.evidence}."
+        if not model:
+            return text
+        from llmstudy.core.book import record_models
+
+        models = sorted({m for r in v.runs for m in record_models(r.split("/", 1)[0], [r.split("/", 1)[-1]])})
+        if model in models and len(models) == 1:
+            return text
+        whose = f"the study's records of {', '.join(models)}" if models else "the models the study measured"
+        return f"The study's claim, about {whose} (not measured for {model}): {text}"
 
 
 def _verdict(ok: bool, evidence: str, runs) -> Verdict:
@@ -63,8 +78,8 @@ def _ids(experiment: str, df: pd.DataFrame) -> list[str]:
 
 # --- memory accounting --------------------------------------------------------------------------------------------
 def _memory(root):
-    from llmstudy.training import memory as mm
     from llmstudy.core.records import results
+    from llmstudy.training import memory as mm
 
     runs = results("memory_accounting", root=root)
     return mm.compare(runs) if len(runs) else pd.DataFrame()
@@ -117,9 +132,8 @@ BATCH_WORKLOAD = {"model": "llama-2-7b", "input_len": 512, "output_len": 256}
 
 
 def _batch(root):
-    from llmstudy.core.records import results
-
     from llmstudy.chapters.serve_sweeps import sweep_runs
+    from llmstudy.core.records import results
 
     res = results("batch_size_sweep", root=root)
     if not len(res):
@@ -294,13 +308,28 @@ def table(root: Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def glue_claims(chapter: str, root: Path | None = None) -> dict[str, Verdict]:
-    """Glue ``claim_<id>`` (the printed sentence) for every claim of ``chapter``; returns the verdicts."""
+FORK_ENV = "LLMSTUDY_FORK_MODEL"  # set by `llmstudy fork` for the chapters it executes
+
+
+def statements(chapter: str, model: str | None = None, root: Path | None = None) -> dict[str, str]:
+    """``{"claim_<id>": sentence}`` for every claim of ``chapter``, for a chapter's ``statements`` to glue with its
+    other values; ``model`` as in :func:`glue_claims` (default ``$LLMSTUDY_FORK_MODEL``)."""
+    model = model or os.environ.get(FORK_ENV) or None
+    return {f"claim_{c.id}": c.sentence(root, model=model) for c in CLAIMS if c.chapter == chapter}
+
+
+def glue_claims(chapter: str, root: Path | None = None, model: str | None = None) -> dict[str, Verdict]:
+    """Glue ``claim_<id>`` (the printed sentence) for every claim of ``chapter``; returns the verdicts.
+
+    ``model``: the model the page is rendered for when it is not the study's own (default ``$LLMSTUDY_FORK_MODEL``,
+    which ``llmstudy fork`` sets); each sentence then names the models whose records it rests on.
+    """
     from llmstudy.core.book import glue_text
 
+    model = model or os.environ.get(FORK_ENV) or None
     out = {}
     for c in CLAIMS:
         if c.chapter == chapter:
-            out[c.id] = c.evaluate(root)
-            glue_text(f"claim_{c.id}", c.sentence(root))
+            out[c.id] = v = c.evaluate(root)
+            glue_text(f"claim_{c.id}", c.sentence(root, model=model, verdict=v))
     return out

@@ -22,9 +22,9 @@ from sphinx import addnodes
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
-from llmstudy.publishing import site as publish
 from llmstudy.core.book import run_anchor
 from llmstudy.core.paths import repo_root, runs_dir
+from llmstudy.publishing import site as publish
 
 STAMP_CLASS = "llmstudy-stamp"
 
@@ -138,6 +138,8 @@ class RunRecords(SphinxDirective):
     def _record(self, rec, experiment: str, d: Path, doc_dir: Path) -> nodes.section:
         import os
 
+        from llmstudy.core.records import run_models
+
         m = rec.manifest
         sub = nodes.section(ids=[run_anchor(experiment, rec.run_id)])
         sub += nodes.title(text=f"{experiment} / {rec.run_id}")
@@ -157,6 +159,7 @@ class RunRecords(SphinxDirective):
         others = [f for f in m.get("files", []) if not f.startswith("logs/")]
         rows = [
             ("outcome", str(m.get("outcome"))),
+            ("model", ", ".join(run_models(rec)) or "—"),
             ("GPU", _gpu_line(m)),
             ("driver / CUDA", f"{g.get('driver') or '—'} / {g.get('cuda_runtime') or '—'}"),
             ("host", f"{(m.get('host') or {}).get('platform', '—')}, {(m.get('host') or {}).get('cpu_count', '—')} CPUs"),

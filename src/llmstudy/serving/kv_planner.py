@@ -81,6 +81,8 @@ class VersionRules:
     ceil_budget: bool  # requested_memory = ceil(util x total)
     counts_cuda_context: bool  # non-torch memory measured on the whole device, CUDA context and NCCL included
     sampler_bytes_per_logit: int  # live bytes per (request, vocab) element at the profiling sampler run's peak
+    default_utilization: float = 0.9  # gpu_memory_utilization when the server is started without the flag
+    model_runner_v2: bool = False  # the V2 GPU model runner serves dense models (and a few MoE ones) by default
 
 
 VERSIONS: dict[str, VersionRules] = {
@@ -88,13 +90,29 @@ VERSIONS: dict[str, VersionRules] = {
     # tokens = num_blocks * block_size (kv_cache_utils.py:545-596), CUDA graphs captured after the KV cache.
     # Sampler: PyTorch top-k/top-p sorts the vocabulary when FlashInfer is absent (pip install vllm does not
     # bring it): bf16 logits 2 + fp32 logits 4 + sorted values 4 + int64 indices 8 + probs 4 + scatter out 4 + mask 1.
-    "0.8.3": VersionRules("0.8.3", None, False, False, False, True, 27),
+    "0.8.3": VersionRules("0.8.3", None, False, False, False, True, 27, 0.9),  # engine/arg_utils.py: 0.90
     # 0.25.0: hybrid manager on for chunked-local attention (envs.py VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE
     # default "1"), tokens from concurrency, CUDA-graph estimate subtracted (gpu_worker.py:519-523), ceil budget.
     # Sampler: Triton top-k/top-p for >= 8 rows (no sort): bf16 logits 2 + fp32 4 + probs 4 + exponential noise 4.
-    "0.25.0": VersionRules("0.25.0", True, True, True, True, False, 14),
+    # Model runner V2 (v1/worker/gpu/model_runner.py) for every non-MoE model and the MoE ones in
+    # DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES (config/vllm.py: use_v2_model_runner); its profiling run skips attention and
+    # its sampler skips top-k/top-p. Default gpu_memory_utilization 0.92 (config/cache.py: Field(default=0.92)).
+    "0.25.0": VersionRules("0.25.0", True, True, True, True, False, 14, 0.92, True),
 }
-MIN_VERSION = {"GptOssForCausalLM": "0.10.1", "Llama4ForConditionalGeneration": "0.8.3", "Llama4ForCausalLM": "0.8.3"}
+# The architectures the planner models, and the first vLLM release whose model registry lists each, read from the
+# released wheels' vllm/model_executor/models/registry.py (0.8.3, 0.8.4 and 0.25.0): "0.8.3" means "already in 0.8.3",
+# the oldest version with rules here. Qwen3 and Qwen3-MoE are absent from 0.8.3 and present in 0.8.4; gpt-oss is
+# absent from 0.8.4 and present in 0.25.0 (its first release, 0.10.1, from the gpt-oss launch notes).
+ARCHITECTURES = {
+    **dict.fromkeys(("LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM", "Qwen2ForCausalLM", "Qwen2MoeForCausalLM",
+                     "GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration",
+                     "Llama4ForCausalLM", "Llama4ForConditionalGeneration", "DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM"), "0.8.3"),
+    "Qwen3ForCausalLM": "0.8.4", "Qwen3MoeForCausalLM": "0.8.4", "GptOssForCausalLM": "0.10.1",
+}
+MIN_VERSION = ARCHITECTURES  # the former name
+# vLLM 0.25 config/vllm.py DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES: MoE models that still get the V2 runner
+V2_RUNNER_MOE_ARCHITECTURES = frozenset({"DeepseekV2ForCausalLM", "Qwen2MoeForCausalLM", "GraniteMoeForCausalLM"})
+QUANT_METHODS = {"compressed-tensors": "fp8-checkpoint", "mxfp4": "mxfp4-checkpoint"}
 
 WEIGHT_FORMATS = {
     "bf16": "every tensor in bf16 (the checkpoint's dtype)",
@@ -105,10 +123,16 @@ WEIGHT_FORMATS = {
 KV_DTYPES = {"auto": 2, "fp8": 1}
 
 # Default estimates for the inputs that only a running system knows (bytes). Measured values replace them.
-DEFAULT_NON_TORCH_TP1 = 256 * MiB  # cuBLAS/cuBLASLt workspaces and allocator slack
+# cuBLAS/cuBLASLt workspaces and allocator slack: vLLM 0.25.0 logged "non-torch forward increase memory: 0.22GiB" for
+# each of the seven one-GPU records (data/runs/context_limits/h200x1-g, -g2)
+DEFAULT_NON_TORCH_TP1 = round(0.22 * GiB)
 DEFAULT_NON_TORCH_TP = 768 * MiB  # plus NCCL communicator buffers, allocated at the first collective
 DEFAULT_CUDA_CONTEXT = 512 * MiB  # CUDA context + NCCL init, counted only where the whole device is measured (0.8.3)
 DEFAULT_CUDAGRAPH = 1 * GiB  # placeholder for vLLM's CUDA-graph estimate (0.21+, graphs on): measure it
+
+
+class NotModelledError(ValueError):
+    """The planner cannot be exact for this model or deployment (the message names what is not modelled)."""
 
 
 # --- The deployment ----------------------------------------------------------------------------------------------
@@ -128,7 +152,7 @@ class Deployment:
     pp: int = 1
     weights: str = "bf16"
     kv_dtype: str = "auto"
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: float | None = None  # None: the version's default (0.8.3: 0.9; 0.25.0: 0.92)
     max_num_batched_tokens: int | None = None  # None: the version's default for this GPU (API server)
     max_num_seqs: int | None = None
     max_model_len: int | None = None  # None: the model's derived maximum (max_position_embeddings)
@@ -142,6 +166,8 @@ class Deployment:
     activation_peak_bytes: int | None = None
     non_torch_bytes: int | None = None
     cudagraph_bytes: int | None = None
+    # True when gpu_memory_utilization was left to the version's default (replace() then re-resolves it)
+    utilization_is_default: bool = dataclasses.field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         errors = []
@@ -171,10 +197,13 @@ class Deployment:
             if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
                 errors.append(f"{name} must be a non-negative number of bytes, got {v!r}")
         u = self.gpu_memory_utilization
-        if not isinstance(u, (int, float)) or isinstance(u, bool) or not 0 < u <= 1:
+        if u is not None and (not isinstance(u, (int, float)) or isinstance(u, bool) or not 0 < u <= 1):
             errors.append(f"gpu_memory_utilization must be in (0, 1], got {u!r}")
         if errors:
             raise ValueError("; ".join(errors))
+        if u is None:
+            object.__setattr__(self, "gpu_memory_utilization", VERSIONS[self.vllm_version].default_utilization)
+            object.__setattr__(self, "utilization_is_default", True)
         if self.tp is None:
             if self.num_gpus % self.pp:
                 raise ValueError(f"num_gpus ({self.num_gpus}) is not a multiple of pp ({self.pp})")
@@ -182,21 +211,31 @@ class Deployment:
         if self.tp * self.pp != self.num_gpus:
             raise ValueError(f"tp x pp = {self.tp} x {self.pp} = {self.tp * self.pp} does not use num_gpus = {self.num_gpus}")
         f = model_facts(self.model, self.text_only)
+        need = ARCHITECTURES.get(f["architecture"])
+        if need is None:
+            raise NotModelledError(f"{f['architecture']} ({self.model}) is not modelled by the KV planner; modelled architectures: "
+                                   f"{', '.join(sorted(ARCHITECTURES))}")
+        if _vkey(self.vllm_version) < _vkey(need):
+            raise NotModelledError(f"{f['architecture']} needs vLLM >= {need} (it is not in vLLM {self.vllm_version}'s model "
+                                   f"registry); rules for {self.vllm_version} do not apply")
+        if f["mla"] and self.kv_dtype != "auto":
+            raise NotModelledError(f"an fp8 KV cache for MLA attention ({self.model}) is not modelled (the MLA backends' fp8 "
+                                   "cache layouts differ); use kv_dtype='auto'")
         if f["heads"] % self.tp:
             raise ValueError(f"tensor parallel size {self.tp} does not divide the {f['heads']} attention heads of {self.model} "
                              f"(vLLM: 'Total number of attention heads ({f['heads']}) must be divisible by tensor parallel size ({self.tp})')")
         kv = f["kv_heads"]
-        if (kv >= self.tp and kv % self.tp) or (kv < self.tp and self.tp % kv):
+        if not f["mla"] and ((kv >= self.tp and kv % self.tp) or (kv < self.tp and self.tp % kv)):
             raise ValueError(f"tensor parallel size {self.tp} neither divides nor is a multiple of the {kv} KV heads of {self.model}")
         if self.pp > f["layers"]:
             raise ValueError(f"pp ({self.pp}) exceeds the {f['layers']} layers of {self.model}")
-        need = MIN_VERSION.get(f["architecture"])
-        if need and _vkey(self.vllm_version) < _vkey(need):
-            raise ValueError(f"{f['architecture']} needs vLLM >= {need}; rules for {self.vllm_version} do not apply")
         rules = VERSIONS[self.vllm_version]
         if self.hybrid_kv and rules.hybrid_kv_default is None:
             raise ValueError(f"vLLM {self.vllm_version} has no hybrid KV cache manager (hybrid_kv=True is impossible)")
         q = f["quantization"]
+        if q and q.get("quant_method") not in QUANT_METHODS:
+            raise NotModelledError(f"{self.model} is a {q.get('quant_method')!r} checkpoint: how vLLM stores those weights is not "
+                                   f"modelled (modelled checkpoints: {', '.join(QUANT_METHODS)})")
         if self.weights in ("fp8-checkpoint", "mxfp4-checkpoint"):
             want = "compressed-tensors" if self.weights == "fp8-checkpoint" else "mxfp4"
             if not q or q.get("quant_method") != want:
@@ -252,6 +291,9 @@ class Deployment:
         return f"{name} {self.num_gpus}x{gpu} {PRECISION_LABEL[self.weights]}{kv} L={self.model_len:,}"
 
     def replace(self, **kw) -> Deployment:
+        """A copy with ``kw`` changed; a defaulted gpu_memory_utilization stays the (new) version's default."""
+        if self.utilization_is_default:
+            kw.setdefault("gpu_memory_utilization", None)
         return dataclasses.replace(self, **kw)
 
 
@@ -263,41 +305,74 @@ def _vkey(v: str) -> tuple:
 
 @functools.lru_cache(maxsize=32)
 def model_facts(model: str, text_only: bool = False) -> dict:
-    """Architecture facts the planner needs, read from the config (text config for multimodal models)."""
-    full = M.load_config(model)
-    t = M.text_config(full)
-    heads = t.num_attention_heads
-    head_dim = getattr(t, "head_dim", None) or t.hidden_size // heads
-    layer_types = list(getattr(t, "layer_types", None) or ["full_attention"] * t.num_hidden_layers)
-    arch = (getattr(full, "architectures", None) or ["?"])[0]
-    multimodal = getattr(full, "vision_config", None) is not None and not text_only
+    """Architecture facts the planner needs, from the validated config's layer-by-layer description
+    (:func:`llmstudy.core.models.describe`; the language model's ``text_config`` for multimodal configs)."""
+    a = M.describe(model)
+    raw = M.raw_config(model)
+    t = raw.get("text_config") or raw
+    arch = (raw.get("architectures") or ["?"])[0]
+    multimodal = a.multimodal and not text_only
     if text_only and arch.endswith("ForConditionalGeneration"):
         arch = arch.replace("ForConditionalGeneration", "ForCausalLM")
-    q = getattr(full, "quantization_config", None)
-    if q is not None and not isinstance(q, dict):
-        q = q.to_dict()
+    max_pos = t.get("max_position_embeddings")
+    if not isinstance(max_pos, int) or isinstance(max_pos, bool) or max_pos <= 0:
+        raise NotModelledError(f"{model}: field 'max_position_embeddings' is missing or not a positive integer: vLLM derives "
+                               "the longest context from it")
+    q = raw.get("quantization_config") or t.get("quantization_config")
+    kinds = tuple(layer.attention for layer in a.layers)
+    window = next((layer.window for layer in a.layers if layer.window), None)
+    moe = a.moe
     return {
         "architecture": arch,
+        "model_type": a.model_type,
         "multimodal": multimodal,
-        "layers": t.num_hidden_layers,
-        "hidden": t.hidden_size,
-        "heads": heads,
-        "kv_heads": getattr(t, "num_key_value_heads", None) or heads,
-        "head_dim": head_dim,
-        "vocab": t.vocab_size,
-        "max_position_embeddings": t.max_position_embeddings,
-        "layer_types": tuple(layer_types),
-        "attention_chunk_size": getattr(t, "attention_chunk_size", None),
-        "sliding_window": getattr(t, "sliding_window", None),
-        "intermediate": t.intermediate_size,
-        "intermediate_mlp": getattr(t, "intermediate_size_mlp", None) or t.intermediate_size,
-        "experts": getattr(t, "num_local_experts", 0) or 0,
-        "top_k": getattr(t, "num_experts_per_tok", 0) or 0,
-        "moe_layers": tuple(getattr(t, "moe_layers", None) or (range(t.num_hidden_layers) if getattr(t, "num_local_experts", 0) else ())),
-        "shared_expert": "llama4" in getattr(t, "model_type", ""),
-        "rope": bool(getattr(t, "rope_parameters", None) or getattr(t, "rope_theta", None)),
+        "layers": a.num_layers,
+        "hidden": a.hidden_size,
+        "heads": a.num_heads,
+        "kv_heads": a.num_kv_heads,
+        "head_dim": a.head_dim,
+        "vocab": a.vocab_size,
+        "max_position_embeddings": max_pos,
+        "attention": kinds,  # full / sliding / chunked / mla per layer
+        "layer_types": tuple({"sliding": "sliding_attention", "chunked": "chunked_attention"}.get(k, "full_attention") for k in kinds),
+        "attention_chunk_size": window if "chunked" in kinds else None,
+        "sliding_window": window if "sliding" in kinds else None,
+        "mla": a.mla.latent if a.mla else None,  # elements cached per token and layer (kv_lora_rank + qk_rope_head_dim)
+        "mla_rope_dim": a.mla.qk_rope_head_dim if a.mla else None,
+        "intermediate": moe.expert_intermediate_size if moe else a.intermediate_size,
+        "intermediate_mlp": t.get("intermediate_size_mlp") or a.intermediate_size,
+        "experts": moe.num_experts if moe else 0,
+        "top_k": moe.top_k if moe else 0,
+        "moe_layers": a.moe_layers,
+        # always-active expert width: Llama 4's one shared expert of the routed width, DeepSeek's n_shared_experts, Qwen2-MoE's
+        "shared_intermediate": (moe.expert_intermediate_size if a.model_type == "llama4_text" else moe.shared_intermediate_size) if moe else 0,
+        "rope_caches": _rope_caches(t, a, max_pos),
         "quantization": q or None,
     }
+
+
+def _rope_caches(t: dict, a, max_pos: int) -> tuple[tuple[int, int], ...]:
+    """(elements, bytes per element) of each distinct cos/sin cache vLLM registers with the weights.
+
+    vLLM builds one rotary embedding per distinct setting (``get_rope`` caches them): ``max_len x rotary_dim``
+    elements in the model dtype (``RotaryEmbedding``), where a ``linear`` rope scaling multiplies the length by its
+    factor (``LinearScalingRotaryEmbedding``). DeepSeek's YaRN cache is float32 over ``original x factor`` positions
+    of the RoPE part alone (``DeepseekScalingRotaryEmbedding``). Gemma 3's sliding layers use a second, unscaled rope.
+    """
+    scaling = t.get("rope_scaling") or {}
+    if not isinstance(scaling, dict):
+        scaling = {}
+    kind = scaling.get("rope_type") or scaling.get("type")
+    factor = scaling.get("factor") or 1
+    rot = int(a.head_dim * (t.get("partial_rotary_factor") or 1))
+    if a.mla:
+        length = int((scaling.get("original_max_position_embeddings") or max_pos) * factor) if kind in ("yarn", "deepseek_yarn") else max_pos
+        return ((length * a.mla.qk_rope_head_dim, 4),)
+    length = int(max_pos * factor) if kind == "linear" else max_pos
+    caches = [(length * rot, 2)]
+    if a.model_type == "gemma3_text" and "sliding" in {layer.attention for layer in a.layers} and t.get("rope_local_base_freq"):
+        caches.append((max_pos * rot, 2))
+    return tuple(caches)
 
 
 # --- Weights per GPU ----------------------------------------------------------------------------------------------
@@ -325,6 +400,8 @@ def _rank_numel(name: str, comp: str, numel: int, linear: bool, f: dict, tp: int
     if comp in ("norms", "router"):
         return numel
     if comp == "attention":
+        if re.search(r"\.(q_a_proj|kv_a_proj_with_mqa|[qk]v?_a_layernorm)\.(weight|bias)$", name):
+            return numel  # MLA's down-projections and their norms: ReplicatedLinear on every rank
         if re.search(r"\.[kv]_proj\.(weight|bias)$", name):
             kv = f["kv_heads"]
             return numel * max(1, kv // tp) // kv
@@ -422,10 +499,9 @@ def weight_table(dep: Deployment) -> pd.DataFrame:
         prec = _precision(dep, name, comp, bool(lin), f)
         b = n * nbytes[prec] + _scale_bytes(name, comp, prec, n, f, per_channel)
         rows.append((name, comp, layer, stage, prec, n, b))
-    if f["rope"]:  # cos/sin cache: max_position_embeddings x rotary_dim in the model dtype, one per stage
-        for s in range(dep.pp):
-            n = f["max_position_embeddings"] * f["head_dim"]
-            rows.append(("rotary_emb.cos_sin_cache", "rope cache", -1, s, "bf16", n, 2.0 * n))
+    for s in range(dep.pp):  # cos/sin caches (see _rope_caches), one set per stage
+        for n, b in f["rope_caches"]:
+            rows.append(("rotary_emb.cos_sin_cache", "rope cache", -1, s, "bf16" if b == 2 else "fp32", n, float(b * n)))
     return pd.DataFrame(rows, columns=["name", "component", "layer", "stage", "precision", "rank_numel", "rank_bytes"])
 
 
@@ -440,23 +516,46 @@ def layer_kinds(dep: Deployment) -> list[tuple[str, int | None]]:
     """(kind, window) per decoder layer as the version's KV manager sees it: full, chunked(chunk) or sliding(window)."""
     f = model_facts(dep.model, dep.text_only)
     out = []
-    for lt in f["layer_types"]:
+    for kind in f["attention"]:
         if not dep.hybrid:
             out.append(("full", None))  # 0.8.3, or the hybrid manager off: every layer gets full-length KV
-        elif lt == "chunked_attention" and f["attention_chunk_size"]:
+        elif kind == "chunked" and f["attention_chunk_size"]:
             out.append(("chunked", f["attention_chunk_size"]))
-        elif lt == "sliding_attention" and f["sliding_window"]:
+        elif kind == "sliding" and f["sliding_window"]:
             out.append(("sliding", f["sliding_window"]))
         else:
-            out.append(("full", None))
+            out.append(("full", None))  # full attention and MLA
     return out
 
 
-def page_bytes(dep: Deployment) -> int:
-    """Bytes of one KV block of one layer on one rank: 2 x block x kv_heads_per_rank x head_dim x dtype."""
+def kv_bytes_per_token_layer(dep: Deployment) -> int:
+    """KV-cache bytes one token takes in one layer on one rank.
+
+    Standard attention: K and V, ``2 x kv_heads_per_rank x head_dim x dtype`` (KV heads are split over TP ranks,
+    replicated when there are fewer heads than ranks). MLA (DeepSeek-V2/V3): one latent of
+    ``kv_lora_rank + qk_rope_head_dim`` elements (factor 1, not 2), whole on every rank (vLLM's ``MLAAttentionSpec``).
+    """
     f = model_facts(dep.model, dep.text_only)
+    if f["mla"]:
+        return f["mla"] * KV_DTYPES[dep.kv_dtype]
     kv_rank = max(1, f["kv_heads"] // dep.tp)
-    return 2 * BLOCK_SIZE * kv_rank * f["head_dim"] * KV_DTYPES[dep.kv_dtype]
+    return 2 * kv_rank * f["head_dim"] * KV_DTYPES[dep.kv_dtype]
+
+
+def kv_bytes_per_token(model: str, tp: int = 1, kv_dtype: str = "auto") -> int:
+    """KV-cache bytes of one token over every layer on one rank, with every layer holding it (no window).
+
+    The one KV arithmetic of the repository for "bytes per token" (any family: GQA, sliding/hybrid, MLA, multimodal
+    ``text_config``); a sliding or chunked layer holds at most its window of tokens (:func:`layer_kinds`).
+    """
+    dep = Deployment(model=model, num_gpus=tp, kv_dtype=kv_dtype, text_only=True)
+    return model_facts(model, True)["layers"] * kv_bytes_per_token_layer(dep)
+
+
+def page_bytes(dep: Deployment) -> int:
+    """Bytes of one KV block of one layer on one rank: block x :func:`kv_bytes_per_token_layer`
+    (standard attention: 2 x block x kv_heads_per_rank x head_dim x dtype; MLA: block x latent x dtype)."""
+    return BLOCK_SIZE * kv_bytes_per_token_layer(dep)
 
 
 def _blocks_per_request(kind: str, window: int | None, model_len: int, batched: int) -> int:
@@ -488,36 +587,57 @@ def kv_groups(dep: Deployment) -> list[dict]:
 
 # --- Default estimates of the running system's memory -------------------------------------------------------------
 
-def _forward_bytes_per_token(f: dict, tp: int) -> int:
-    """bf16 activation bytes per token alive at once in one decoder layer during the profiling forward."""
+def _forward_bytes_per_token(f: dict, tp: int, attention: bool = True) -> int:
+    """bf16 activation bytes per token alive at once in one decoder layer during the profiling forward.
+
+    ``attention=False``: the V2 model runner profiles with ``skip_attn=True``, so no attention activations.
+    """
     h, d = f["hidden"], f["head_dim"]
     q = f["heads"] * d // tp
     kv = max(1, f["kv_heads"] // tp) * d
-    attn = q + 2 * kv + q  # qkv output + attention output
+    attn = q + 2 * kv + q if attention else 0  # qkv output + attention output
     dense = 3 * (f["intermediate_mlp"] // tp)  # gate_up output + activation
     moe = 0
     if f["experts"]:
         n = f["intermediate"] // tp
         moe = f["top_k"] * (3 * n + h) + 2 * f["experts"]  # fused_moe caches + fp32 router logits (as bf16 units)
-        if f["shared_expert"]:
-            moe += 3 * n
+        moe += 3 * (f["shared_intermediate"] // tp)
     return 2 * (6 * h + attn + max(dense if len(f["moe_layers"]) < f["layers"] else 0, moe))
+
+
+def model_runner(dep: Deployment) -> str:
+    """Which vLLM GPU model runner profiles this deployment: "v2" (0.25: every non-MoE model and the MoE architectures in
+    DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES) or "v1"."""
+    f = model_facts(dep.model, dep.text_only)
+    if dep.rules.model_runner_v2 and (not f["experts"] or f["architecture"] in V2_RUNNER_MOE_ARCHITECTURES):
+        return "v2"
+    return "v1"
 
 
 def estimate_activation_peak(dep: Deployment) -> int:
     """Default estimate of the profiling run's torch peak above the weights.
 
-    The profiling run is a forward pass over ``max_num_batched_tokens`` tokens, then the sampler over one row per
-    request (``min(max_num_seqs, max_num_batched_tokens)`` rows of the full vocabulary). At these vocabularies the
-    sampler dominates, and its bytes per element depend on the top-k/top-p implementation of the version.
+    The profiling run (``profile_run``) is a forward pass over ``max_num_batched_tokens`` tokens split into
+    ``min(max_num_seqs, max_num_batched_tokens)`` requests, then the sampler over one row per request of the full
+    vocabulary. Which part peaks, and the sampler's bytes per logit, depend on the runner:
+
+    * V1 (``gpu_model_runner.py``; 0.8.3, and MoE models in 0.25): the sampler runs top-k/top-p, twice in 0.25
+      (``_dummy_sampler_run``); its live bytes per logit are the version's ``sampler_bytes_per_logit``.
+    * V2 (``v1/worker/gpu/model_runner.py``; dense models in 0.25): the forward skips attention and the sampler skips
+      top-k/top-p: the bf16 logits and their fp32 copy (6 bytes per logit), while the forward's hidden states
+      (``max_num_batched_tokens`` rows) and the sampled rows stay alive.
     """
     f = model_facts(dep.model, dep.text_only)
     b = dep.batched_tokens
     rows = min(dep.num_seqs, b)
     vocab = -(-f["vocab"] // VOCAB_PADDING) * VOCAB_PADDING
+    encoder_cache = b * f["hidden"] * 2 if f["multimodal"] else 0
+    if model_runner(dep) == "v2":
+        forward = b * _forward_bytes_per_token(f, dep.tp, attention=False)
+        sampler = rows * (vocab // dep.tp) * 2 + rows * f["vocab"] * 4 + (b + rows) * f["hidden"] * 2
+        return int(max(forward, sampler) + encoder_cache)
     forward = b * _forward_bytes_per_token(f, dep.tp)
     sampler = rows * f["vocab"] * dep.rules.sampler_bytes_per_logit + rows * (vocab // dep.tp) * 2 + rows * f["hidden"] * 2
-    encoder_cache = b * f["hidden"] * 2 if f["multimodal"] else 0
     return int(max(forward, sampler) + encoder_cache)
 
 

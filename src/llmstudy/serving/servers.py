@@ -1,8 +1,10 @@
 """A managed inference server (vLLM, SGLang, HF transformers): start it, wait until healthy, read its startup facts,
-always stop it.
+always stop it. The one server lifecycle of the study: every chapter that starts a server goes through it.
 
 :class:`ManagedServer` does the process work for every engine; an engine subclass only says how its command line
-is built, which environment it needs and which facts its log holds (:data:`ENGINES` maps a name to the class).
+is built, which environment it needs and which facts its log holds (:data:`ENGINES` maps a name to the class; a
+new engine such as ``trtllm-serve`` or Triton is one more subclass). Log patterns and the failure classifier live in
+:mod:`llmstudy.serving.logs`.
 The server runs under a small supervisor (``python -m llmstudy.serving.servers supervise``) that leads its own process
 group. Stopping sends SIGTERM to the whole group, waits, then SIGKILLs it; the supervisor also kills the group
 when the client that started it disappears (even after ``kill -9``), so a sweep never leaves an orphan server
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -26,7 +27,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Self
 
-from llmstudy.serving.logs import NUM, parse_startup_log, scan_log
+from llmstudy.serving.logs import SGLANG_PATTERNS, classify_failure, parse_hfserve_log, parse_sglang_log, parse_startup_log  # noqa: F401 - re-exported
 
 TAG_ENV = "LLMSTUDY_SERVER_TAG"  # every process of a managed server carries this in its environment
 
@@ -61,18 +62,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def classify_failure(log_text: str) -> str:
-    """What a failed start means, from the log: ``oom``, ``refused`` (a setting vLLM rejects) or ``start_failed``."""
-    t = log_text[-20000:]
-    if "out of memory" in t.lower() or "OutOfMemoryError" in t:
-        return "oom"
-    if "KV cache" in t and ("To serve at least one request" in t or "larger than the available KV cache" in t or "No available memory for the cache blocks" in t):
-        return "oom"
-    if any(s in t for s in ("ValueError", "ValidationError", "error: argument", "error: unrecognized arguments")):
-        return "refused"
-    return "start_failed"
-
-
 def vllm_command(model: str, args: list[str], port: int, host: str = "127.0.0.1", python: str | None = None) -> list[str]:
     """The ``vllm serve`` command line (run as a module, which works where the ``vllm`` script is not on PATH)."""
     py = python or os.environ.get("LLMSTUDY_VLLM_PYTHON") or sys.executable
@@ -90,12 +79,13 @@ class ManagedServer(ABC):
     engine = "server"
     python_env = "LLMSTUDY_SERVER_PYTHON"
     health_path = "/health"
+    model_file: str | None = "config.json"  # what the model folder must hold (None: any folder, e.g. a Triton model repository)
 
     def __init__(self, model: str, args: list[str] | tuple = (), port: int | None = None, env: dict | None = None, log_path: Path | None = None, start_timeout_s: float = 900, host: str = "127.0.0.1", python: str | None = None, stop_grace_s: float = 30, served_name: str | None = None):
         if not Path(model).is_dir():
-            raise FileNotFoundError(f"model directory {model} does not exist (a model is a folder with config.json)")
-        if not (Path(model) / "config.json").is_file():
-            raise FileNotFoundError(f"{model} has no config.json")
+            raise FileNotFoundError(f"model directory {model} does not exist (a model is a folder with {self.model_file or 'the engine model repository'})")
+        if self.model_file and not (Path(model) / self.model_file).is_file():
+            raise FileNotFoundError(f"{model} has no {self.model_file}")
         if start_timeout_s <= 0:
             raise ValueError(f"start_timeout_s must be > 0, got {start_timeout_s}")
         self.model, self.args, self.host = str(model), [str(a) for a in args], host
@@ -235,33 +225,6 @@ class VLLMServer(ManagedServer):
         return parse_startup_log(text)
 
 
-SGLANG_PATTERNS = {  # key -> (regex, type); SGLang 0.5.x startup lines (scheduler, model runner, memory pool)
-    "kv_cache_tokens": (re.compile(rf"max_total_num_tokens={NUM}"), int),
-    "max_running_requests": (re.compile(rf"max_running_requests={NUM}"), int),
-    "context_len": (re.compile(rf"context_len={NUM}"), int),
-    "available_gpu_mem_gib": (re.compile(rf"available_gpu_mem={NUM} GB"), float),
-    "weights_gib": (re.compile(rf"Load weight end\..*?mem usage={NUM} GB"), float),
-    "weights_load_s": (re.compile(rf"Load weight end\. elapsed={NUM} s"), float),
-    "kv_pool_tokens": (re.compile(rf"Cache is allocated\. dtype: \S+, #tokens: {NUM}"), int),
-    "weights_quant": (re.compile(r"Load weight end\..*?quant=(\w+)"), str),  # 0.5.17 logs the checkpoint's method, e.g. gptq
-    "weights_bits": (re.compile(r"Load weight end\..*?bits=(\d+)"), int),
-    "kv_k_gib": (re.compile(rf"Cache is allocated\..*?K size: {NUM} GB"), float),  # SGLang's "GB" are 2**30 bytes
-    "kv_v_gib": (re.compile(rf"Cache is allocated\..*?V size: {NUM} GB"), float),
-    # decode graphs ("Capture cuda graph end", 0.5.17: "Capture target decode CUDA graph end"); prefill graphs apart
-    "graph_capture_s": (re.compile(rf"Capture (?:target )?(?:decode )?(?:cuda|CUDA) graph end\. (?:Time elapsed|elapsed)[=:] ?{NUM} ?s"), float),
-    "prefill_graph_capture_s": (re.compile(rf"Capture (?:target )?prefill (?:cuda|CUDA) graph end\. elapsed={NUM} ?s"), float),
-    "attention_backend": (re.compile(r"attention_backend='(\w+)'"), str),
-    "sampling_backend": (re.compile(r"sampling_backend='(\w+)'"), str),
-    "quantization_kernel": (re.compile(r"(?:Using|using) (\w*marlin\w*) kernel"), str),
-}
-
-
-def parse_sglang_log(text: str) -> dict:
-    """SGLang's startup facts, named like vLLM's where they mean the same (``kv_cache_tokens``: the token pool),
-    with the verbatim lines in ``lines``; the first match wins."""
-    return scan_log(text, SGLANG_PATTERNS, width=500)
-
-
 class SGLangServer(ManagedServer):
     """``python -m sglang.launch_server``. ``$LLMSTUDY_SGLANG_SITE`` (a folder of SGLang's own pinned packages)
     is put first on the server's PYTHONPATH only, so SGLang's pins never leak into vLLM's environment."""
@@ -302,20 +265,44 @@ class TransformersServer(ManagedServer):
         return {"PYTHONPATH": os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)}
 
     def parse_facts(self, text: str) -> dict:
-        lines = [ln.strip() for ln in text.splitlines() if "[llmstudy hfserve]" in ln]
-        out: dict = {"lines": lines}
-        for ln in lines:
-            m = re.search(r"random weights: ([0-9,]+) parameters, dtype (\S+), device (\S+?),", ln)
-            if m:
-                out.update(parameters=int(m.group(1).replace(",", "")), dtype=m.group(2).rstrip(","), device=m.group(3))
-        return out
+        return parse_hfserve_log(text)
 
 
-ENGINES: dict[str, type[ManagedServer]] = {"vllm": VLLMServer, "sglang": SGLangServer, "transformers": TransformersServer}
+class TrtllmServer(ManagedServer):
+    """``trtllm-serve serve MODEL`` (TensorRT-LLM's OpenAI-compatible server, in the NGC TensorRT-LLM container).
+    ``$LLMSTUDY_TRTLLM_SERVE`` names the launcher when it is not ``trtllm-serve`` on PATH. No log facts are parsed yet:
+    its startup lines have not been recorded by this study, and a fact is never guessed."""
+
+    engine = "trtllm"
+    python_env = "LLMSTUDY_TRTLLM_PYTHON"
+
+    def build_command(self) -> list[str]:
+        exe = self.env.get("LLMSTUDY_TRTLLM_SERVE") or "trtllm-serve"
+        return [exe, "serve", self.model, "--host", self.host, "--port", str(self.port), *self.args]
+
+
+class TritonServer(ManagedServer):
+    """``tritonserver --model-repository=MODEL`` (one process; Triton's multi-GPU launcher script exits at once and
+    would look like a dead server to the supervisor). ``model`` is a model repository; healthy = ``/v2/health/ready``.
+    ``$LLMSTUDY_TRITONSERVER`` names the binary when it is not ``tritonserver`` on PATH."""
+
+    engine = "triton"
+    python_env = "LLMSTUDY_TRITON_PYTHON"
+    health_path = "/v2/health/ready"
+    model_file = None
+
+    def build_command(self) -> list[str]:
+        exe = self.env.get("LLMSTUDY_TRITONSERVER") or "tritonserver"
+        return [exe, f"--model-repository={self.model}", f"--http-address={self.host}", f"--http-port={self.port}", *self.args]
+
+
+ENGINES: dict[str, type[ManagedServer]] = {"vllm": VLLMServer, "sglang": SGLangServer, "transformers": TransformersServer, "trtllm": TrtllmServer, "triton": TritonServer}
 ENGINE_PACKAGES = {
     "vllm": ("vllm", "torch", "transformers", "tokenizers"),
     "sglang": ("sglang", "sglang-kernel", "torch", "transformers", "tokenizers", "flashinfer-python"),
     "transformers": ("transformers", "torch", "tokenizers", "fastapi", "uvicorn"),
+    "trtllm": ("tensorrt_llm", "torch", "transformers"),
+    "triton": ("tritonclient",),
 }
 
 

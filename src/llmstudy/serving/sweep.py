@@ -6,7 +6,8 @@ server; the server restarts only when a setting changes. Each finished point is 
 work folder, so an interrupted sweep resumes where it stopped; a server that cannot start (OOM, a refused
 setting, a timeout) and a point that times out are recorded as that point's outcome and the sweep goes on.
 
-Also here: what the decode roofline needs (HBM bandwidth per GPU, KV bytes per token; ``serveplots.decode_floor``).
+Time budgets and resuming use :mod:`llmstudy.serving.budget`; model folders :mod:`llmstudy.serving.model_dir`; the
+decode roofline lives in :mod:`llmstudy.serving.roofline` (its names are re-exported here for older callers).
 """
 
 from __future__ import annotations
@@ -24,14 +25,33 @@ from pathlib import Path
 
 import pandas as pd
 
-from llmstudy.serving import loadgen
 from llmstudy.core import models as M
-from llmstudy.serving.loadgen import Workload
+from llmstudy.core.params import Param, positive
 from llmstudy.core.records import RunWriter, new_run_id, runs_dir, utcnow, write_json_atomic
-from llmstudy.serving.servers import ENGINES, ManagedServer, ServerStartError, classify_failure, server_class
+from llmstudy.serving import loadgen
+from llmstudy.serving.budget import Budget, Progress
+from llmstudy.serving.loadgen import Workload
+from llmstudy.serving.logs import classify_failure
+from llmstudy.serving.model_dir import has_weights, prepare_model_dir  # noqa: F401 - re-exported (the one model-folder builder)
+from llmstudy.serving.roofline import HBM_BANDWIDTH, hbm_bandwidth, kv_bytes_per_token  # noqa: F401 - re-exported
+from llmstudy.serving.servers import ENGINES, ManagedServer, ServerStartError, server_class
 
 EXPERIMENTS = ("batch_size_sweep", "length_sweep", "vllm_features", "engine_comparison")
 CONCURRENCY = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+SWEEP_ENGINES = ("vllm", "sglang", "transformers")  # engines ServerSettings has flags for
+
+
+def _positive_or_none(v) -> str | None:
+    return None if v is None or v > 0 else "must be > 0 or None"
+
+
+# How a sweep runs on this machine (not what it measures): the CLI's flags and run_sweep's defaults come from here.
+RUN_OPTIONS: dict[str, Param] = {
+    "port": Param((int, type(None)), None, "the servers' port (None: a free one)", check=_positive_or_none),
+    "start_timeout_s": Param((float, int), 900, "seconds a server may take to become healthy", check=positive),
+    "point_timeout_s": Param((float, int), 600, "seconds one point's load may take", check=positive),
+    "max_servers": Param((int, type(None)), None, "serve at most this many server settings in this call (resume with the same run id)", check=_positive_or_none),
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +84,8 @@ class ServerSettings:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
         if self.engine not in ENGINES:
             raise ValueError(f"unknown engine {self.engine!r}; known: {sorted(ENGINES)}")
+        if self.engine not in SWEEP_ENGINES:
+            raise ValueError(f"engine {self.engine!r} has a managed server but no sweep settings yet; sweeps run on {list(SWEEP_ENGINES)}")
         self.args()  # a setting the engine cannot express fails here
 
     def args(self) -> list[str]:
@@ -191,25 +213,6 @@ def plan_io_grid(input_lens=(128, 512, 2048, 8192), output_lens=(128, 256, 1024)
     return [Point("io", srv, Workload(i, o, c, loadgen.prompts_for(c, max_num_seqs, min_prompts=4 if c == 1 else 8), warmups_for(c, max_num_seqs), seed=k)) for k, (c, i, o) in enumerate(grid)]
 
 
-def has_weights(model: str) -> bool:
-    """A folder with a real checkpoint (``*.safetensors``): served as it is, with its own tokenizer."""
-    return Path(str(model)).is_dir() and any(Path(str(model)).glob("*.safetensors"))
-
-
-def prepare_model_dir(model: str, dest: Path) -> Path:
-    """A folder vLLM can serve with ``--load-format dummy``: the model's config.json and a synthetic tokenizer of
-    exactly its vocabulary (random-token prompts round-trip exactly; the weights are random, so is the text)."""
-    from llmstudy.training.finetune import synthetic_tokenizer
-
-    cfg = json.loads(M.config_path(model).read_text())
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / "config.json").write_text(json.dumps(cfg, indent=1))
-    vocab = cfg.get("vocab_size") or cfg.get("text_config", {}).get("vocab_size")
-    synthetic_tokenizer(int(vocab)).save_pretrained(dest)
-    return dest
-
-
 class SweepIncomplete(RuntimeError):
     """The sweep stopped at its time budget; finished points are kept, rerun with the same run_id to resume."""
 
@@ -223,16 +226,16 @@ def run_sweep(
     model: str,
     points: list[Point],
     run_id: str = "",
-    port: int | None = None,
-    start_timeout_s: float = 900,
-    point_timeout_s: float = 600,
+    port: int | None = RUN_OPTIONS["port"].default,
+    start_timeout_s: float = RUN_OPTIONS["start_timeout_s"].default,
+    point_timeout_s: float = RUN_OPTIONS["point_timeout_s"].default,
     python: str | None = None,
     server_env: dict | None = None,
     parameters: dict | None = None,
     root=None,
     workdir: Path | None = None,
     budget_s: float | None = None,
-    max_servers: int | None = None,
+    max_servers: int | None = RUN_OPTIONS["max_servers"].default,
     server_estimate_s=None,
 ) -> Path:
     """Run every point (resuming a sweep with the same ``run_id``) and publish one run record; returns its path.
@@ -253,8 +256,10 @@ def run_sweep(
     ids = [p.point_id for p in points]
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate points in the sweep")
+    from llmstudy.core import arch as A
+
     for m in {model, *(p.server.model for p in points if p.server.model)}:
-        M.config_path(m)  # unknown model -> clear error before anything starts
+        A.validate(M.raw_config(m))  # unknown model or a config that cannot be described exactly -> clear error before anything starts
     run_id = run_id or new_run_id(f"{Path(str(model)).name}")
     base = Path(root) if root else runs_dir()
     work = base / experiment / f".work-{run_id}"
@@ -270,11 +275,8 @@ def run_sweep(
     params = {"weights": "random (--load-format dummy)", "tokenizer": "synthetic word-level, exact vocabulary", "load_tool": "vllm bench serve (--save-detailed), genai-perf definitions",
               **(parameters or {}), "model": str(model), "points": len(points), "vllm_env": {k: v for k, v in {**os.environ, **(server_env or {})}.items() if k.startswith("VLLM_")}}
     old = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
-    t_sweep = time.monotonic()
-    progress = work / "progress.json"
-    prog = json.loads(progress.read_text()) if progress.exists() else {}
-    before, first_start = prog.get("active_s", 0.0), prog.get("first_started_utc") or utcnow()
-    deadline = t_sweep + budget_s if budget_s else None
+    budget = Budget(budget_s or None)
+    progress = Progress(work)
     try:
         with RunWriter(experiment, params, run_id=run_id, root=base, command=["llmstudy.serving.sweep.run_sweep", experiment, str(model)]) as rec:
             groups: dict[ServerSettings, list[Point]] = {}
@@ -289,21 +291,21 @@ def run_sweep(
                 if not todo:
                     servers.append(json.loads(srv_file.read_text()) if srv_file.exists() else {"server": settings.label()})
                     continue
-                need = server_estimate_s(settings, todo) if server_estimate_s and deadline else 0.0
-                if (deadline and time.monotonic() + need > deadline) or (max_servers is not None and served_here >= max_servers):
+                need = server_estimate_s(settings, todo) if server_estimate_s and budget.limited else 0.0
+                if not budget.fits(need) or (max_servers is not None and served_here >= max_servers):
                     raise SweepIncomplete(f"this call's budget is spent; rerun with run_id={run_id!r} to resume")
                 served_here += 1
                 m = settings.model or model
-                servers.append(_serve_points(settings, todo, model_dir_for(m), Path(str(m)).name, work, srv_file, port, start_timeout_s, point_timeout_s, python, server_env, bar, deadline))
+                servers.append(_serve_points(settings, todo, model_dir_for(m), Path(str(m)).name, work, srv_file, port, start_timeout_s, point_timeout_s, python, server_env, bar, budget))
             bar.close()
-            rec.extra["sweep_wall_s"] = round(before + time.monotonic() - t_sweep, 1)
-            rec.extra["sweep_started_utc"] = first_start
+            rec.extra["sweep_wall_s"] = round(progress.active_s(budget), 1)
+            rec.extra["sweep_started_utc"] = progress.first_started_utc
             _write_record(rec, points, servers, work, model)
     finally:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
         if work.exists():
-            write_json_atomic(progress, {"active_s": before + time.monotonic() - t_sweep, "first_started_utc": first_start})
+            progress.save(budget)
     shutil.rmtree(work, ignore_errors=True)
     return base / experiment / run_id
 
@@ -318,7 +320,7 @@ def _save_point(work: Path, p: Point, res: dict) -> None:
     write_json_atomic(work / "points" / f"{p.point_id}.json", res)
 
 
-def _serve_points(settings, todo, model_dir, served, work, srv_file, port, start_timeout_s, point_timeout_s, python, server_env, bar, deadline=None) -> dict:
+def _serve_points(settings, todo, model_dir, served, work, srv_file, port, start_timeout_s, point_timeout_s, python, server_env, bar, budget: Budget | None = None) -> dict:
     log_path = work / "logs" / f"server-{settings.label()}.log"
     info = {"server": settings.label(), "engine": settings.engine, "settings": asdict(settings), "args": settings.args(), "starts": 0}
     remaining = list(todo)
@@ -352,7 +354,7 @@ def _serve_points(settings, todo, model_dir, served, work, srv_file, port, start
             write_json_atomic(srv_file, info)
             while remaining:
                 p = remaining[0]
-                if deadline and time.monotonic() > deadline:
+                if budget is not None and not budget.fits():
                     raise SweepIncomplete("time budget spent; rerun with the same run_id to resume")
                 res = _run_point(srv, worker, p, model_dir, srv.served_name, work, point_timeout_s)
                 _save_point(work, p, res)
@@ -428,25 +430,3 @@ def _write_record(rec: RunWriter, points: list[Point], servers: list[dict], work
             dst = rec.dir / "raw" / f.name
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, dst)
-
-
-# --- the decode roofline -------------------------------------------------------------------------------------
-# Peak HBM bandwidth (bytes/s) from NVIDIA's datasheets: H100 SXM5 80GB 3.35 TB/s, H100 PCIe 80GB 2.0 TB/s,
-# H100 NVL 94GB 3.9 TB/s, H200 141GB 4.8 TB/s.
-HBM_BANDWIDTH = {"H100 80GB HBM3": 3.35e12, "H100 PCIe": 2.0e12, "H100 NVL": 3.9e12, "H200": 4.8e12}
-
-
-def hbm_bandwidth(gpu_name: str) -> float:
-    for k, v in sorted(HBM_BANDWIDTH.items(), key=lambda kv: -len(kv[0])):
-        if k in gpu_name:
-            return v
-    raise KeyError(f"no HBM bandwidth known for GPU {gpu_name!r}; add it to HBM_BANDWIDTH with its datasheet")
-
-
-def kv_bytes_per_token(model: str, dtype_bytes: int = 2) -> int:
-    """K and V of every layer for one token: 2 x layers x kv_heads x head_dim x bytes."""
-    c = M.load_config(model)
-    heads = c.num_attention_heads
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
-    kv = getattr(c, "num_key_value_heads", None) or heads
-    return 2 * c.num_hidden_layers * kv * head_dim * dtype_bytes

@@ -153,17 +153,21 @@ def prepare_kbit(model, grad_ckpt: bool):
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=grad_ckpt)
 
 
-def lora_config(r: int = 4, alpha: int = 8, dropout: float = 0.1, targets=M.LLAMA_LORA_TARGETS):
+def lora_config(r: int = 4, alpha: int = 8, dropout: float = 0.1, targets=M.LLAMA_LORA_TARGETS, target_parameters=None):
+    """peft's LoRA config: ``targets`` are module names (or one pattern, as ``models.lora_targets`` gives for a
+    multimodal config); ``target_parameters`` fused expert tensors (transformers 5 MoE), when there are any."""
     from peft import LoraConfig
 
+    extra = {"target_parameters": list(target_parameters)} if target_parameters else {}
     return LoraConfig(
         task_type="CAUSAL_LM",
         inference_mode=False,
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
-        target_modules=list(targets),
+        target_modules=targets if isinstance(targets, str) else list(targets),
         bias="none",
+        **extra,
     )
 
 
@@ -367,7 +371,8 @@ def train_and_measure(spec: dict, progress=None, after_train=None) -> dict:
     args = sft_config(spec, cuda, eval_ds is not None)
     peft_cfg = None
     if spec["method"] in ("lora", "qlora"):
-        peft_cfg = lora_config(spec.get("lora_r", 4), spec.get("lora_alpha", 8), spec.get("lora_dropout", 0.1), spec.get("lora_targets", M.LLAMA_LORA_TARGETS))
+        peft_cfg = lora_config(spec.get("lora_r", 4), spec.get("lora_alpha", 8), spec.get("lora_dropout", 0.1), spec.get("lora_targets", M.LLAMA_LORA_TARGETS),
+                               spec.get("lora_target_parameters"))
 
     resume = last_checkpoint(spec.get("output_dir")) if spec.get("resumable") else None
     prior = _read_progress(resume) if resume else {}

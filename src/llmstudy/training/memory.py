@@ -25,8 +25,6 @@ The article's rules are special cases: 12 bytes/param (fp16 weights + fp16 grads
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass
 
 import pandas as pd
@@ -76,7 +74,7 @@ class Setup:
     micro_batch: int = 1
     grad_ckpt: bool = True
     lora_r: int = 4
-    lora_targets: tuple[str, ...] = M.LLAMA_LORA_TARGETS
+    lora_targets: tuple[str, ...] | None = None  # None: every linear projection + fused experts (models.lora_targets)
     double_quant: bool = True
     fp32_upcast: bool = False  # QLoRA after peft's prepare_model_for_kbit_training: non-4-bit params in fp32
     loss_head: str = "fused"  # "fused": trl's chunked LM head (SFTTrainer, measured here); "full": the model's own loss
@@ -101,8 +99,12 @@ class Setup:
             errors.append("fp32_upcast (prepare_model_for_kbit_training) applies to qlora only")
         if self.loss_head not in LOSS_HEADS:
             errors.append(f"loss_head must be one of {LOSS_HEADS}, got {self.loss_head!r}")
+        if self.lora_targets is not None and (isinstance(self.lora_targets, str) or not all(isinstance(x, str) for x in self.lora_targets)):
+            errors.append(f"lora_targets must be a tuple of module names or None, got {self.lora_targets!r}")
         if errors:
             raise ValueError("; ".join(errors))
+        if self.lora_targets is not None:
+            object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
 
     def label(self) -> str:
         ck = "ckpt" if self.grad_ckpt else "no-ckpt"
@@ -110,21 +112,46 @@ class Setup:
         head = "/fused-head" if self.loss_head == "fused" else ""
         return f"{self.method}/{self.optimizer}/{self.weight_dtype}/s{self.seq_len}xb{self.micro_batch}/{ck}{up}{head}"
 
+    def targets(self) -> M.LoraTargets:
+        """The LoRA targets resolved against the model's architecture (:func:`llmstudy.core.models.lora_targets`)."""
+        return M.lora_targets(self.model, self.lora_targets)
+
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["lora_targets"] = list(self.lora_targets)
+        d["lora_targets"] = list(self.targets().modules) if self.method != "full" else list(self.lora_targets or ())
         return d
 
 
-def _lora_tensors(table: pd.DataFrame, r: int, targets) -> list[int]:
-    """numel of each LoRA A and B tensor peft creates for the target linear layers."""
-    out = []
-    lin = table[table["linear"]]
-    for _, row in lin.iterrows():
-        module = row["name"].rsplit(".", 1)[0]
-        if module.rsplit(".", 1)[-1] in targets:
-            out += [r * int(row["in_features"]), int(row["out_features"]) * r]
-    return out
+class NotModelled(ValueError):
+    """A term of the memory model that is not exact for this architecture; the message names what is missing."""
+
+
+NOT_MODELLED_MOE = "mixture-of-experts layers (routing-dependent expert activations, router logits and permutation buffers)"
+NOT_MODELLED_MLA = "MLA attention (latent and decoupled-RoPE activations)"
+
+
+def not_modelled_terms(model: str) -> list[str]:
+    """The architecture features whose activation memory the model does not count (empty: every term is modelled)."""
+    a = M.describe(model)
+    return ([NOT_MODELLED_MOE] if a.moe_layers else []) + ([NOT_MODELLED_MLA] if a.mla else [])
+
+
+def not_modelled(setup: Setup) -> str | None:
+    """Why the activation term is not exact for this setup's architecture, or None.
+
+    The per-layer activation count follows a dense decoder block (attention with q/k/v/o projections, a gated MLP);
+    it was checked on Llama-2-7B. Mixture-of-experts layers (routing-dependent expert inputs, router logits, token
+    permutation buffers) and MLA attention (latent projections, decoupled RoPE keys) keep other tensors.
+    """
+    terms = not_modelled_terms(setup.model)
+    if not terms:
+        return None
+    return "activation memory is not modelled for " + " and ".join(terms) + f" ({M.title(setup.model)})"
+
+
+def _lora_tensors(setup: Setup) -> list[int]:
+    """numel of each LoRA A and B tensor peft creates for the setup's targets (linear layers and fused experts)."""
+    return [int(n) for n in M.lora_tensors(setup.model, setup.lora_r, setup.targets()).numel]
 
 
 def _optimizer_bytes(numels: list[int], optimizer: str, param_bytes: int) -> tuple[float, float]:
@@ -177,7 +204,11 @@ def activation_bytes_per_token_layer(cfg, setup: Setup) -> float:
       dropout mask (1 byte) of the layer's input width.
     Checked against H100 runs without checkpointing (Llama-2-7B, 1024 tokens): 238,336 B predicted per token per
     layer for LoRA, 7.55 GiB measured for 32 layers (7.27 GiB predicted + logits).
+    Raises :class:`NotModelled` for architectures whose layers keep other tensors (:func:`not_modelled`).
     """
+    reason = not_modelled(setup)
+    if reason:
+        raise NotModelled(reason)
     t = M.text_config(cfg)
     h = t.hidden_size
     heads = t.num_attention_heads
@@ -192,8 +223,10 @@ def activation_bytes_per_token_layer(cfg, setup: Setup) -> float:
         total += 2 * 2 * h  # norm outputs for the weight gradient
         total += 2 * h + 2 * h + 2 * inter  # q/k/v input, gate/up input, down input
     else:
-        width = {"q_proj": h, "k_proj": h, "v_proj": h, "o_proj": q, "gate_proj": h, "up_proj": h, "down_proj": inter}
-        total += sum(3 * width.get(name, h) for name in setup.lora_targets)
+        # each adapted linear layer of one decoder layer keeps its dropout output (bf16) and mask (1 byte) of its input
+        table = M.parameters(setup.model)
+        first = table[~table.vision & table.linear & table.name.str.contains(r"\.layers\.0\.", regex=True)]
+        total += int((3 * first[first.leaf.isin(setup.targets().modules)].in_features).sum())
     return float(total)
 
 
@@ -220,7 +253,9 @@ def predict(setup: Setup) -> pd.DataFrame:
         q_bytes = sum(_nf4_bytes(int(n), setup.double_quant) for n in lin["numel"])
         add("weights", q_bytes, f"{int(lin.numel.sum()):,} linear weights in NF4 + quantization constants")
         rb, rdt = (4, "fp32 (prepare_model_for_kbit_training)") if setup.fp32_upcast else (2, "bf16")
-        add("weights", rb * rest.numel.sum(), f"{int(rest.numel.sum()):,} embedding/norm/head params in {rdt}")
+        kept = M.qlora_bf16_weights(setup.model)
+        what = ", ".join(f"{k} {int(v):,}" for k, v in kept.items())
+        add("weights", rb * rest.numel.sum(), f"{int(rest.numel.sum()):,} params bitsandbytes does not quantize, in {rdt}: {what}")
     else:
         add("weights", wb * table.numel.sum(), f"{int(table.numel.sum()):,} params in {setup.weight_dtype}")
 
@@ -230,9 +265,10 @@ def predict(setup: Setup) -> pd.DataFrame:
         trainable = [int(n) for n in table["numel"]]
         pb = wb
     else:
-        trainable = _lora_tensors(table, setup.lora_r, setup.lora_targets)
+        trainable = _lora_tensors(setup)
         pb = 4 if setup.method == "lora" else 2
-        add("weights", pb * sum(trainable), f"{sum(trainable):,} LoRA params (r={setup.lora_r}) in {'fp32' if pb == 4 else 'bf16'}")
+        on = ", ".join(setup.targets().names)
+        add("weights", pb * sum(trainable), f"{sum(trainable):,} LoRA params (r={setup.lora_r}, on {on}) in {'fp32' if pb == 4 else 'bf16'}")
     n_train = sum(trainable)
     add("gradients", pb * n_train, f"{n_train:,} trainable params x {pb} B")
     if setup.method == "full" and setup.optimizer in BNB_8BIT_OPTIMIZERS:
@@ -256,9 +292,15 @@ def predict(setup: Setup) -> pd.DataFrame:
 
     # Activations (backward phase)
     tokens = setup.seq_len * setup.micro_batch
-    per_tl = activation_bytes_per_token_layer(cfg, setup)
+    reason = not_modelled(setup)
+    per_tl = float("nan") if reason else activation_bytes_per_token_layer(cfg, setup)
     layers = t.num_hidden_layers
-    if setup.grad_ckpt:
+    if reason:
+        if setup.grad_ckpt:
+            ib = 4 if setup.fp32_upcast else 2
+            add("activations", layers * tokens * t.hidden_size * ib, "checkpointed layer inputs", phase="backward")
+        add("activations", per_tl, "not modelled: " + reason, phase="backward")
+    elif setup.grad_ckpt:
         # after prepare_model_for_kbit_training the embeddings are fp32, so the residual stream (and every checkpointed
         # layer input) stays fp32: a bf16 attention/MLP output added to an fp32 residual is fp32
         ib = 4 if setup.fp32_upcast else 2
@@ -285,16 +327,18 @@ def summarize(setup: Setup) -> dict:
     """Totals of :func:`predict` at the peak phase: per component (device), paged, and the allocator peak."""
     df = predict(setup)
     devdf = df[df.location == "device"]
-    always = devdf[devdf.phase == "always"]["bytes"].sum()
-    backward = always + devdf[devdf.phase == "backward"]["bytes"].sum()
-    step = always + devdf[devdf.phase == "step"]["bytes"].sum()
-    peak_phase = "backward" if backward >= step else "step"
+    always = devdf[devdf.phase == "always"]["bytes"].sum(skipna=False)
+    backward = always + devdf[devdf.phase == "backward"]["bytes"].sum(skipna=False)
+    step = always + devdf[devdf.phase == "step"]["bytes"].sum(skipna=False)
+    peak_phase = "step" if step > backward else "backward"  # a NaN (not modelled) backward stays the peak phase
     at_peak = devdf[devdf.phase.isin(["always", peak_phase])]
-    dev = at_peak.groupby("component")["bytes"].sum().reindex(MEMORY_COMPONENTS, fill_value=0.0)
+    dev = at_peak.groupby("component")["bytes"].sum(min_count=1).reindex(MEMORY_COMPONENTS, fill_value=0.0)
+    dev = dev.where(~at_peak.groupby("component")["bytes"].apply(lambda b: b.isna().any()).reindex(MEMORY_COMPONENTS, fill_value=False), float("nan"))
     out = {f"{c}_bytes": float(dev[c]) for c in MEMORY_COMPONENTS}
     out["paged_bytes"] = float(df[df.location == "paged"]["bytes"].sum())
-    out["peak_bytes"] = float(max(backward, step))
+    out["peak_bytes"] = float("nan") if pd.isna(backward) or pd.isna(step) else float(max(backward, step))
     out["peak_phase"] = peak_phase
+    out["not_modelled"] = not_modelled(setup)
     out["params"] = int(M.parameters(setup.model).numel.sum())
     return out
 
@@ -326,46 +370,10 @@ def breakdown(setups) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# --- The article's rules ------------------------------------------------------------------------------------
+# --- Setups from method specs, and what the training worker can run ------------------------------------------
 
-RULES = {
-    # name: (bytes/param, what it assumes, source)
-    "full fp16 + Adam (article)": (12.0, "fp16 weights 2 + fp16 grads 2 + two fp32 moments 8", "article §1.2"),
-    "full mixed precision (ZeRO)": (16.0, "fp16 weights 2 + grads 2 + fp32 master 4 + moments 8", "ZeRO §3.1"),
-    "LoRA (article)": (2.0, "frozen fp16/bf16 weights; adapters, grads and states neglected", "article §2.2"),
-    "QLoRA (article)": (0.7, "read off the QLoRA paper's figure", "article §3.2"),
-}
-
-
-def rule_of_thumb_table(models=("llama-2-7b", "llama-13b", "llama-33b", "llama-65b")) -> pd.DataFrame:
-    """The rules applied to each model's exact parameter count (GB = 1e9 bytes, the article's unit)."""
-    rows = []
-    for m in models:
-        n = int(M.parameters(m).numel.sum())
-        for rule, (bpp, assumes, src) in RULES.items():
-            rows.append({"model": m, "params": n, "rule": rule, "bytes_per_param": bpp, "GB": bpp * n / GB, "assumes": assumes, "source": src})
-    return pd.DataFrame(rows)
-
-
-def rule_setups(model: str, seq_len: int = 100, micro_batch: int = 1) -> dict[str, Setup]:
-    """The memory model's configuration that each rule describes, for side-by-side comparison."""
-    base = dict(model=model, seq_len=seq_len, micro_batch=micro_batch, grad_ckpt=True)
-    return {
-        "full fp16 + Adam (article)": Setup(method="full", optimizer="adamw_fp32_states", weight_dtype="fp16", **base),
-        "full mixed precision (ZeRO)": Setup(method="full", optimizer="adamw_mixed", weight_dtype="fp16", **base),
-        "LoRA (article)": Setup(method="lora", optimizer="paged_adamw_8bit", **base),
-        "QLoRA (article)": Setup(method="qlora", optimizer="paged_adamw_8bit", **base),
-    }
-
-
-
-
-# --- Run mode: measure the setups on this machine -------------------------------------------------------------
-
-EXPERIMENT = "memory_accounting"
-
-
-def parse_method(spec: str, model: str, seq_len: int, micro_batch: int, grad_ckpt: bool, optimizer: str, lora_r: int = 4) -> Setup:
+def parse_method(spec: str, model: str, seq_len: int, micro_batch: int, grad_ckpt: bool, optimizer: str, lora_r: int = 4,
+                 lora_targets: tuple[str, ...] | None = None) -> Setup:
     """``"lora"``, ``"full:adamw_torch"`` or ``"full:adamw_torch:fp32"`` -> a :class:`Setup`."""
     parts = str(spec).split(":")
     if not 1 <= len(parts) <= 3 or not parts[0]:
@@ -373,11 +381,15 @@ def parse_method(spec: str, model: str, seq_len: int, micro_batch: int, grad_ckp
     method = parts[0]
     opt = parts[1] if len(parts) > 1 and parts[1] else optimizer
     dtype = parts[2] if len(parts) > 2 else "bf16"
-    return Setup(model=model, method=method, optimizer=opt, weight_dtype=dtype, seq_len=seq_len, micro_batch=micro_batch, grad_ckpt=grad_ckpt, lora_r=lora_r)
+    return Setup(model=model, method=method, optimizer=opt, weight_dtype=dtype, seq_len=seq_len, micro_batch=micro_batch, grad_ckpt=grad_ckpt,
+                 lora_r=lora_r, lora_targets=tuple(lora_targets) if lora_targets else None)
 
 
 def refusal(setup: Setup, cuda: bool) -> str | None:
     """Why this machine cannot run a setup, or None."""
+    if setup.method != "full" and setup.targets().parameters:
+        return ("LoRA on fused expert parameters (peft target_parameters) is not wired into the training worker; "
+                "give lora targets without experts")
     if setup.optimizer not in RUNNABLE_OPTIMIZERS:
         return f"optimizer {setup.optimizer} is a published rule, not an optimizer the run mode executes"
     if not cuda and setup.method == "qlora":
@@ -387,130 +399,6 @@ def refusal(setup: Setup, cuda: bool) -> str | None:
     if setup.weight_dtype == "fp16":
         return "fp16 weights are not run (the recipe trains in bf16)"
     return None
-
-
-def _tidy_row(setup: Setup, res: dict, grad_accum: int, steps: int) -> dict:
-    g = 2**30
-    stages = res.get("stages", {})
-    m = res.get("measured", {})
-
-    def stage(name, key):
-        v = stages.get(name, {}).get(key)
-        return v / g if v is not None else None
-
-    def gib(v):
-        return v / g if isinstance(v, (int, float)) and res.get("cuda") else None
-
-    return {
-        "model": setup.model,
-        "method": setup.method,
-        "optimizer": setup.optimizer,
-        "weight_dtype": setup.weight_dtype,
-        "seq_len": setup.seq_len,
-        "micro_batch": setup.micro_batch,
-        "grad_accum": grad_accum,
-        "steps": steps,
-        "grad_ckpt": setup.grad_ckpt,
-        "lora_r": setup.lora_r if setup.method != "full" else None,
-        "setup": setup.label(),
-        "outcome": res.get("outcome"),
-        "error": res.get("error"),
-        "trainable_params": res.get("trainable_params"),
-        "total_params": res.get("total_params"),
-        "gradient_checkpointing_active": res.get("gradient_checkpointing"),
-        "tokens_per_sample": res.get("tokens_per_sample"),
-        "peak_allocated_GiB": gib(res.get("max_allocated_bytes")),
-        "peak_reserved_GiB": gib(res.get("max_reserved_bytes")),
-        "load_peak_allocated_GiB": stage("loaded", "max_allocated_bytes"),
-        "loaded_allocated_GiB": stage("loaded", "allocated_bytes"),
-        "after_step_allocated_GiB": stage("after_first_step", "allocated_bytes"),
-        "weights_GiB": gib(res.get("param_bytes", {}).get("cuda")) if res.get("param_bytes") else None,
-        "gradients_GiB": gib(m.get("gradients", {}).get("cuda")) if m.get("gradients") else None,
-        "optimizer_GiB": gib(m.get("optimizer", {}).get("cuda")) if m.get("optimizer") else None,
-        "optimizer_paged_GiB": gib(m.get("optimizer", {}).get("paged")) if m.get("optimizer") else None,
-        "nvml_peak_process_GiB": gib(res.get("nvml_peak_process_bytes")),
-        "nvml_peak_device_delta_GiB": gib(res.get("nvml_peak_device_delta_bytes")),
-        "median_step_s": res.get("median_step_seconds"),
-        "train_seconds": res.get("train_seconds"),
-        "first_loss": (res.get("losses") or [None])[0],
-        "last_loss": (res.get("losses") or [None])[-1],
-    }
-
-
-def run_experiment(
-    model: str = "llama-2-7b",
-    methods=("lora", "qlora", "full"),
-    optimizer: str = "paged_adamw_8bit",
-    seq_len: int = 100,
-    micro_batch: int = 1,
-    grad_accum: int = 32,
-    grad_ckpt: bool = True,
-    steps: int = 3,
-    lora_r: int = 4,
-    run_id: str = "",
-    timeout_s: int = 900,
-    workdir: str | None = None,
-    root=None,
-):
-    """Measure each setup in a fresh subprocess; record OOM, refusal, timeout or error as that point's outcome.
-
-    Points already measured under the same ``run_id`` (in its work folder) are reused, so an interrupted sweep
-    resumes. The run record is published atomically at the end. Returns the record's path.
-    """
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    import torch
-    from tqdm.auto import tqdm
-
-    from llmstudy.training import finetune
-    from llmstudy.core.records import RunWriter, new_run_id, runs_dir, write_json_atomic
-
-    for name, v in (("grad_accum", grad_accum), ("steps", steps)):
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    M.config_path(model)  # unknown model -> clear error before any work
-    setups = [parse_method(s, model, seq_len, micro_batch, grad_ckpt, optimizer, lora_r) for s in methods]
-    cuda = torch.cuda.is_available()
-    reasons = {s.label(): refusal(s, cuda) for s in setups}
-    if all(reasons.values()):
-        raise ValueError("nothing runnable on this machine: " + "; ".join(f"{k}: {v}" for k, v in reasons.items()))
-
-    run_id = run_id or new_run_id(f"{Path(str(model)).name}-{'gpu' if cuda else 'cpu'}")
-    base = Path(root) if root else runs_dir()
-    work = base / EXPERIMENT / f".work-{run_id}"
-    work.mkdir(parents=True, exist_ok=True)
-    ckpt_root = Path(workdir or os.environ.get("LLMSTUDY_CACHE", tempfile.gettempdir())) / "llmstudy-ckpt"
-    params = dict(model=str(model), methods=list(methods), optimizer=optimizer, seq_len=seq_len, micro_batch=micro_batch, grad_accum=grad_accum, grad_ckpt=grad_ckpt, steps=steps, lora_r=lora_r, weights="random (config only)", data="synthetic prompt/completion, synthetic word-level tokenizer")
-    rows = []
-    with RunWriter(EXPERIMENT, params, run_id=run_id, root=base) as rec:
-        checkpoint = None  # one bf16 checkpoint of random weights; fp32 setups up-cast it on load
-        bar = tqdm(setups, desc="memory_accounting", unit="setup")
-        for i, s in enumerate(bar):
-            bar.set_postfix_str(s.label())
-            res_file = work / f"point{i:02d}.json"
-            if res_file.exists():  # resume
-                res = json.loads(res_file.read_text())
-            elif reasons[s.label()]:
-                res = {"outcome": "refused", "error": reasons[s.label()]}
-                write_json_atomic(res_file, res)
-            else:
-                if checkpoint is None:
-                    checkpoint = finetune.save_random_checkpoint(model, ckpt_root / f"{Path(str(model)).name}-bf16", "bf16", "cuda" if cuda else "cpu")
-                spec = dict(s.to_dict(), label=s.label(), checkpoint=str(checkpoint), grad_accum=grad_accum, steps=steps, output_dir=str(work / f"trainer{i:02d}"), seed=42)
-                spec_file = work / f"point{i:02d}.spec.json"
-                spec_file.write_text(json.dumps(spec))
-                log_file = work / f"point{i:02d}.log"
-                res = finetune.run_workers([{"spec_file": spec_file, "result_file": res_file, "log_file": log_file}], timeout_s)[0]
-                write_json_atomic(res_file, res)  # a resumed sweep never reads a half-written point
-                rec.write_text(log_file.read_text(), f"logs/point{i:02d}-{s.method}-{s.optimizer}-{s.weight_dtype}.log")
-            rec.write_json(res, f"raw/point{i:02d}.json")
-            rows.append(_tidy_row(s, res, grad_accum, steps))
-            tqdm.write(f"{s.label()}: {rows[-1]['outcome']}" + (f", peak {rows[-1]['peak_allocated_GiB']:.2f} GiB" if rows[-1]["peak_allocated_GiB"] else ""))
-        rec.write_table(pd.DataFrame(rows))
-    shutil.rmtree(work, ignore_errors=True)
-    return rec.final
 
 
 def compare(results: pd.DataFrame, loss_head: str = "fused") -> pd.DataFrame:
@@ -543,42 +431,6 @@ def loss_head_errors(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("loss_head")
 
 
-# --- The chapter's parameters and figures ---------------------------------------------------------------------
-
-RULE_MODELS = ("llama-2-7b", "llama-13b", "llama-33b", "llama-65b")
-CONFIG_MODELS = ("llama-2-7b", "llama-4-scout-17b-16e-instruct", "llama-4-maverick-17b-128e-instruct", "gpt-oss-20b")
-
-
-def notebook_params():
-    from llmstudy.core.params import Param, known_model, positive
-
-    def methods_ok(v):
-        try:
-            for m in v:
-                parse_method(m, "llama-2-7b", 1, 1, True, "adamw_torch")
-        except ValueError as e:
-            return str(e)
-        return None if v else "needs at least one method"
-
-    def models_ok(v):
-        bad = [m for m in v if known_model(m)]
-        return f"unknown model(s) {bad}; known: {M.available_models()}" if bad else None
-
-    return {
-        "mode": Param(str, "analyze", "analyze: render recorded runs (CPU); run: measure and write a run record", choices=("analyze", "run")),
-        "model": Param(str, "llama-2-7b", "model config (name under data/models or path) for run mode and the focus tables", check=known_model),
-        "compare_models": Param(list, list(CONFIG_MODELS), "model configs compared in the breakdown", check=models_ok),
-        "methods": Param(list, ["lora", "qlora", "full"], "METHOD[:OPTIMIZER[:DTYPE]] entries", check=methods_ok),
-        "optimizer": Param(str, "paged_adamw_8bit", "default optimizer", choices=tuple(OPTIMIZERS)),
-        "seq_len": Param(int, 100, "tokens per sample", check=positive),
-        "micro_batch": Param(int, 1, "samples per micro-batch", check=positive),
-        "grad_accum": Param(int, 32, "micro-batches per optimizer step (run mode)", check=positive),
-        "grad_ckpt": Param(bool, True, "gradient checkpointing"),
-        "steps": Param(int, 3, "optimizer steps to measure (run mode)", check=positive),
-        "run_id": Param(str, "", "run id for run mode (default: timestamp-model-device)"),
-    }
-
-
 def stacked_bars(df: pd.DataFrame, x: str, title: str, hue_order=MEMORY_COMPONENTS + ("paged",), ax=None, unit: str = "GiB"):
     """Stacked bars of a tidy breakdown (columns ``x``, ``component``, ``unit``) with seaborn's palette."""
     import matplotlib.pyplot as plt
@@ -597,7 +449,3 @@ def stacked_bars(df: pd.DataFrame, x: str, title: str, hue_order=MEMORY_COMPONEN
     ax.invert_yaxis()
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     return ax
-
-# Published (labelled): the article's print_trainable_parameters() for ELYZA-japanese-Llama-2-7b, LoRA r=4 on the seven
-# projections (Fixstars 2026, §2). The chapter says whether the forked/default model reproduces it.
-ARTICLE_LORA_PRINTOUT = {"trainable": 9_994_240, "total": 6_748_409_856}

@@ -15,7 +15,7 @@ from llmstudy.chapters.context_limits.published import (
     hardware_label,
 )
 from llmstudy.chapters.context_limits.run import GPU_CONFIGS
-from llmstudy.serving.kv_planner import GPUS, GiB, MiB, is_h100_emulation, plan, tokens_for_available
+from llmstudy.serving.kv_planner import GPUS, VERSIONS, Deployment, GiB, MiB, is_h100_emulation, plan, tokens_for_available
 
 # --- Analysis of the records ----------------------------------------------------------------------------------------
 
@@ -37,19 +37,51 @@ def exact_available(row) -> int | None:
     return int(v) + 150 * MiB
 
 
+def row_deployment(row: dict) -> Deployment | None:
+    """The planner's deployment for a recorded row: its configuration's (``run.GPU_CONFIGS``), else rebuilt from the
+    row's own columns (a record whose configuration is no longer defined). None when the row names no model."""
+    cfg = GPU_CONFIGS.get(row.get("config"))
+    if cfg is not None:
+        return cfg.deployment(int(row["num_gpus"]))
+    if not isinstance(row.get("model"), str):
+        return None
+
+    def given(key):
+        v = row.get(key)
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+    version = str(given("vllm_version") or "0.25.0")
+    hybrid = given("hybrid_kv")
+    return Deployment(model=row["model"], gpu="h200", num_gpus=int(row["num_gpus"]), weights=str(given("weights") or "bf16"),
+                      kv_dtype=str(given("kv_dtype") or "auto"), gpu_memory_utilization=float(row["gpu_memory_utilization"]),
+                      max_model_len=int(row["max_model_len"]), vllm_version=version if version in VERSIONS else "0.25.0",
+                      hybrid_kv=None if hybrid is None else bool(hybrid), enforce_eager=bool(given("enforce_eager")), text_only=True)
+
+
 def compare_runs(results: pd.DataFrame) -> pd.DataFrame:
-    """Each recorded configuration: logged figures, the planner's prediction (estimates), and the token formula alone."""
+    """Each recorded configuration: logged figures, the planner's prediction (estimates), and the token formula alone.
+
+    A row the planner refuses (an architecture it does not model) keeps its logged figures, ``pred_outcome`` "not
+    modelled" and the planner's message in ``pred_message``; it has no prediction and no error.
+    """
     out = []
     for _, r in results.iterrows():
         row = r.to_dict()
-        cfg = GPU_CONFIGS.get(row["config"])
-        if cfg is None:
+        try:
+            dep = row_deployment(row)
+            if dep is None:
+                continue
+            p = plan(dep)
+        except ValueError as e:
+            row.update(pred_outcome="not modelled", pred_message=str(e), pred_kv_cache_tokens=None, pred_available_kv_gib=None,
+                       pred_weights_gib=None, error_pct=None, measured_inputs_kv_cache_tokens=None, measured_inputs_error_pct=None,
+                       formula_kv_cache_tokens=None, weights_error_pct=None, outcome_agrees=None)
+            out.append(row)
             continue
-        dep = cfg.deployment(int(row["num_gpus"]))
-        p = plan(dep)
+        row["pred_message"] = p.message
         row["pred_outcome"], row["pred_kv_cache_tokens"] = p.outcome, p.kv_cache_tokens
         row["pred_available_kv_gib"], row["pred_weights_gib"] = p.available_kv_bytes / GiB, p.weights_bytes / GiB
-        ok = row["outcome"] == "ok" and pd.notna(row.get("kv_cache_tokens"))
+        ok = row["outcome"] == "ok" and pd.notna(row.get("kv_cache_tokens")) and row["kv_cache_tokens"] > 0
         row["error_pct"] = 100 * (p.kv_cache_tokens - row["kv_cache_tokens"]) / row["kv_cache_tokens"] if ok else None
         meas = measured_inputs(row)
         pm = plan(dep.replace(**{k: v for k, v in meas.items() if v is not None}))
@@ -223,3 +255,112 @@ def record_decomposition(results: pd.DataFrame) -> pd.DataFrame:
         for comp, v in zip(DECOMPOSITION, parts):
             rows.append({"config": f"{r['config']} (measured, {r['run_id']})", "component": comp, "GiB": float(v) if pd.notna(v) else 0.0})
     return pd.DataFrame(rows)
+
+
+# --- Any model: the page's model, its records, and the other families -----------------------------------------------
+
+def model_name(model: str) -> str:
+    """The name a record's ``model`` column uses for a model: the folder of its config (``data/models/<name>``)."""
+    from llmstudy.core import models as M
+
+    return M.config_path(model).parent.name
+
+
+def is_llama4(model: str) -> bool:
+    """Whether a config is a Llama 4 model (the article's and the blog's tables are about Llama 4 alone)."""
+    from llmstudy.core import models as M
+
+    raw = M.raw_config(model)
+    return raw.get("model_type") == "llama4" or any(a.startswith("Llama4") for a in raw.get("architectures") or ())
+
+
+def llama4_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the study's Llama 4 configurations (the article's models); other families are compared apart."""
+    if not len(results):
+        return results
+    llama = {m for m in results.model.dropna().unique() if _known_llama4(m)}
+    return results[results.model.isin(llama)].reset_index(drop=True)
+
+
+def _known_llama4(model: str) -> bool:
+    try:
+        return is_llama4(model)
+    except Exception:  # a record's model without a config here: not one of the article's models
+        return False
+
+
+def measure_command(model: str) -> tuple[str, str]:
+    """The command that measures ``model`` on a GPU runner, and what must come first ("" if nothing).
+
+    The command starts the experiment's configurations that serve the model (``llmstudy capacity --run``). A model
+    without one needs a one-GPU configuration in ``run.GPU_CONFIGS`` first, like the other families' ``tp1-<name>``.
+    """
+    name = model_name(model)
+    names = [c.name for c in GPU_CONFIGS.values() if c.model == name]
+    if names:
+        return f"llmstudy capacity --run {' '.join(names)}", ""
+    return (f"llmstudy capacity --run tp1-{name}",
+            f"GPU_CONFIGS in llmstudy/chapters/context_limits/run.py has no configuration for {name} yet: add "
+            f"GpuConfig(\"tp1-{name}\", \"{name}\", \"bf16\", \"default\", max_model_len=4096, gpus=1) to it first")
+
+
+def weight_formats(model: str) -> tuple[str, ...]:
+    """The weight formats the planner can load a config in: its checkpoint's quantization, else bf16 and online FP8."""
+    from llmstudy.core import models as M
+
+    q = M.raw_config(model).get("quantization_config") or M.raw_config(model).get("text_config", {}).get("quantization_config")
+    if q:
+        return ("mxfp4-checkpoint",) if q.get("quant_method") == "mxfp4" else ("fp8-checkpoint",)
+    return ("bf16", "fp8-online")
+
+
+def model_plan(model: str, gpu: str, num_gpus: int, weights: str, kv_dtype: str, vllm_version: str, max_model_len: int | None):
+    """The planner's plan for the page's model, or the planner's one-line refusal (a string)."""
+    try:
+        return plan(Deployment(model=model, gpu=gpu, num_gpus=num_gpus, weights=weights, kv_dtype=kv_dtype,
+                               vllm_version=vllm_version, max_model_len=max_model_len))
+    except ValueError as e:
+        return str(e)
+
+
+def model_context_table(model: str, gpu: str, kv_dtype: str, vllm_version: str, counts=(1, 2, 4, 8)) -> pd.DataFrame:
+    """Longest max_model_len that starts for the model, per weight format x number of GPUs (PREDICTIONS).
+
+    A cell the planner cannot plan (TP that does not divide the heads, an architecture it does not model) carries the
+    planner's message instead of a number.
+    """
+    rows = []
+    for weights in weight_formats(model):
+        for n in counts:
+            p = model_plan(model, gpu, n, weights, kv_dtype, vllm_version, None)
+            row = {"weights": weights, "GPUs": n}
+            if isinstance(p, str):
+                row.update({"outcome": "not planned", "largest_max_model_len": None, "weights_GiB": None, "kv_GiB": None, "message": p})
+            else:
+                row.update({"outcome": "OOM" if p.outcome == "oom" else "starts", "largest_max_model_len": p.max_model_len_that_starts,
+                            "weights_GiB": p.weights_bytes / GiB, "kv_GiB": max(p.available_kv_bytes, 0) / GiB,
+                            "message": p.message if p.outcome == "oom" else ""})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+FAMILY_COLUMNS = ("config", "model", "run_id", "tp", "max_model_len", "outcome", "logged KV tokens", "planned KV tokens", "error %", "planner")
+
+
+def family_comparison(cmp: pd.DataFrame) -> pd.DataFrame:
+    """Planner vs vLLM on model families other than Llama 4 (``compare_runs`` rows): logged and planned tokens."""
+    if not len(cmp):
+        return pd.DataFrame(columns=FAMILY_COLUMNS)
+    other = cmp[~cmp.model.isin(set(llama4_rows(cmp).model))]
+    rows = []
+    for r in other.itertuples():
+        ok = r.outcome == "ok" and pd.notna(r.kv_cache_tokens)
+        planned = getattr(r, "pred_kv_cache_tokens", None)
+        modelled = r.pred_outcome != "not modelled"
+        rows.append({"config": r.config, "model": r.model, "run_id": r.run_id, "tp": int(r.tp) if pd.notna(r.tp) else None,
+                     "max_model_len": int(r.max_model_len), "outcome": r.outcome,
+                     "logged KV tokens": int(r.kv_cache_tokens) if ok else None,
+                     "planned KV tokens": int(planned) if modelled and pd.notna(planned) else None,
+                     "error %": float(r.error_pct) if ok and modelled and pd.notna(r.error_pct) else None,
+                     "planner": r.pred_outcome if modelled else f"not modelled: {r.pred_message}"})
+    return pd.DataFrame(rows, columns=FAMILY_COLUMNS)

@@ -11,7 +11,16 @@ import pandas as pd
 
 from llmstudy.chapters.context_limits.published import MAVERICK, MAVERICK_FP8, SCOUT
 from llmstudy.core import models as M
-from llmstudy.serving.kv_planner import EXPERIMENT, Deployment, GiB, emulated_utilization, model_facts, plan
+from llmstudy.serving.kv_planner import (
+    EXPERIMENT,
+    VERSIONS,
+    Deployment,
+    GiB,
+    NotModelledError,
+    emulated_utilization,
+    model_facts,
+    plan,
+)
 
 # --- Run mode: measure on a 4-GPU machine -------------------------------------------------------------------------
 
@@ -28,7 +37,8 @@ class GpuConfig:
     name: str
     model: str
     weights: str
-    budget: str = "h200"  # "h200": gpu_memory_utilization 0.9; "h100": 0.9 x H100 total / H200 total
+    # "h200": gpu_memory_utilization 0.9; "h100": 0.9 x H100 total / H200 total; "default": no flag, the version's default
+    budget: str = "h200"
     max_model_len: int = 200_000
     enforce_eager: bool = True
     hybrid_kv: bool | None = None
@@ -37,8 +47,12 @@ class GpuConfig:
     est_start_s: int = 150  # skip the configuration if less time than this is left
     gpus: int | None = None  # the number of GPUs (= TP) the configuration is meant for; None: any
 
+    vllm_version: str = "0.25.0"
+
     @property
     def utilization(self) -> float:
+        if self.budget == "default":
+            return VERSIONS[self.vllm_version].default_utilization
         return 0.9 if self.budget == "h200" else emulated_utilization("h100-80gb", "h200", 0.9)
 
     @property
@@ -48,13 +62,15 @@ class GpuConfig:
     def deployment(self, num_gpus: int | None = None, **measured) -> Deployment:
         """The planner's deployment for this configuration on ``num_gpus`` GPUs (default: the count it is meant for, else 4)."""
         return Deployment(model=self.model, gpu="h200", num_gpus=num_gpus or self.default_gpus, weights=self.weights, kv_dtype=self.kv_dtype,
-                          gpu_memory_utilization=self.utilization, max_model_len=self.max_model_len, vllm_version="0.25.0",
+                          gpu_memory_utilization=self.utilization, max_model_len=self.max_model_len, vllm_version=self.vllm_version,
                           hybrid_kv=self.hybrid_kv, enforce_eager=self.enforce_eager, text_only=True, **measured)
 
     def server_args(self, num_gpus: int | None = None) -> list[str]:
         num_gpus = num_gpus or self.default_gpus
-        args = ["--tensor-parallel-size", str(num_gpus), "--load-format", "dummy", "--max-model-len", str(self.max_model_len),
-                "--gpu-memory-utilization", repr(self.utilization), "--disable-custom-all-reduce", "--kv-cache-dtype", self.kv_dtype]
+        args = ["--tensor-parallel-size", str(num_gpus), "--load-format", "dummy", "--max-model-len", str(self.max_model_len)]
+        if self.budget != "default":  # "default": the server is started as a user would, without the flag
+            args += ["--gpu-memory-utilization", repr(self.utilization)]
+        args += ["--disable-custom-all-reduce", "--kv-cache-dtype", self.kv_dtype]
         if self.enforce_eager:
             args.append("--enforce-eager")
         if self.weights == "fp8-online":
@@ -89,6 +105,12 @@ GPU_CONFIGS: dict[str, GpuConfig] = {c.name: c for c in (
     GpuConfig("tp8-scout-fp8-h200-3600k", SCOUT, "fp8-online", "h200", max_model_len=3_600_000, gpus=8),
     GpuConfig("tp8-maverick-fp8-h200-1000k", MAVERICK_FP8, "fp8-checkpoint", "h200", max_model_len=1_000_000, est_start_s=180, gpus=8),
     GpuConfig("tp8-maverick-bf16-h200-1000k", MAVERICK, "bf16", "h200", max_model_len=1_000_000, est_start_s=200, gpus=8),
+    # One H200, vLLM's default gpu_memory_utilization, max_model_len 4,096, eager (issue 19): one model of each family the
+    # planner was not fitted on: dense GQA (Qwen3, Mistral), sliding-window hybrids (Gemma-2, Gemma-3 text), MoE under
+    # two expert namings (Qwen3-MoE num_experts, Mixtral num_local_experts) and MLA + MoE (DeepSeek-V2-Lite).
+    *(GpuConfig(f"tp1-{m}", m, "bf16", "default", max_model_len=4096, est_start_s=est, gpus=1) for m, est in (
+        ("qwen3-8b", 75), ("mistral-7b-v0.3", 75), ("gemma-2-9b", 80), ("gemma-3-12b-it", 80), ("qwen3-30b-a3b", 100),
+        ("deepseek-v2-lite", 90), ("mixtral-8x7b", 130))),
 )}
 # Device calls of <= 10 minutes each (server starts take 70-120 s in eager mode on 4xH200): a-c on 4 GPUs, d-e on 8.
 CALLS = {
@@ -98,6 +120,9 @@ CALLS = {
     # 8 GPUs (nvidia-h200-x8)
     "d": ("tp8-scout-bf16-h100-1200k", "tp8-scout-fp8-h100-1500k", "tp8-maverick-fp8-h100-430k", "tp8-maverick-bf16-h100"),
     "e": ("tp8-scout-bf16-h200-3600k", "tp8-scout-fp8-h200-3600k", "tp8-maverick-fp8-h200-1000k", "tp8-maverick-bf16-h200-1000k"),
+    # 1 GPU (nvidia-h200): seven families at vLLM's default utilization, Mixtral (93 GiB of weights) last
+    "g": ("tp1-qwen3-8b", "tp1-mistral-7b-v0.3", "tp1-gemma-2-9b", "tp1-gemma-3-12b-it", "tp1-qwen3-30b-a3b", "tp1-deepseek-v2-lite",
+          "tp1-mixtral-8x7b"),
 }
 
 
@@ -225,16 +250,24 @@ def measure_ttft(base_url: str, n_tokens: int, vocab: int, max_tokens: int = 16,
 
 
 def _row(cfg: GpuConfig, num_gpus: int, outcome: str, error: str | None, facts: dict, mem: dict, start_s: float | None) -> dict:
-    dep = cfg.deployment(num_gpus)
-    p = plan(dep)
+    try:
+        dep = cfg.deployment(num_gpus)
+        p = plan(dep)
+    except Exception as e:  # the planner refuses (or fails on) this model: the measurement is still a result
+        dep, p, not_modelled = None, None, f"{type(e).__name__}: {e}"
     row = {"config": cfg.name, "model": cfg.model, "weights": cfg.weights, "budget": cfg.budget, "num_gpus": num_gpus,
-           "tp": dep.tp, "gpu_memory_utilization": cfg.utilization, "max_model_len": cfg.max_model_len, "kv_dtype": cfg.kv_dtype,
-           "enforce_eager": cfg.enforce_eager, "hybrid_kv": dep.hybrid, "outcome": outcome, "error": error, "start_s": start_s}
+           "tp": dep.tp if dep else num_gpus, "gpu_memory_utilization": cfg.utilization, "max_model_len": cfg.max_model_len,
+           "kv_dtype": cfg.kv_dtype, "enforce_eager": cfg.enforce_eager, "hybrid_kv": dep.hybrid if dep else None,
+           "outcome": outcome, "error": error, "start_s": start_s}
     for k in ("kv_cache_tokens", "max_concurrency", "max_concurrency_len", "available_kv_gib", "weights_gib", "cudagraph_estimate_gib",
               "graph_capture_s", "attention_backend", "vllm_version"):
         row[k] = facts.get(k)
     for k in _MEM_PATTERNS:
         row[k] = mem.get(k)
+    if p is None:
+        row.update({"pred_outcome": "not modelled" if not_modelled.startswith("NotModelledError") else "planner error",
+                    "pred_error": not_modelled})
+        return row
     row.update({"pred_outcome": p.outcome, "pred_kv_cache_tokens": p.kv_cache_tokens, "pred_available_kv_gib": p.available_kv_bytes / GiB,
                 "pred_weights_gib": p.weights_bytes / GiB, "pred_activation_gib": p.activation_peak_bytes / GiB,
                 "pred_non_torch_gib": p.non_torch_bytes / GiB, "pred_largest_max_model_len": p.max_model_len_that_starts})
@@ -270,7 +303,10 @@ def run_experiment(configs=("a",), run_id: str = "", root=None, num_gpus: int | 
     for c in cfgs:
         if c.gpus is not None and c.gpus != num_gpus:
             raise ValueError(f"configuration {c.name!r} is meant for {c.gpus} GPUs (TP={c.gpus}); {num_gpus} are visible")
-        c.deployment(num_gpus)  # impossible settings stop here, before any server starts
+        try:
+            c.deployment(num_gpus)  # impossible settings stop here, before any server starts
+        except NotModelledError:
+            pass  # what the planner does not model is measured all the same (its row says "not modelled")
     from llmstudy.serving.servers import ServerStartError, VLLMServer
 
     run_id = run_id or new_run_id(f"{num_gpus}gpu")
@@ -317,7 +353,7 @@ def run_experiment(configs=("a",), run_id: str = "", root=None, num_gpus: int | 
                 outcome = classify_failure(text[-20000:] or tail) if (text or tail) else (getattr(e, "outcome", None) or "error")
                 rows.append(_row(cfg, num_gpus, outcome, f"{e}\n{tail}".strip()[-2000:],
                                  _facts(text), parse_memory_log(text), None))
-            tqdm.write(f"{cfg.name}: {rows[-1]['outcome']}, logged {rows[-1]['kv_cache_tokens']} tokens (planner {rows[-1]['pred_kv_cache_tokens']:,})")
+            tqdm.write(f"{cfg.name}: {rows[-1]['outcome']}, logged {rows[-1]['kv_cache_tokens']} tokens (planner {rows[-1].get('pred_kv_cache_tokens') or rows[-1]['pred_outcome']})")
         rec.write_table(pd.DataFrame(rows))
         rec.write_table(pd.DataFrame(req_rows), "requests")
     return rec.final

@@ -1,18 +1,5 @@
-"""Engine comparison (the article's ch. 6.6 and 8): vLLM against a second engine measured by us, and against
-TensorRT-LLM from run records or the article's published numbers.
-
-Two comparisons, each a sweep written by :func:`llmstudy.serving.sweep.run_sweep` (experiment ``engine_comparison``):
-
-* ``second-engine``: the article's 4-bit Llama-2-7B case (GPTQ layout, random weights, 512 in / 256 out,
-  max batch 16, concurrency 1..64) on SGLang and on vLLM, one record, back-to-back calls of one GPU session.
-* ``gptoss-vllm``: gpt-oss-20b (MXFP4) on vLLM, the article's ch. 8 sweep (512 / 256, concurrency 1..256).
-
-Fairness is enforced, not assumed: :func:`require_fair` refuses to compare records that break a rule of
-:data:`RULES` (identical prompt token ids, exact lengths, one schedule, warm-up excluded, settings recorded, one
-setup). :func:`win_table` then says which engine wins each metric at each concurrency, and by how much.
-TensorRT-LLM cannot run here: its side is a ``trtllm_serve`` run record when a GPU runner made one, else the
-article's numbers, always labelled as published.
-"""
+"""The analysis of the engine_comparison records: points, what each server logged, the fairness rules, who wins
+where, and the published numbers beside them (always labelled)."""
 
 from __future__ import annotations
 
@@ -23,123 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from llmstudy.chapters.engine_comparison.plan import EXPERIMENT, MODEL_7B, RULES, WIN_METRICS, FairnessError  # noqa: F401
+from llmstudy.core import records as R
+from llmstudy.core.paths import data_dir
 from llmstudy.serving import loadgen
 from llmstudy.serving import logs as VL
-from llmstudy.core import records as R
 from llmstudy.serving import sweep as SB
-from llmstudy.serving.loadgen import Workload
-from llmstudy.core.params import Param, known_model
-from llmstudy.core.paths import data_dir
-
-EXPERIMENT = "engine_comparison"
-PARTS = ("gptoss-vllm", "second-engine", "cpu-smoke")
-SECOND_ENGINES = ("sglang", "transformers")
-GPTOSS_MODEL = "gpt-oss-20b"
-MODEL_7B = "llama-2-7b-gptq"
-ENGINES_CONCURRENCY = (1, 2, 4, 8, 16, 32, 64)
-ARTICLE_PROMPTS = {16: 400}  # the article's vLLM run: --num-prompts 400 at --max-concurrency 16
-# SGLang's flags for the kernels vLLM uses here: FlashAttention-3 on Hopper, and sampling without FlashInfer (not
-# staged for either engine; vLLM runs with VLLM_USE_FLASHINFER_SAMPLER=0). Prefill CUDA graphs off: SGLang 0.5.17
-# captures "breakable" prefill graphs for 50+ token counts by default, which took 409 s on an H100 (the failed
-# attempt kept in the record's logs), longer than a lent call allows; decode keeps its full CUDA graphs, as vLLM's does.
-SGLANG_EXTRA = ("--attention-backend", "fa3", "--sampling-backend", "pytorch", "--cuda-graph-backend-prefill", "disabled")
-
-RULES = {
-    "same_prompts": "identical prompts: at each concurrency every engine was sent the same prompt token ids (SHA-256 of the ids the load tool sent)",
-    "exact_lengths": "ignore_eos: every request's prompt and output had exactly the requested token counts, as the server counted them",
-    "same_schedule": "same concurrency schedule: the same concurrencies, request counts, warm-up counts and seeds for every engine",
-    "warmup_excluded": "warm-up excluded: every point sent warm-up requests first, and only the measured requests are in the record",
-    "settings_recorded": "server settings in the record: each engine's command-line flags and package versions",
-    "same_setup": "one GPU, one model, one load tool, one input/output length",
-}
-# metric column -> (label, which way is better)
-WIN_METRICS = {
-    "output_token_throughput_per_user_avg": ("per-user output throughput, avg (tokens/s)", "higher"),
-    "output_token_throughput": ("total output throughput (tokens/s)", "higher"),
-    "time_to_first_token_avg": ("TTFT, avg (ms)", "lower"),
-    "request_latency_avg": ("request latency, avg (ms)", "lower"),
-}
-
-
-class FairnessError(ValueError):
-    """Records that break a fairness rule; the message names every broken rule and where."""
-
-
-# --- plans -----------------------------------------------------------------------------------------------------
-def schedule(concurrency, input_len: int, output_len: int, max_num_seqs: int, num_prompts: dict | None = None) -> list[Workload]:
-    """One workload per concurrency, the same for every engine: seed = the concurrency's position (identical
-    prompts across engines, distinct across points), warm-ups = one full batch (min(c, max_num_seqs)), requests =
-    ``loadgen.prompts_for`` unless ``num_prompts`` names a count for that concurrency."""
-    if not concurrency or len(set(concurrency)) != len(concurrency):
-        raise ValueError(f"concurrency must be distinct values, got {list(concurrency)}")
-    fixed = num_prompts or {}
-    return [Workload(input_len, output_len, c, fixed.get(c) or loadgen.prompts_for(c, max_num_seqs), max(1, min(c, max_num_seqs)), seed=i) for i, c in enumerate(concurrency)]
-
-
-def plan_compare(sweep: str, servers: dict[str, SB.ServerSettings], workloads: list[Workload]) -> list[SB.Point]:
-    """Every workload on every engine's server, engine by engine (one server start each)."""
-    wrong = {e: s.engine for e, s in servers.items() if s.engine != e}
-    if wrong:
-        raise ValueError(f"server settings under the wrong engine name: {wrong}")
-    return [SB.Point(sweep, s, w) for s in servers.values() for w in workloads]
-
-
-def plan_engines(second: str = "sglang", concurrency=ENGINES_CONCURRENCY, input_len: int = 512, output_len: int = 256, max_num_seqs: int = 16, max_model_len: int = 4096, dtype: str = "float16") -> list[SB.Point]:
-    """The article's ch. 6.6 workload on ``second`` then vLLM: max batch 16 (SGLang --max-running-requests, vLLM
-    --max-num-seqs), the article's 400 requests at c=16. The quantization is the model's (GPTQ in
-    ``llama-2-7b-gptq``'s config.json), detected by each engine: neither gets --quantization gptq, which in SGLang
-    forces the slow non-Marlin kernel. transformers serve has no batch cap: it runs unbounded, and the record says so."""
-    if second not in SECOND_ENGINES:
-        raise ValueError(f"second engine must be one of {SECOND_ENGINES}, got {second!r}")
-    common = {"max_model_len": max_model_len, "dtype": dtype}
-    servers = {
-        "sglang": SB.ServerSettings(engine="sglang", max_num_seqs=max_num_seqs, extra=SGLANG_EXTRA, **common),
-        "transformers": SB.ServerSettings(engine="transformers", dtype=dtype),
-        "vllm": SB.ServerSettings(engine="vllm", max_num_seqs=max_num_seqs, **common),
-    }
-    return plan_compare("engines", {second: servers[second], "vllm": servers["vllm"]}, schedule(concurrency, input_len, output_len, max_num_seqs, ARTICLE_PROMPTS))
-
-
-def plan_gptoss(concurrency=SB.CONCURRENCY, input_len: int = 512, output_len: int = 256, max_num_seqs: int = 256, max_model_len: int = 8192, moe_backend: str | None = None) -> list[SB.Point]:
-    """The article's ch. 8 sweep on vLLM: gpt-oss-20b with its MXFP4 experts (from config.json), bf16 elsewhere.
-    ``moe_backend`` (vLLM ``--moe-backend``, e.g. ``marlin``) overrides vLLM's choice (TRITON on Hopper)."""
-    extra = ("--moe-backend", moe_backend) if moe_backend else ()
-    srv = SB.ServerSettings(engine="vllm", max_num_seqs=max_num_seqs, max_model_len=max_model_len, dtype="bfloat16", extra=extra)
-    return plan_compare("gptoss", {"vllm": srv}, schedule(concurrency, input_len, output_len, max_num_seqs))
-
-
-def plan_cpu_smoke(concurrency=(1, 2, 4), input_len: int = 32, output_len: int = 16, num_prompts: int = 8) -> list[SB.Point]:
-    """The pipeline on this CPU: a tiny random Llama on HF transformers (continuous batching) and on the CPU vLLM.
-    CPU numbers test the code; they are never reported as results."""
-    servers = {
-        "transformers": SB.ServerSettings(engine="transformers", dtype="float32", enforce_eager=True, extra=("--device", "cpu", "--cb-num-blocks", "64", "--cb-max-batch-tokens", "256")),
-        "vllm": SB.ServerSettings(engine="vllm", max_num_seqs=4, max_model_len=512, dtype="float32", enforce_eager=True),
-    }
-    return plan_compare("cpu", servers, schedule(concurrency, input_len, output_len, 4, {c: num_prompts for c in concurrency}))
-
-
-def plan(part: str, second: str = "sglang", moe_backend: str | None = None) -> tuple[str, list[SB.Point]]:
-    """(model, points) of a part. With ``second='transformers'`` the 7B case is served in bf16 by both engines
-    (transformers serve has no GPTQ kernel), so that both serve one model."""
-    if part == "gptoss-vllm":
-        return GPTOSS_MODEL, plan_gptoss(moe_backend=moe_backend)
-    if part == "second-engine":
-        if second == "transformers":
-            return "llama-2-7b", plan_engines(second, dtype="bfloat16")
-        return MODEL_7B, plan_engines(second)
-    if part == "cpu-smoke":
-        return "tiny-llama-serve", plan_cpu_smoke()
-    raise ValueError(f"unknown part {part!r}; known: {PARTS}")
-
-
-def run_part(part: str, run_id: str = "", second: str = "sglang", budget_s: float | None = None, max_servers: int | None = None, root=None, python: str | None = None, server_env: dict | None = None, start_timeout_s: float = 900, point_timeout_s: float = 600, moe_backend: str | None = None) -> Path:
-    """Run a part as a resumable sweep and write its record (``SweepIncomplete`` when the budget ends first)."""
-    model, points = plan(part, second, moe_backend)
-    env = dict(server_env or {})
-    if part == "cpu-smoke":
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    params = {"part": part, "second_engine": second if part == "second-engine" else None, "fairness_rules": RULES}
-    return SB.run_sweep(EXPERIMENT, model, points, run_id=run_id, root=root, python=python, server_env=env, budget_s=budget_s, max_servers=max_servers, start_timeout_s=start_timeout_s, point_timeout_s=point_timeout_s, parameters=params)
 
 
 # --- loading ---------------------------------------------------------------------------------------------------
@@ -212,7 +88,7 @@ _KERNEL_RES = {
 def kernel_facts(text: str) -> dict:
     """Which kernels a server said it picked (MoE backend, linear kernel, attention, sampling) from its log, and
     why it failed if it did (``failure``: the first validation error, device assert or OOM line)."""
-    from llmstudy.chapters.serve_sweeps import failure_reason
+    from llmstudy.serving.logs import failure_reason
 
     out = {"failure": failure_reason(text)}
     for k, rx in _KERNEL_RES.items():
@@ -247,8 +123,8 @@ _EVIDENCE_RE = re.compile(r"Load weight end|Cache is allocated|Model loading too
 def server_facts(record_path: Path) -> pd.DataFrame:
     """What each server of a record says it loaded, read from its log with its engine's parser (SGLang's or vLLM's):
     weight memory, quantization, GEMM kernel, KV-cache tokens and memory, and the log lines they came from."""
-    from llmstudy.serving.servers import parse_sglang_log
     from llmstudy.serving.logs import parse_startup_log
+    from llmstudy.serving.servers import parse_sglang_log
 
     path = Path(record_path)
     engines = pd.read_csv(path / "servers.csv").set_index("server")["engine"].to_dict() if (path / "servers.csv").exists() else {}
@@ -273,7 +149,7 @@ _TS_RE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\]", re.MULTILINE)
 def failed_attempts(record_path: Path) -> pd.DataFrame:
     """The SGLang server logs a record keeps of attempts that measured nothing (``logs/failed-attempts/*.log``): the
     line it died on, its prefill and decode CUDA-graph capture times, and how long after its first line it was ready."""
-    from llmstudy.chapters.serve_sweeps import failure_reason
+    from llmstudy.serving.logs import failure_reason
     from llmstudy.serving.servers import parse_sglang_log
 
     rows = []
@@ -522,119 +398,3 @@ def other_vllm_7b(model: str = MODEL_7B) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-# --- figures ---------------------------------------------------------------------------------------------------
-def _log2_axis(ax, values) -> None:
-    ax.set_xscale("log", base=2)
-    ticks = sorted({int(v) for v in values})
-    ax.set_xticks(ticks, [f"{t:,}" for t in ticks])
-    ax.minorticks_off()
-
-
-def throughput_figure(df: pd.DataFrame, title: str, references: pd.DataFrame | None = None):
-    """The article's throughput plot: per-user and total output throughput against concurrency, and per-user
-    against total (each point one concurrency). ``references``: labelled published points (engine, concurrency,
-    metric column, value) drawn as open markers, never joined to measured lines."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
-    d = df.sort_values(["engine", "concurrency"])
-    for ax, col, label in ((axes[0], "output_token_throughput_per_user_avg", "per-user output throughput (tokens/s)"), (axes[1], "output_token_throughput", "total output throughput (tokens/s)")):
-        sns.lineplot(data=d, x="concurrency", y=col, hue="engine", marker="o", ax=ax, legend=ax is axes[0])
-        refs = references[references["column"] == col] if references is not None and len(references) else pd.DataFrame(columns=["concurrency"])
-        for r in refs.itertuples():
-            ax.scatter([r.concurrency], [r.value], marker="D", facecolors="none", edgecolors="crimson", s=70, zorder=5)
-            ax.annotate(r.label, (r.concurrency, r.value), textcoords="offset points", xytext=(-6, 6), ha="right", fontsize=7, color="crimson")
-        _log2_axis(ax, list(d["concurrency"]) + list(refs["concurrency"]))
-        ax.set(xlabel="concurrency", ylabel=label)
-    for e, g in d.groupby("engine"):
-        axes[2].plot(g["output_token_throughput"], g["output_token_throughput_per_user_avg"], marker="o", label=e)
-        for r in g.itertuples():
-            axes[2].annotate(str(int(r.concurrency)), (r.output_token_throughput, r.output_token_throughput_per_user_avg), textcoords="offset points", xytext=(3, 3), fontsize=7)
-    axes[2].set(xlabel="total output throughput (tokens/s)", ylabel="per-user output throughput (tokens/s)", title="each point: one concurrency")
-    axes[2].legend(fontsize="small")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def ttft_figure(df: pd.DataFrame, title: str):
-    """TTFT (avg and p99) against concurrency, one line per engine."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    d = df.sort_values(["engine", "concurrency"])
-    for ax, col, label in ((axes[0], "time_to_first_token_avg", "TTFT, avg (ms)"), (axes[1], "time_to_first_token_p99", "TTFT, p99 (ms)")):
-        if col in d:
-            sns.lineplot(data=d, x="concurrency", y=col, hue="engine", marker="o", ax=ax, legend=ax is axes[0])
-        _log2_axis(ax, d["concurrency"])
-        ax.set_yscale("log")
-        ax.set(xlabel="concurrency", ylabel=label)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-# --- the SGLang decision -------------------------------------------------------------------------------------------
-def sglang_pins(versions=None, python: str = "python3") -> pd.DataFrame:
-    """Which SGLang releases pin which torch (and transformers, sglang-kernel, flashinfer): read from each release's
-    wheel metadata with ``pip install --dry-run --no-deps --report`` for CPython 3.12 on manylinux x86_64 (the GPU
-    image's platform). Needs the package index; the chapter shows the table saved in
-    ``data/engine_comparison/sglang_pins.csv``."""
-    import subprocess
-    import tempfile
-
-    plats = ("manylinux_2_34_x86_64", "manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
-    rows = []
-    for v in versions or ("0.5.10.post1", "0.5.11", "0.5.14", "0.5.17", "0.5.18", "0.5.23"):
-        with tempfile.TemporaryDirectory() as d:
-            cmd = [python, "-m", "pip", "install", "-q", "--dry-run", "--no-deps", "--ignore-installed", "--report", f"{d}/r.json", "--python-version", "3.12",
-                   "--implementation", "cp", "--only-binary=:all:", "--target", f"{d}/t", *[a for p in plats for a in ("--platform", p)], f"sglang=={v}"]
-            p = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
-            if p.returncode:
-                rows.append({"sglang": v, "error": p.stderr.strip().splitlines()[-1][:200] if p.stderr.strip() else f"pip exited {p.returncode}"})
-                continue
-            meta = json.loads(Path(f"{d}/r.json").read_text())["install"][0]["metadata"]
-        rows.append(pins_row(meta))
-    return pd.DataFrame(rows)
-
-
-def pins_row(meta: dict) -> dict:
-    """The exact pins (==) of one SGLang wheel's metadata (a pip report's ``metadata``): its runtime requirements,
-    or those of its ``srt`` extra in releases that keep the runtime there."""
-    pins = {}
-    for req in meta.get("requires_dist") or []:
-        m = re.match(r"^\s*([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?\s*==\s*([^;,\s]+)\s*(;.*)?$", req)
-        if m and (not m.group(3) or "extra" not in m.group(3) or '"srt"' in m.group(3)):
-            pins[m.group(1).lower().replace("_", "-")] = m.group(2)
-    return {"sglang": meta["version"], "torch": pins.get("torch"), "transformers": pins.get("transformers"), "sglang-kernel": pins.get("sglang-kernel", pins.get("sgl-kernel")),
-            "flashinfer-python": pins.get("flashinfer-python")}
-
-
-def newest_with_torch(pins: pd.DataFrame, torch: str = "2.11.0") -> str | None:
-    """The newest SGLang release in ``pins`` whose wheel pins exactly ``torch`` (None if none does)."""
-    from packaging.version import Version
-
-    hit = pins[pins["torch"] == torch]
-    return str(max(hit["sglang"], key=Version)) if len(hit) else None
-
-
-# --- notebook parameters -------------------------------------------------------------------------------------------
-def params() -> dict[str, Param]:
-    """Parameters of notebooks/engine_comparison.ipynb."""
-
-    def run_ids_ok(v):
-        bad = [x for x in v if not isinstance(x, str) or not R.RUN_ID_RE.match(x)]
-        return f"not run ids: {bad}" if bad else None
-
-    return {
-        "mode": Param(str, "analyze", "analyze: render the run records (CPU); run: run `part` on this machine and write a record", choices=("analyze", "run")),
-        "part": Param(str, "second-engine", "run mode: gptoss-vllm | second-engine | cpu-smoke", choices=PARTS),
-        "second_engine": Param(str, "sglang", "run mode: the engine measured against vLLM", choices=SECOND_ENGINES),
-        "run_id": Param(str, "", "run mode: the record's id (reuse it to resume)", check=lambda v: None if v == "" or R.RUN_ID_RE.match(v) else "letters, digits, '.', '_', '-'"),
-        "run_ids": Param(list, [], "analyze mode: engine_comparison records to show (empty = all)", check=run_ids_ok),
-        "budget_s": Param((float, int, type(None)), None, "run mode: start no new server or point after this many seconds", check=lambda v: None if v is None or v > 0 else "must be > 0 or None"),
-        "model_7b": Param(str, MODEL_7B, "the article's 4-bit 7B case (ch. 6.6)", check=known_model),
-        "gptoss_model": Param(str, GPTOSS_MODEL, "the article's ch. 8 model", check=known_model),
-    }

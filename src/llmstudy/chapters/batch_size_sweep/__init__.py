@@ -1,0 +1,9 @@
+"""Chapter ``batch_size_sweep``: vLLM's max_num_seqs (the article's max_batch_size) against client concurrency.
+
+``params`` (the one spec), ``run`` (plan and run mode), ``statements`` (records -> every glued value),
+``figures`` (every figure and table); shared serving-chapter helpers are in :mod:`llmstudy.chapters.serve_sweeps`.
+"""
+
+from llmstudy.chapters.batch_size_sweep.params import CLI_KIND, EXPERIMENT, PARAMS  # noqa: F401
+from llmstudy.chapters.batch_size_sweep.run import plan, run, run_mode  # noqa: F401
+from llmstudy.chapters.batch_size_sweep.statements import Records, load, statements  # noqa: F401

@@ -1,0 +1,133 @@
+"""Every glued value of the memory-accounting chapter, as text (the claims are glued by ``claims.glue_claims``).
+
+Predictions are computed for the chapter's model; measured numbers come only from that model's own run records.
+A model without records gets :func:`llmstudy.core.book.not_measured` with the exact command that measures it.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from llmstudy.core import models as M
+from llmstudy.core.book import not_measured
+from llmstudy.training import memory as mm
+
+from .analysis import ARTICLE_LORA_PRINTOUT, measured, pick, rules_table
+from .params import PARAMS
+
+_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten"}
+
+
+def measure_command(model: str) -> str:
+    """The command that measures this chapter's setups for ``model`` on a GPU runner."""
+    return f"llmstudy memory --run --model {model} --method lora qlora full"
+
+
+def lora_on(targets: M.LoraTargets, r: int) -> str:
+    """'rank 4 on its seven linear projections' (and its fused expert tensors, named, when it has them)."""
+    n = len(targets.modules)
+    text = f"rank {r} on its {_WORDS.get(n, str(n))} linear projections"
+    if targets.parameters:
+        text += " and its fused expert tensors (" + ", ".join(targets.parameters) + ")"
+    return text
+
+
+def parameter_statements(model: str, lora_r: int = PARAMS["lora_r"].default, lora_targets=None) -> dict[str, str]:
+    """Exact counts of the chapter's model (meta device) and its LoRA counts (peft's own), against the article's."""
+    targets = M.lora_targets(model, lora_targets or None)
+    lora = M.lora_count(model, lora_r, lora_targets or None)
+    art = ARTICLE_LORA_PRINTOUT
+    same = (lora.trainable, lora.total) == (art["trainable"], art["total"])
+    return {
+        "model_title": M.title(model),
+        "params_7b": f"{int(M.component_counts(model)['total']):,}",
+        "lora_on": lora_on(targets, lora_r),
+        "lora_trainable": f"{lora.trainable:,}",
+        "lora_total": f"{lora.total:,}",
+        "lora_pct": f"{lora.percent:.4f}",
+        "lora_article": "— the figure the article printed" if same
+        else f"(the article printed {art['trainable']:,} of {art['total']:,} for its Llama-2-7B)",
+        "lora_not_adapted": "; ".join(targets.not_adapted),
+    }
+
+
+def rule_statements(totals: dict | None = None) -> dict[str, str]:
+    """LLaMA-65B under the article's 12-bytes rule, component by component (GB)."""
+    totals = totals if totals is not None else rules_table()[1]
+    s65 = totals[("llama-65b", "full fp16 + Adam (article)")]
+    return {
+        "rule65_weights": f"{s65['weights_bytes'] / 1e9:,.0f}",
+        "rule65_grads": f"{s65['gradients_bytes'] / 1e9:,.0f}",
+        "rule65_opt": f"{s65['optimizer_bytes'] / 1e9:,.0f}",
+    }
+
+
+def short_name(model: str) -> str:
+    """The model's folder name (or a config file's stem): what the tables call it."""
+    path = M.config_path(model)
+    return path.parent.name if path.name == "config.json" else path.stem
+
+
+def qlora_statement(model: str) -> str:
+    """Which weights a QLoRA load keeps in bf16 (bitsandbytes quantizes nn.Linear only) and how many are NF4."""
+    table = M.parameters(model)
+    kept = M.qlora_bf16_weights(model)
+    parts = ", ".join(f"{k} {int(v):,}" for k, v in kept.items())
+    return (f"Under QLoRA, bitsandbytes stores the {int(table[table.linear].numel.sum()):,} weights of {short_name(model)}'s "
+            f"nn.Linear layers in NF4 and keeps {int(kept.sum()):,} in bf16: {parts}.")
+
+
+def activation_statement(models) -> str:
+    """Which compared models' activation memory (and so peak) the model leaves blank, and why."""
+    by_term: dict[str, list[str]] = {}
+    for m in dict.fromkeys(models):
+        for term in mm.not_modelled_terms(m):
+            by_term.setdefault(term, []).append(short_name(m))
+    if not by_term:
+        return "Every term is modelled for these architectures."
+    return "Blank cells are not modelled: the activation memory of " + "; of ".join(
+        f"{term} for {', '.join(names)}" for term, names in by_term.items()) + "."
+
+
+def measured_statements(records: pd.DataFrame, model: str) -> dict[str, str]:
+    """Predicted against measured, from ``model``'s own records only (``records``: its rows of the experiment)."""
+    title = M.title(model)
+    _, ok = measured(records)
+    if not len(ok):
+        missing = not_measured(title, measure_command(model))
+        return {k: missing for k in ("max_abs_err", "err_2048", "lora_peak", "qlora_peak", "lora_nvml_gb", "qlora_nvml_gb", "lora_step", "qlora_step")} | {
+            "n_measured": "0", "err_2048_text": f"Sequences of 2048 × 2 without checkpointing: {missing}."}
+    lora_row, qlora_row = pick(ok, "lora"), pick(ok, "qlora")
+    na = f"no H100 record at 100 tokens for {title}"
+
+    def fmt(row, col, f="{:.2f}", scale=1.0):
+        return f.format(row[col] * scale) if row is not None else na
+
+    long2048 = ok[ok.seq_len == 2048]
+    err_2048 = f"{long2048.error_pct.abs().max():.1f}" if len(long2048) else f"no 2048-token record for {title}"
+    return {
+        "n_measured": str(len(ok)),
+        "max_abs_err": f"{ok.error_pct.abs().max():.1f}",
+        "err_2048": err_2048,
+        "err_2048_text": (f"Sequences of 2048 × 2 without checkpointing land within {err_2048}%." if len(long2048)
+                          else f"Sequences of 2048 × 2 without checkpointing: {err_2048} ({not_measured(title, measure_command(model) + ' --seq-len 2048 --micro-batch 2 --no-grad-ckpt')})."),
+        "lora_peak": fmt(lora_row, "peak_allocated_GiB"),
+        "qlora_peak": fmt(qlora_row, "peak_allocated_GiB"),
+        "lora_nvml_gb": fmt(lora_row, "nvml_peak_process_GiB", "{:.1f}", 2**30 / 1e9),
+        "qlora_nvml_gb": fmt(qlora_row, "nvml_peak_process_GiB", "{:.1f}", 2**30 / 1e9),
+        "lora_step": fmt(lora_row, "median_step_s", "{:.1f}"),
+        "qlora_step": fmt(qlora_row, "median_step_s", "{:.1f}"),
+    }
+
+
+def statements(records: pd.DataFrame, model: str, lora_r: int = PARAMS["lora_r"].default, lora_targets=None,
+               compare_models=None, rule_totals: dict | None = None) -> dict[str, str]:
+    """Every glued value of the chapter (except the claims).
+
+    ``records``: the experiment's results for ``model`` (``records.results("memory_accounting", model=model)``);
+    ``compare_models``: the models of the configuration table (default: the spec's); ``rule_totals``: the second
+    value of :func:`rules_table` when the caller already has it.
+    """
+    models = list(dict.fromkeys([model, *(compare_models if compare_models is not None else PARAMS["compare_models"].default)]))
+    return {**parameter_statements(model, lora_r, lora_targets), **rule_statements(rule_totals), **measured_statements(records, model),
+            "qlora_bf16": qlora_statement(model), "activation_note": activation_statement(models)}
