@@ -15,8 +15,9 @@ def _lora_lines(model: str, r: int, targets) -> list[str]:
 
     c = M.lora_count(model, r, targets or None)
     t = M.lora_targets(model, targets or None)
+    fused = [p + (f" (rank {t.rank_of(p.rsplit('.', 1)[-1], r)})" if dict(t.ranks).get(p.rsplit(".", 1)[-1]) else "") for p in t.parameters]
     lines = [f"LoRA r={r}: trainable params: {c.trainable:,} || all params: {c.total:,} || trainable%: {c.percent:.4f}",
-             f"  adapted: {', '.join(t.modules) or '(no nn.Linear)'}" + (f"; fused experts: {', '.join(t.parameters)}" if t.parameters else "")]
+             f"  adapted: {', '.join(t.modules) or '(no nn.Linear)'}" + (f"; fused experts: {', '.join(fused)}" if fused else "")]
     lines += [f"  not adapted: {n}" for n in t.not_adapted]
     return lines
 
@@ -49,6 +50,8 @@ def _memory(args) -> int:
     reason = mm.not_modelled(setups[0])
     if reason:
         print(f"NaN = not modelled: {reason}")
+    for note in mm.approximations(values["model"]):
+        print(f"approximate: {note} (Llama-block count, checked on Llama-2-7B)")
     if any(s.method != "full" for s in setups):
         print("\n".join(_lora_lines(values["model"], values["lora_r"], values["lora_targets"])))
     if any(s.method == "qlora" for s in setups):
@@ -79,6 +82,7 @@ def _models(args) -> int:
 
 def _capacity(args) -> int:
     from llmstudy.chapters import context_limits as cap
+    from llmstudy.serving import kv_planner as KP
 
     if args.run:
         path = cap.run_experiment(configs=args.run, run_id=args.run_id, root=args.root or None, deadline_s=args.deadline_s)
@@ -94,7 +98,8 @@ def _capacity(args) -> int:
     hybrid = {"on": True, "off": False, None: None}[args.hybrid]
     dep = cap.Deployment(model=args.model, gpu=args.gpu, num_gpus=args.num_gpus, tp=args.tp, pp=args.pp, weights=args.weights,
                          kv_dtype=args.kv_dtype, gpu_memory_utilization=args.gpu_memory_utilization, max_num_batched_tokens=args.max_num_batched_tokens,
-                         max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len, vllm_version=args.version or "0.25.0",
+                         max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
+                         vllm_version=args.version or KP.DEPLOYMENT_DEFAULTS["vllm_version"],
                          hybrid_kv=hybrid, enforce_eager=args.enforce_eager, text_only=args.text_only,
                          weights_bytes=gib(args.weights_gib), activation_peak_bytes=gib(args.activation_gib),
                          non_torch_bytes=gib(args.non_torch_gib), cudagraph_bytes=gib(args.cudagraph_gib))
@@ -105,11 +110,15 @@ def _capacity(args) -> int:
         print(f"  {k.replace('_', ' '):18s} {r[k + '_GiB']:9.2f} GiB  ({p.sources[src]})")
     print(f"  {'budget':18s} {r['budget_GiB']:9.2f} GiB  (gpu_memory_utilization x {r['total_GiB']:.2f} GiB)")
     print(f"  {'available KV':18s} {r['available_kv_GiB']:9.2f} GiB")
+    print(f"  KV cache {KP.kv_bytes_per_token_layer(dep):,} B per token and layer per GPU ({KP.kv_layout(dep)}); profiled by the "
+          f"{KP.model_runner(dep).upper()} model runner")
     print(f"  KV blocks {p.num_blocks:,} ({p.bytes_per_block:,} B each, {p.groups} group(s)); {p.blocks_per_request:,} blocks per request")
     print(f"  GPU KV cache size: {p.kv_cache_tokens:,} tokens")
     print(f"  Maximum concurrency for {p.max_model_len:,} tokens per request: {p.max_concurrency:.2f}x")
     print(f"  largest max_model_len that starts: {p.max_model_len_that_starts:,}")
     print(f"  outcome: {p.outcome}{': ' + p.message if p.message else ''}")
+    for note in p.notes:
+        print(f"  note: {note}")
     return 0 if p.outcome == "ok" else 3
 
 
@@ -387,19 +396,25 @@ def main(argv=None) -> int:
 
     sub.add_parser("models", help="the model configs under data/models").set_defaults(fn=_models)
 
+    # defaults: the planner's Deployment (one home for a deployment's defaults), the chapter's PARAMS for the run
+    from llmstudy.chapters.context_limits.params import PARAMS as CL
+    from llmstudy.serving import kv_planner as KP
+
+    D = KP.DEPLOYMENT_DEFAULTS
     k = sub.add_parser("capacity", help="KV-cache capacity planner: logged 'GPU KV cache size', memory split, longest context (vLLM rules)")
-    k.add_argument("--model", default="llama-4-scout-17b-16e-instruct", help="a name under data/models or a path to a config.json")
-    k.add_argument("--gpu", default="h200", help="h100-80gb or h200")
-    k.add_argument("--num-gpus", type=int, default=1)
-    k.add_argument("--tp", type=int, default=None, help="tensor parallel size (default: num_gpus / pp)")
-    k.add_argument("--pp", type=int, default=1)
-    k.add_argument("--weights", default="bf16", help="bf16, fp8-online, fp8-checkpoint or mxfp4-checkpoint")
-    k.add_argument("--kv-dtype", default="auto", help="auto or fp8")
-    k.add_argument("--gpu-memory-utilization", type=float, default=0.9)
-    k.add_argument("--max-num-batched-tokens", type=int, default=None)
-    k.add_argument("--max-num-seqs", type=int, default=None)
-    k.add_argument("--max-model-len", type=int, default=None)
-    k.add_argument("--version", default=None, help="vLLM rules: 0.8.3 or 0.25.0 (default 0.25.0; tables: 0.8.3)")
+    k.add_argument("--model", default=D["model"], help="a name under data/models or a path to a config.json")
+    k.add_argument("--gpu", default=D["gpu"], choices=tuple(KP.GPUS), help="GPU kind (or --gpu-memory-bytes)")
+    k.add_argument("--num-gpus", type=int, default=D["num_gpus"])
+    k.add_argument("--tp", type=int, default=D["tp"], help="tensor parallel size (default: num_gpus / pp)")
+    k.add_argument("--pp", type=int, default=D["pp"])
+    k.add_argument("--weights", default=D["weights"], choices=tuple(KP.WEIGHT_FORMATS))
+    k.add_argument("--kv-dtype", default=D["kv_dtype"], choices=tuple(KP.KV_DTYPES))
+    k.add_argument("--gpu-memory-utilization", type=float, default=D["gpu_memory_utilization"],
+                   help="default: the version's (" + ", ".join(f"{v}: {r.default_utilization}" for v, r in KP.VERSIONS.items()) + ")")
+    k.add_argument("--max-num-batched-tokens", type=int, default=D["max_num_batched_tokens"])
+    k.add_argument("--max-num-seqs", type=int, default=D["max_num_seqs"])
+    k.add_argument("--max-model-len", type=int, default=D["max_model_len"])
+    k.add_argument("--version", default=None, choices=tuple(KP.VERSIONS), help=f"vLLM rules (default {D['vllm_version']}; tables: 0.8.3)")
     k.add_argument("--hybrid", choices=("on", "off"), default=None, help="hybrid KV cache manager (default: the version's)")
     k.add_argument("--enforce-eager", action="store_true")
     k.add_argument("--text-only", action="store_true", help="serve the language model alone (Llama4ForCausalLM)")
@@ -408,10 +423,11 @@ def main(argv=None) -> int:
     k.add_argument("--non-torch-gib", type=float, default=None, help="measured non-torch memory (replaces the estimate)")
     k.add_argument("--cudagraph-gib", type=float, default=None, help="measured CUDA-graph estimate (replaces the estimate)")
     k.add_argument("--table", choices=("article", "blog"), default=None, help="print a reproduced published table instead")
-    k.add_argument("--run", nargs="+", default=None, help="measure: configuration names or device calls a-c (4 GPUs), d-e (8 GPUs) (needs GPUs)")
-    k.add_argument("--run-id", default="")
+    k.add_argument("--run", nargs="+", default=None, help="measure: configuration names or device calls a-c (4 GPUs), d-e (8 GPUs), "
+                   "g (1 GPU: seven model families) (needs GPUs)")
+    k.add_argument("--run-id", default=CL["run_id"].default)
     k.add_argument("--root", default="", help="runs root for --run (default data/runs)")
-    k.add_argument("--deadline-s", type=float, default=570)
+    k.add_argument("--deadline-s", type=float, default=CL["deadline_s"].default)
     k.set_defaults(fn=_capacity)
 
     r = sub.add_parser("runs", help="list the run records of an experiment (and the models they measured)")

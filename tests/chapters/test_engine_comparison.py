@@ -636,6 +636,8 @@ def test_a_forked_model_gets_its_own_numbers_or_the_command_that_measures_them(m
     assert {st[k] for k in EC.KEYS_7B if k != "ec_run"} == {"n/a"}
     assert st["gptoss_vocab"] == f"151,936 ({qwen}'s config; gpt-oss-20b's differs)"
     assert st["ec_pub_vllm"] == "813.81"  # the article's numbers stay, as the article's (the prose names its model)
+    assert EC.records_line(page) == "engine_comparison records: none; trtllm_serve records: none"
+    assert EC.records_line(EC.load_page()) == "engine_comparison records: h100-engines3, h100-gptoss; trtllm_serve records: none"
     ans = EC.answer(page)
     assert "h100-engines3" not in ans and "h100-gptoss" not in ans and "gpt-oss-20b on vLLM" not in ans
     assert not_measured(qwen, "llmstudy engines run gptoss-vllm --model qwen3-30b-a3b --run-id RUN_ID") in ans

@@ -535,3 +535,11 @@ def test_lora_targets_come_from_the_architecture_and_a_wrong_name_is_refused_bef
     # the default ([]) is every linear projection: for the shipped models, the article's seven
     assert M.lora_targets("llama-2-7b", L.PARAMS["lora_targets"].default or None).names == M.LLAMA_LORA_TARGETS
     assert M.lora_targets("gemma-3-270m", None).names == M.LLAMA_LORA_TARGETS
+
+
+def test_predictions_for_an_architecture_the_memory_model_does_not_cover_say_so_instead_of_a_number():
+    moe = L.predictions("qwen3-30b-a3b", 496, 183.25)
+    assert moe["predicted peak GiB"].isna().all()
+    assert moe["not modelled"].str.startswith("activation memory is not modelled for mixture-of-experts layers").all()
+    dense = L.predictions("llama-2-7b", 496, 183.25)
+    assert "not modelled" not in dense and dense["predicted peak GiB"].notna().all()

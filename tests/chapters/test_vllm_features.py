@@ -382,7 +382,7 @@ def test_the_executed_chapter_glues_the_h100_numbers(tmp_path, h100):
     assert glue["vf_one_at_a_time_c16_ttft"] == "184 → 17,695" and glue["vf_prefix_caching_shared_prefix_c16_throughput"] == "702 → 1,387"
     assert glue["vf_kv_baseline"] == "121,424 and 121,536" and glue["vf_one_at_a_time_kv"] == "122,144 (+0.55%)" and glue["vf_eager_kv_verdict"] == "within"
     assert glue["vf_drift_tput"] == "-1.2% (c64)" and glue["vf_start_baseline_1"] == "107" and glue["vf_start_eager"] == "65"
-    assert glue["vf_runs"] == H100 and glue["vf_gpu"] == "NVIDIA H100 80GB HBM3" and glue["vf_measured"] == "eager, prefix-caching, one-at-a-time"
+    assert glue["vf_runs"] == f"{H100} (llama-2-7b)" and glue["vf_gpu"] == "NVIDIA H100 80GB HBM3" and glue["vf_measured"] == "eager, prefix-caching, one-at-a-time"
     assert glue["vf_pending"].startswith("no-chunked-prefill, mnbt-512 (core); kv-fp8") and glue["vf_pending"].endswith("ngram, ngram-gpu (spec)")
     # the table names the arms not measured, the figure and every table name the record
     assert "not measured yet" in text and "no-chunked-prefill" in text and "image/png" in text and "runs: h100-core-a" in text
@@ -658,7 +658,7 @@ def test_the_page_statements_without_papermill(h100):
     assert st["vf_one_at_a_time_c16_ttft"] == "184 → 17,695" and st["vf_kv_baseline"] == "121,424 and 121,536" and st["vf_drift_tput"] == "-1.2% (c64)"
     assert [label for label, _ in page.views] == ["runs: h100-core-a; models: llama-2-7b"]
     full = F.load_page()  # every record: the 7B ones and the spec group's gemma-3-270m
-    assert full.statements["vf_runs"] == "h100-core-a, h100-core-b, h100-core-c, h100-kernels-a, h100-quant-a, h100-spec-a"
+    assert full.statements["vf_runs"] == "h100-core-a, h100-core-b, h100-core-c, h100-kernels-a, h100-quant-a (llama-2-7b); h100-spec-a (gemma-3-270m)"
     assert full.views[0][0].endswith("models: llama-2-7b, gemma-3-270m")
     md = "\n".join("".join(c["source"]) for c in json.loads((ROOT / "notebooks" / "vllm_features.ipynb").read_text())["cells"] if c["cell_type"] == "markdown")
     assert set(re.findall(r"\{glue:\}`([^`]+)`", md)) <= set(full.statements) and len(full.statements) == 461

@@ -100,7 +100,7 @@ def test_llama1_without_kv_heads_is_multi_head_and_says_so():
 def test_mla_caches_one_latent_per_layer():
     a = M.describe("deepseek-v2-lite")
     assert a.families == ("mla", "moe")
-    assert a.mla.latent == 512 + 64
+    assert a.mla.latent == 512 + 64 and a.head_dim == 128 + 64
     assert all(layer.attention == "mla" and layer.kv_heads == 1 and layer.kv_per_token == 576 for layer in a.layers)
     assert a.kv_per_token() == 27 * 576
     assert a.moe.num_experts == 64 and a.moe.top_k == 6 and a.moe.count_field == "n_routed_experts"

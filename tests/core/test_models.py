@@ -156,3 +156,10 @@ def test_the_shipped_configs_are_the_sourced_files():
         src = (ROOT / f"data/models/{name}/SOURCE.md").read_text()
         assert src.startswith(f"# {name} (") and "Built on the meta device" in src
         json.loads((ROOT / f"data/models/{name}/config.json").read_text())
+
+
+def test_titles_come_from_source_md_or_the_file_name(tmp_path):
+    assert M.title("qwen3-8b") == "qwen3-8b (Qwen/Qwen3-8B, dense GQA)"
+    path = tmp_path / "my-qwen.json"
+    shutil.copy(ROOT / "data/models/qwen3-8b/config.json", path)
+    assert M.title(path) == "my-qwen"

@@ -103,6 +103,8 @@ def test_the_leak_check_flags_another_models_numbers_shown_unnamed():
     assert F.leaks(_page("<p>Llama-2 has 6,738,415,616 parameters.</p>"), MARKERS, "mini-mistral") == []
     assert len(F.leaks(_page("<p>Llama-2 has 6,738,415,616 parameters.</p>"), MARKERS, "llama-2-13b")) == 1
     assert F.leaks(_page("<p>16,738,415,6160 and 6,738,415,616.5 are other numbers.</p>"), MARKERS, "x") == []
+    assert len(F.leaks(_page("<p>See data/runs/memory_accounting/h100-a/logs.</p>"), MARKERS, "x")) == 1
+    assert F.leaks(_page("<p>See data/runs/other/h100-a/logs.</p>"), MARKERS, "x") == []  # another experiment's h100-a
 
 
 def test_markers_are_other_models_run_ids_and_exact_counts():
@@ -110,6 +112,8 @@ def test_markers_are_other_models_run_ids_and_exact_counts():
     assert markers["memory_accounting/h100-a"] == {"llama-2-7b"} and markers["h100-a"] == {"llama-2-7b"}
     assert markers[f"{int(M.component_counts('llama-2-7b')['total']):,}"] >= {"llama-2-7b"}
     assert markers["context_limits/h200x4-a"] == {"llama-4-scout-17b-16e-instruct"} and "h200x4-a" not in markers
+    same = F.foreign_markers("llama-2-7b-awq", "memory_accounting")  # the same architecture as llama-2-7b
+    assert f"{int(M.component_counts('llama-2-7b')['total']):,}" not in same and same["memory_accounting/h100-a"] == {"llama-2-7b"}
     own = F.foreign_markers("llama-2-7b", "lora_vs_qlora", counts=False)
     assert "memory_accounting/h100-a" not in own and "h100-7b" not in own and own["h100-small-a"] == {"gemma-3-270m"}
 
@@ -130,9 +134,12 @@ def test_a_claim_on_a_forked_page_names_the_models_it_rests_on(monkeypatch):
 
 
 def test_the_fork_toc_keeps_the_books_order_and_promotes_orphan_sections():
-    toc = F.fork_toc({"notebooks/memory_accounting", "notebooks/trtllm_serve", "notebooks/engine_comparison"}, ROOT)
+    toc = F.fork_toc({"notebooks/memory_accounting", "notebooks/trtllm_serve", "notebooks/engine_comparison", "notebooks/extra"}, ROOT)
     assert toc == {"format": "jb-book", "root": "index", "chapters": [
-        {"file": "notebooks/memory_accounting"}, {"file": "notebooks/trtllm_serve"}, {"file": "notebooks/engine_comparison"}, {"file": "runs"}]}
+        {"file": "notebooks/memory_accounting"}, {"file": "notebooks/trtllm_serve"}, {"file": "notebooks/engine_comparison"},
+        {"file": "notebooks/extra"}, {"file": "runs"}]}
+    both = F.fork_toc({"notebooks/trtllm_triton_deploy", "notebooks/trtllm_serve"}, ROOT)["chapters"]
+    assert both == [{"file": "notebooks/trtllm_triton_deploy", "sections": [{"file": "notebooks/trtllm_serve"}]}, {"file": "runs"}]
     cfg = F.fork_config("x", ROOT)
     assert cfg["execute"] == {"execute_notebooks": "off"} and cfg["title"].endswith("forked for x")
     assert "llmstudy.publishing.sphinxext" in cfg["sphinx"]["extra_extensions"]  # stamped like the main book
@@ -198,3 +205,38 @@ def test_fork_builds_an_html_book_that_shows_only_the_models_numbers(tmp_path, n
     assert f"llmstudy sweep batch-size --model {name}" in sweep  # the command that measures it, exactly (no smart dashes)
     index = (html / "index.html").read_text()
     assert f"The study forked for {name}" in index and "memory_accounting" in index
+
+
+def _notebook(path, *cells):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell('model = "llama-2-7b"\nmode = "analyze"', metadata={"tags": ["parameters"]}), *cells]
+    nbformat.write(nb, str(path))
+    return path
+
+
+@pytest.mark.slow
+def test_a_failing_chapter_is_a_result_and_a_leaking_page_is_reported(tmp_path):
+    import nbformat
+
+    (tmp_path / "nbs").mkdir()
+    md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+    leaky = _notebook(tmp_path / "nbs" / "leaky.ipynb", md("# Leaky\n\nWe measured {glue:}`n` and {glue:}`missing`."),
+                      code('from llmstudy.core.book import glue_text\nglue_text("n", "6,738,415,616 parameters (memory_accounting/h100-a)")'))
+    broken = _notebook(tmp_path / "nbs" / "broken.ipynb", md("# Broken"), code('raise RuntimeError("boom")'))
+    df = F.render("tiny-llama", tmp_path / "out", chapters=[leaky, broken], jobs=1)
+    rows = df.set_index("chapter")
+    assert rows.loc["broken", "status"].startswith("failed (failed/broken.ipynb): PapermillExecutionError") and "boom" in rows.loc["broken", "status"]
+    assert rows.loc["leaky", "status"] == "rendered"
+    problems = rows.loc["leaky", "problems"]
+    assert "memory_accounting/h100-a (llama-2-7b) shown without naming it" in problems and "6,738,415,616 (llama-2-7b" in problems
+    assert "No key 'missing' found in glue data" in problems and "1 glued values on the page, the notebook's text uses 2" in problems
+    html = tmp_path / "out" / "html"
+    assert (html / "notebooks" / "leaky.html").is_file() and not (html / "notebooks" / "broken.html").exists()
+    summary = (tmp_path / "out" / "SUMMARY.md").read_text()
+    assert "| broken | failed (failed/broken.ipynb): PapermillExecutionError" in summary and "| leaky | rendered |" in summary
+    assert (tmp_path / "out" / "failed" / "broken.ipynb").is_file()
+    index = (html / "index.html").read_text()  # the book's first page carries the checks' results too
+    assert "shown without naming it" in index and "boom" in index and not (tmp_path / "out" / ".jb").exists()

@@ -76,7 +76,8 @@ def test_recorded_failures_keep_their_outcome():
 def test_one_classifier_for_every_caller():
     assert L.classify_failure("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate") == "oom"
     assert L.classify_failure("ValueError: No available memory for the cache blocks. Try increasing") == "oom"
-    assert L.classify_failure("ValueError: To serve at least one request with the models's max seq len (32768), (16.0 GiB KV cache is needed, which is larger than the available KV cache") == "oom"
+    # one max_model_len request does not fit the KV cache: a refused setting, as the KV planner says (kv_planner.plan)
+    assert L.classify_failure("ValueError: To serve at least one request with the models's max seq len (32768), (16.0 GiB KV cache is needed, which is larger than the available KV cache") == "refused"
     assert L.classify_failure("ValueError: To serve at least one request with the model's max seq len (9000000)") == "refused"
     assert L.classify_failure("pydantic ValidationError: 1 validation error for ModelConfig") == "refused"
     assert L.classify_failure("vllm serve: error: unrecognized arguments: --bogus") == "refused"

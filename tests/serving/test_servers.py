@@ -276,7 +276,7 @@ def test_killed_client_leaves_no_orphan_server(fake_python, tmp_path):
 
 def test_failure_classification_from_logs():
     assert classify_failure("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate") == "oom"
-    assert classify_failure("ValueError: To serve at least one request with the models's max seq len (32768), (16.0 GiB KV cache is needed, which is larger than the available KV cache") == "oom"
+    assert classify_failure("ValueError: To serve at least one request with the models's max seq len (32768), (16.0 GiB KV cache is needed, which is larger than the available KV cache") == "refused"  # as the planner says
     assert classify_failure("pydantic ValidationError: 1 validation error for ModelConfig") == "refused"
     assert classify_failure("Segmentation fault") == "start_failed"
 

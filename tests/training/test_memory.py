@@ -128,3 +128,11 @@ def test_run_mode_refuses_lora_on_fused_experts_it_cannot_train():
     reason = mm.refusal(mm.Setup(model="qwen3-30b-a3b", method="lora", optimizer="adamw_torch"), cuda=True)
     assert reason.startswith("LoRA on fused expert parameters (peft target_parameters) is not wired into the training worker")
     assert mm.refusal(mm.Setup(model="qwen3-30b-a3b", method="lora", optimizer="adamw_torch", lora_targets=("q_proj", "v_proj")), cuda=True) is None
+
+
+def test_the_dense_families_beyond_llama_say_what_the_activation_count_leaves_out():
+    assert mm.approximations("llama-2-7b") == [] and mm.approximations("mistral-7b-v0.3") == []
+    assert mm.approximations("qwen3-8b") == ["the query/key norms' saved inputs are not in the activation count"]
+    assert mm.summarize(mm.Setup(model="gemma-3-12b-it"))["approximations"] == [
+        "the post-attention and post-MLP norms' saved inputs are not in the activation count",
+        "the query/key norms' saved inputs are not in the activation count"]

@@ -108,8 +108,8 @@ class Arch:
     hidden_size: int
     num_layers: int
     num_heads: int
-    num_kv_heads: int
-    head_dim: int
+    num_kv_heads: int  # as the config states it (MLA layers cache one latent instead: see LayerSpec)
+    head_dim: int  # query/key head dimension (MLA: qk_nope_head_dim + qk_rope_head_dim)
     vocab_size: int
     intermediate_size: int
     tie_word_embeddings: bool
@@ -232,6 +232,8 @@ def describe(raw: dict) -> Arch:
     if heads % kv:
         raise ConfigError(f"field '{p}num_key_value_heads' = {kv} does not divide num_attention_heads = {heads}")
     head_dim = _opt_int(t, "head_dim", p)
+    if mla is not None:  # the query/key head: no-RoPE part + decoupled RoPE part (a config's own head_dim is unused)
+        head_dim = mla.qk_nope_head_dim + mla.qk_rope_head_dim
     if head_dim is None:
         if mt in HEAD_DIM_REQUIRED:
             raise ConfigError(f"field '{p}head_dim' is missing: {mt} configs must state it "

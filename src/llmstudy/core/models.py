@@ -437,10 +437,13 @@ def summary(model: str | Path) -> dict:
 
 
 def title(model: str | Path) -> str:
-    """The model's name as its SOURCE.md heading gives it (the folder name when there is none)."""
-    src = config_path(model).parent / "SOURCE.md"
+    """The model's name as its SOURCE.md heading gives it (else the folder's name, or a config file's stem)."""
+    path = config_path(model)
+    if path.name != "config.json":
+        return path.stem
+    src = path.parent / "SOURCE.md"
     if src.is_file():
         for line in src.read_text().splitlines():
             if line.startswith("# "):
                 return line[2:].strip()
-    return config_path(model).parent.name
+    return path.parent.name

@@ -9,8 +9,9 @@ declares a spec (name -> :class:`Param`: type, default, help, choices, check) in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 class ParameterError(ValueError):
@@ -100,7 +101,9 @@ def _py_type(p: Param) -> str:
 def notebook_cell(spec: dict[str, Param], header: str = "") -> str:
     """The source of a notebook's ``parameters`` cell, written from the spec (names, annotations, defaults)."""
     lines = [header] if header else []
-    lines += [f"{name}: {_py_type(p)} = {p.default!r}" for name, p in spec.items()]
+    # papermill's parser reads ``name: type = value`` only for a plain type name; a union goes into the comment
+    lines += [f"{name}: {_py_type(p)} = {p.default!r}" if "|" not in _py_type(p) else f"{name} = {p.default!r}  # {_py_type(p)}"
+              for name, p in spec.items()]
     return "\n".join(lines)
 
 
@@ -121,7 +124,7 @@ def notebook_defaults(nb_path) -> dict[str, Any]:
     """The values the notebook's parameters cell assigns (executed in an empty namespace)."""
     ns: dict[str, Any] = {}
     exec(compile(parameters_cell(nb_path)[1], str(nb_path), "exec"), {}, ns)  # noqa: S102 - our own notebook
-    return ns
+    return {k: v for k, v in ns.items() if not k.startswith("__")}
 
 
 def notebook_mismatches(nb_path, spec: dict[str, Param]) -> list[str]:

@@ -191,6 +191,11 @@ def fork_toc(keep: set[str], root: Path | None = None) -> dict:
         return out
 
     chapters = keep_only(toc.get("chapters")) + [s for p in toc.get("parts") or [] for s in keep_only(p.get("chapters"))]
+
+    def placed(entries) -> set[str]:
+        return {e["file"] for e in entries} | {f for e in entries for f in placed(e.get("sections", []))}
+
+    chapters += [{"file": f} for f in sorted(keep - placed(chapters))]  # chapters rendered from outside the TOC, last
     return {"format": "jb-book", "root": "index", "chapters": [*chapters, {"file": "runs"}]}
 
 
@@ -247,11 +252,17 @@ def foreign_markers(name: str, chapter: str | None = None, counts: bool = True) 
         for marker in (f"{experiment}/{rec.run_id}", *([rec.run_id] if experiment == chapter else [])):
             out.setdefault(marker, set()).update(models)
     if counts:
+        try:
+            own = f"{int(M.component_counts(name)['total']):,}"
+        except Exception:  # the forked name is not a model folder (a test's page): every count is another's
+            own = None
         for m in sorted(measured & set(M.available_models()) - {name}):
             try:
-                out.setdefault(f"{int(M.component_counts(m)['total']):,}", set()).add(m)
+                count = f"{int(M.component_counts(m)['total']):,}"
             except Exception:  # a config the meta device cannot build has no count to leak
                 continue
+            if count != own:  # the same architecture under another name: the number is the forked model's too
+                out.setdefault(count, set()).add(m)
     return out
 
 
@@ -270,7 +281,8 @@ def leaks(page_html: str, markers: dict[str, set[str]], forked: str) -> list[str
     for junk in body.select("div.cell_input, nav, footer, .llmstudy-stamp, script, style"):
         junk.decompose()
     found = []
-    patterns = {m: re.compile(rf"(?<![\w/.-]){re.escape(m)}(?![\w-]|\.\d)") for m in markers}
+    # a bare run id is not matched inside a longer path ("x/h100-a"); "experiment/run_id" is, even under data/runs/
+    patterns = {m: re.compile(rf"(?<![\w{'' if '/' in m else '/'}.-]){re.escape(m)}(?![\w-]|\.\d)") for m in markers}
     alias_cache: dict[str, set[str]] = {}
     for text in body.find_all(string=True):
         for marker, models in markers.items():
@@ -344,7 +356,7 @@ def _execute(ch: Chapter, target: Path, timeout_s: int) -> None:
     ch.output = str(target)
 
 
-def _summary_lines(name: str, chapters: list[Chapter], links: bool) -> list[str]:
+def _summary_lines(name: str, chapters: list[Chapter], links: bool, checked: bool = True) -> list[str]:
     counts = M.component_counts(name)
     raw = M.raw_config(name)
     lines = [f"# The study forked for {name}", "",
@@ -356,7 +368,7 @@ def _summary_lines(name: str, chapters: list[Chapter], links: bool) -> list[str]
     for c in chapters:
         label = f"[{c.chapter}](notebooks/{c.chapter}.ipynb)" if links and c.status == "rendered" else c.chapter
         params = f"`{json.dumps(c.parameters)}`" if c.parameters else ""
-        probs = "; ".join(c.problems).replace("|", "\\|") if c.problems else ("none" if c.status == "rendered" else "")
+        probs = "; ".join(c.problems).replace("|", "\\|") if c.problems else ("none" if c.status == "rendered" and checked else "")
         lines.append(f"| {label} | {c.status.replace('|', '/')} | {c.records} | {params} | {probs} |")
     return lines
 
@@ -372,8 +384,7 @@ def _warnings_by_chapter(log: str, stems: list[str]) -> dict[str, list[str]]:
 
 def build_html(book: Path, out: Path) -> tuple[Path, str]:
     """``jupyter-book build`` of the fork's book folder (execution off) into ``out/html``; returns it and the log."""
-    work = out / ".jb"
-    shutil.rmtree(work, ignore_errors=True)
+    work = out / ".jb"  # kept: a second build (the summary page with the checks' results) re-reads only that page
     root = repo_root()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(root / "src"), os.environ.get("PYTHONPATH", "")) if p))
     env.setdefault("LLMSTUDY_ROOT", str(root))
@@ -386,8 +397,7 @@ def build_html(book: Path, out: Path) -> tuple[Path, str]:
         raise ForkError(f"jupyter-book could not build the fork's book (exit {proc.returncode}): {log[-3000:]}")
     html = out / "html"
     shutil.rmtree(html, ignore_errors=True)
-    shutil.move(str(built), str(html))
-    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(built, html)
     return html, log
 
 
@@ -398,9 +408,10 @@ def render(name: str, out: Path | None = None, chapters: list[Path] | None = Non
     root = repo_root()
     out = Path(out or root / "_build" / "forks" / name).resolve()
     book = out / "book"
-    shutil.rmtree(book, ignore_errors=True)
+    for stale in (book, out / "failed"):
+        shutil.rmtree(stale, ignore_errors=True)
     (book / "notebooks").mkdir(parents=True)
-    (out / "failed").mkdir(parents=True, exist_ok=True)
+    (out / "failed").mkdir(parents=True)
     known = M.available_models()
     todo = []
     rows: list[Chapter] = []
@@ -431,11 +442,14 @@ def render(name: str, out: Path | None = None, chapters: list[Path] | None = Non
     if not any((out / "failed").iterdir()):
         (out / "failed").rmdir()
 
+    shutil.rmtree(out / ".jb", ignore_errors=True)
     rendered = [c for c in rows if c.status == "rendered"]
     (book / "_toc.yml").write_text(yaml.safe_dump(fork_toc({f"notebooks/{c.chapter}" for c in rendered}, root), sort_keys=False))
     (book / "_config.yml").write_text(yaml.safe_dump(fork_config(name, root), sort_keys=False, allow_unicode=True))
-    shutil.copy(root / "book" / "runs.md", book / "runs.md")
-    (book / "index.md").write_text("\n".join(_summary_lines(name, rows, links=True)) + "\n")
+    runs = (root / "book" / "runs.md").read_text()
+    (book / "runs.md").write_text(runs.replace("\n\n", f"\n\nThis appendix lists the records of every model the study measured, not only `{name}`'s: "
+                                               "each record's *model* row names the model it measured.\n\n", 1))
+    (book / "index.md").write_text("\n".join(_summary_lines(name, rows, links=True, checked=False)) + "\n")
     if html:
         site, log = build_html(book, out)
         warned = _warnings_by_chapter(log, [c.chapter for c in rendered])
@@ -444,6 +458,9 @@ def render(name: str, out: Path | None = None, chapters: list[Path] | None = Non
             markers = foreign_markers(name, c.chapter)
             c.problems = warned.get(c.chapter, []) + (check_page(page, name, markers, Path(c.output)) if page.is_file() else [f"no page {page}"])
             c.output = str(page)
+        (book / "index.md").write_text("\n".join(_summary_lines(name, rows, links=True)) + "\n")
+        build_html(book, out)  # the summary page again, with the checks' results (only that page is re-read)
+        shutil.rmtree(out / ".jb", ignore_errors=True)
     (out / "SUMMARY.md").write_text("\n".join(_summary_lines(name, rows, links=False)) + "\n")
     return pd.DataFrame([{"chapter": c.chapter, "status": c.status, "records": c.records,
                           "parameters": json.dumps(c.parameters) if c.parameters else "", "output": c.output,

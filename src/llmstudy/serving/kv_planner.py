@@ -2,25 +2,34 @@
 
 The planner repeats vLLM's own startup arithmetic for one deployment (model config, GPU, parallelism, weight and
 KV precision, scheduler limits). The rules are written per vLLM version. Code references are in
-``/work/shared/notes/vllm-kv-cache.md`` and in the comments below.
+``../shared/notes/vllm-kv-cache.md`` (beside the checkout) and in the comments below.
 
-1. **Budget.** ``gpu_memory_utilization x total``. vLLM 0.25 rounds it up with ``math.ceil``
-   (``vllm/v1/worker/utils.py: request_memory``).
+1. **Budget.** ``gpu_memory_utilization x total``, the version's default when not given (0.8.3: 0.9; 0.25.0: 0.92).
+   vLLM 0.25 rounds it up with ``math.ceil`` (``vllm/v1/worker/utils.py: request_memory``).
 2. **Non-KV memory.** weights + activation peak of the profiling run + non-torch memory, and in 0.21 and later the
    CUDA-graph estimate. vLLM 0.8.3 measures non-torch memory on the whole device, so the CUDA context counts.
    vLLM 0.25 counts only what grew after its init snapshot (``gpu_worker.py: determine_available_memory``).
 3. **Blocks.** Available memory // (page size x layers in the largest KV group), then the minimum over ranks.
+   A page is ``block x`` :func:`kv_bytes_per_token_layer`: K and V of the rank's KV heads, or for MLA
+   (DeepSeek-V2/V3) one latent of ``kv_lora_rank + qk_rope_head_dim`` that every rank holds whole.
 4. **Logged tokens.** 0.8.3: ``num_blocks x block_size``. 0.21 and later:
    ``int(num_blocks / blocks_per_request x max_model_len)`` (``kv_cache_utils.py: get_kv_cache_capacity``).
    With the hybrid KV manager, chunked-local and sliding-window layers need fewer blocks per request.
 5. **Startup check.** One request of ``max_model_len`` must fit. The largest length that passes is found by the
    same binary search vLLM uses to suggest a length (``estimate_max_model_len``).
 
+The architecture comes from the validated config, layer by layer (:func:`llmstudy.core.models.describe`): dense
+MHA/GQA, MoE under any expert naming, sliding-window and chunked hybrids, multimodal ``text_config``, MLA. A model the
+planner cannot be exact for (an architecture outside :data:`ARCHITECTURES`, one missing from the version's model
+registry, a checkpoint format it does not model) raises :class:`NotModelledError` naming what is not modelled.
+
 Weights per GPU are computed from the architecture: the transformers model of the config is built on the meta
 device (:mod:`llmstudy.core.models`). For each tensor the planner knows whether vLLM shards it across tensor-parallel
 ranks, replicates it, or pads it, and which precision it is stored in. Three inputs are properties of a running
 system: the activation peak, the non-torch memory and the CUDA-graph estimate. Each has a named default estimate
-(``estimate_*``), and a measured value overrides it. Every plan reports which of its inputs were measured.
+(``estimate_*``; the activation peak follows the version's model runner, :func:`model_runner`), and a measured value
+overrides it. Every plan reports which of its inputs were measured. On the seven one-GPU H200 records of models it
+was not fitted on (``data/runs/context_limits/h200x1-g``, ``-g2``) the estimates land within 0.6% of vLLM's tokens.
 """
 
 from __future__ import annotations
@@ -297,6 +306,9 @@ class Deployment:
         return dataclasses.replace(self, **kw)
 
 
+DEPLOYMENT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Deployment) if f.init}
+
+
 def _vkey(v: str) -> tuple:
     return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
 
@@ -535,11 +547,22 @@ def kv_bytes_per_token_layer(dep: Deployment) -> int:
     replicated when there are fewer heads than ranks). MLA (DeepSeek-V2/V3): one latent of
     ``kv_lora_rank + qk_rope_head_dim`` elements (factor 1, not 2), whole on every rank (vLLM's ``MLAAttentionSpec``).
     """
+    return _kv_layer_bytes(model_facts(dep.model, dep.text_only), dep.tp, dep.kv_dtype)
+
+
+def _kv_layer_bytes(f: dict, tp: int, kv_dtype: str) -> int:
+    if f["mla"]:
+        return f["mla"] * KV_DTYPES[kv_dtype]
+    return 2 * max(1, f["kv_heads"] // tp) * f["head_dim"] * KV_DTYPES[kv_dtype]
+
+
+def kv_layout(dep: Deployment) -> str:
+    """How one token's KV is stored per layer and rank, in words (e.g. ``K+V 2 x 8 heads x 128``, ``MLA latent 512+64``)."""
     f = model_facts(dep.model, dep.text_only)
     if f["mla"]:
-        return f["mla"] * KV_DTYPES[dep.kv_dtype]
+        return f"MLA latent {f['mla'] - f['mla_rope_dim']}+{f['mla_rope_dim']}, whole on every rank"
     kv_rank = max(1, f["kv_heads"] // dep.tp)
-    return 2 * kv_rank * f["head_dim"] * KV_DTYPES[dep.kv_dtype]
+    return f"K+V 2 x {kv_rank} of {f['kv_heads']} KV heads x {f['head_dim']}"
 
 
 def kv_bytes_per_token(model: str, tp: int = 1, kv_dtype: str = "auto") -> int:
@@ -548,8 +571,12 @@ def kv_bytes_per_token(model: str, tp: int = 1, kv_dtype: str = "auto") -> int:
     The one KV arithmetic of the repository for "bytes per token" (any family: GQA, sliding/hybrid, MLA, multimodal
     ``text_config``); a sliding or chunked layer holds at most its window of tokens (:func:`layer_kinds`).
     """
-    dep = Deployment(model=model, num_gpus=tp, kv_dtype=kv_dtype, text_only=True)
-    return model_facts(model, True)["layers"] * kv_bytes_per_token_layer(dep)
+    if kv_dtype not in KV_DTYPES:
+        raise ValueError(f"kv_dtype must be one of {sorted(KV_DTYPES)}, got {kv_dtype!r}")
+    if not _positive_int(tp):
+        raise ValueError(f"tp must be a positive integer, got {tp!r}")
+    f = model_facts(model, True)  # the weights' format does not change the cache: quantized checkpoints are fine here
+    return f["layers"] * _kv_layer_bytes(f, tp, kv_dtype)
 
 
 def page_bytes(dep: Deployment) -> int:
@@ -680,6 +707,7 @@ class Plan:
     max_model_len_that_starts: int
     groups: int
     sources: dict
+    notes: tuple = ()  # what the plan estimates without a measurement of its own kind, in words
 
     def row(self) -> dict:
         d = self.deployment
@@ -690,12 +718,22 @@ class Plan:
             "max_num_batched_tokens": d.batched_tokens, "max_num_seqs": d.num_seqs,
         }
         for k, v in dataclasses.asdict(self).items():
-            if k not in ("deployment", "sources"):
+            if k not in ("deployment", "sources", "notes"):
                 out[k] = v
         for k in ("total", "budget", "weights", "activation_peak", "non_torch", "cudagraph", "available_kv"):
             out[f"{k}_GiB"] = out[f"{k}_bytes"] / GiB
         out["measured_inputs"] = ",".join(k for k, v in self.sources.items() if v == "measured") or "none"
         return out
+
+
+def plan_notes(dep: Deployment) -> tuple[str, ...]:
+    """What a plan for this deployment estimates beyond what the records validated."""
+    f = model_facts(dep.model, dep.text_only)
+    out = []
+    if f["multimodal"] and dep.activation_peak_bytes is None:
+        out.append("the vision encoder's share of the profiling run (dummy images, encoder cache) is a rough estimate, not "
+                   "measured on any record: plan the language model alone (text_only) for the validated estimates")
+    return tuple(out)
 
 
 def _stage_groups(dep: Deployment) -> list[list[dict]]:
@@ -764,7 +802,7 @@ def plan(dep: Deployment) -> Plan:
     model_len = dep.model_len
     base = dict(deployment=dep, total_bytes=total, budget_bytes=budget, weights_bytes=weights, activation_peak_bytes=act,
                 non_torch_bytes=nontorch, cudagraph_bytes=graphs, available_kv_bytes=avail, page_bytes=page,
-                max_model_len=model_len, groups=len(stage_groups[0]), sources=sources)
+                max_model_len=model_len, groups=len(stage_groups[0]), sources=sources, notes=plan_notes(dep))
     empty = dict(bytes_per_block=0, num_blocks=0, blocks_per_request=0, kv_cache_tokens=0, max_concurrency=0.0, max_model_len_that_starts=0)
     if model_len > f["max_position_embeddings"]:
         return Plan(outcome="refused", message=f"max_model_len {model_len:,} exceeds the model's derived maximum "

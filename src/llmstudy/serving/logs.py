@@ -182,7 +182,6 @@ def engine_stats(text: str):
 # --- why a server failed: the one classifier, and the line that says why ---------------------------------------------
 OUTCOMES = ("oom", "refused", "timeout")
 _OOM = re.compile(r"out of memory|OutOfMemoryError|No available memory for the cache blocks", re.IGNORECASE)
-_KV_TOO_SMALL = ("To serve at least one request", "larger than the available KV cache")  # with "KV cache": one request does not fit
 _REFUSED = ("ValueError", "ValidationError", "error: argument", "error: unrecognized arguments")
 _TIMEOUT = re.compile(r"[Tt]imed? ?out|timeout")
 _FAILURE_RES = (
@@ -195,11 +194,12 @@ _FAILURE_RES = (
 
 
 def classify_failure(log_text: str, unknown: str = "start_failed") -> str:
-    """What a failed server's log says, from its last 20,000 characters: ``oom`` (out of memory, no memory for the KV
-    cache or too little for one request), ``refused`` (a setting the engine rejects: a ValueError, a validation or
-    argument error), ``timeout`` (the log speaks of a time-out), else ``unknown`` (``start_failed`` by default)."""
+    """What a failed server's log says, from its last 20,000 characters: ``oom`` (out of memory, or no memory at all
+    for KV-cache blocks), ``refused`` (a setting the engine rejects: a ValueError, a validation or argument error;
+    this includes a KV cache too small for one max_model_len request, which the KV planner also calls ``refused``),
+    ``timeout`` (the log speaks of a time-out), else ``unknown`` (``start_failed`` by default)."""
     t = (log_text or "")[-20000:]
-    if _OOM.search(t) or ("KV cache" in t and any(s in t for s in _KV_TOO_SMALL)):
+    if _OOM.search(t):
         return "oom"
     if any(s in t for s in _REFUSED):
         return "refused"

@@ -82,10 +82,10 @@ class ServerSettings:
                 raise ValueError(f"{k} must be a positive integer, got {v!r}")
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
-        if self.engine not in ENGINES:
-            raise ValueError(f"unknown engine {self.engine!r}; known: {sorted(ENGINES)}")
+        if self.engine in ENGINES and self.engine not in SWEEP_ENGINES:
+            raise ValueError(f"engine {self.engine!r} has a managed server but no sweep settings yet; sweeps run on {sorted(SWEEP_ENGINES)}")
         if self.engine not in SWEEP_ENGINES:
-            raise ValueError(f"engine {self.engine!r} has a managed server but no sweep settings yet; sweeps run on {list(SWEEP_ENGINES)}")
+            raise ValueError(f"unknown engine {self.engine!r}; known: {sorted(SWEEP_ENGINES)}")
         self.args()  # a setting the engine cannot express fails here
 
     def args(self) -> list[str]:

@@ -305,17 +305,21 @@ def measure_command(model: str) -> tuple[str, str]:
 
 
 def weight_formats(model: str) -> tuple[str, ...]:
-    """The weight formats the planner can load a config in: its checkpoint's quantization, else bf16 and online FP8."""
+    """The weight formats the planner can load a config in: its checkpoint's (compressed-tensors FP8, MXFP4), else bf16
+    and online FP8. Another checkpoint format (AWQ, GPTQ, ...) gives bf16, which the planner refuses naming the format."""
     from llmstudy.core import models as M
 
-    q = M.raw_config(model).get("quantization_config") or M.raw_config(model).get("text_config", {}).get("quantization_config")
+    raw = M.raw_config(model)
+    q = raw.get("quantization_config") or (raw.get("text_config") or {}).get("quantization_config")
     if q:
-        return ("mxfp4-checkpoint",) if q.get("quant_method") == "mxfp4" else ("fp8-checkpoint",)
+        return {"compressed-tensors": ("fp8-checkpoint",), "mxfp4": ("mxfp4-checkpoint",)}.get(q.get("quant_method"), ("bf16",))
     return ("bf16", "fp8-online")
 
 
 def model_plan(model: str, gpu: str, num_gpus: int, weights: str, kv_dtype: str, vllm_version: str, max_model_len: int | None):
-    """The planner's plan for the page's model, or the planner's one-line refusal (a string)."""
+    """The planner's plan for the page's model, or the planner's one-line refusal (a string). ``weights="auto"``: the
+    checkpoint's own format (:func:`weight_formats`' first)."""
+    weights = weight_formats(model)[0] if weights == "auto" else weights
     try:
         return plan(Deployment(model=model, gpu=gpu, num_gpus=num_gpus, weights=weights, kv_dtype=kv_dtype,
                                vllm_version=vllm_version, max_model_len=max_model_len))

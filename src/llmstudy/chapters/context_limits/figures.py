@@ -207,7 +207,7 @@ def model_memory_figure(ch: Chapter):
     ps = [p for p in got if not isinstance(p, str)]
     if not ps:
         return None, {"computed": f"nothing: the planner plans no deployment of {ch.name} ({got[0]})"}
-    labels = [f"{ch.name} {p.deployment.num_gpus}×{p.deployment.gpu} {PRECISION_LABEL[ch.weights]} (predicted)" for p in ps]
+    labels = [f"{ch.name} {p.deployment.num_gpus}×{p.deployment.gpu} {PRECISION_LABEL[ch.plan_weights]} (predicted)" for p in ps]
     dec = decomposition(ps, labels)
     fig, ax = plt.subplots(figsize=(11, 0.8 + 0.42 * dec.config.nunique()))
     mm.stacked_bars(dec, "config", f"{ch.title}: memory per GPU (GiB) by number of GPUs (PREDICTION)", hue_order=DECOMPOSITION, ax=ax)

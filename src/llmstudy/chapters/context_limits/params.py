@@ -9,6 +9,7 @@ from __future__ import annotations
 from llmstudy.chapters.context_limits.published import SCOUT
 from llmstudy.chapters.context_limits.run import resolve_configs
 from llmstudy.core.params import Param, known_model, positive
+from llmstudy.serving.kv_planner import DEPLOYMENT_DEFAULTS as PLANNER
 from llmstudy.serving.kv_planner import GPUS, KV_DTYPES, VERSIONS, WEIGHT_FORMATS
 
 
@@ -29,12 +30,15 @@ PARAMS: dict[str, Param] = {
                   "run record", choices=("analyze", "run")),
     "model": Param(str, SCOUT, "the model of the page: a name under data/models or a path to a config.json (forks set it)",
                    check=known_model),
-    "gpu": Param(str, "h200", "GPU kind of the model's plan", choices=tuple(GPUS)),
+    # the plan's settings default to the planner's (``Deployment``, as ``llmstudy capacity``), except the number of GPUs
+    # (the chapter's 4xH200 servers) and the weights (the checkpoint's own format)
+    "gpu": Param(str, PLANNER["gpu"], "GPU kind of the model's plan", choices=tuple(GPUS)),
     "num_gpus": Param(int, 4, "number of GPUs (tensor parallel) of the model's plan", check=positive),
-    "weights": Param(str, "bf16", "weight format of the model's plan", choices=tuple(WEIGHT_FORMATS)),
-    "kv_dtype": Param(str, "auto", "KV-cache dtype of the model's plan", choices=tuple(KV_DTYPES)),
-    "vllm_version": Param(str, "0.25.0", "vLLM rules of the model's plan", choices=tuple(VERSIONS)),
-    "max_model_len": Param((int, type(None)), None, "max_model_len of the model's plan (None: the model's maximum)",
+    "weights": Param(str, "auto", "weight format of the model's plan (auto: the checkpoint's, bf16 for an unquantized one)",
+                     choices=("auto", *WEIGHT_FORMATS)),
+    "kv_dtype": Param(str, PLANNER["kv_dtype"], "KV-cache dtype of the model's plan", choices=tuple(KV_DTYPES)),
+    "vllm_version": Param(str, PLANNER["vllm_version"], "vLLM rules of the model's plan", choices=tuple(VERSIONS)),
+    "max_model_len": Param((int, type(None)), PLANNER["max_model_len"], "max_model_len of the model's plan (None: the model's maximum)",
                            check=_max_model_len_ok),
     "configs": Param(list, ["a"], "run mode: configuration names or device calls a-c (4 GPUs), d-e (8 GPUs) (see run.CALLS)",
                      check=_configs_ok, item=str),

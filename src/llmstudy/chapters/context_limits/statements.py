@@ -25,6 +25,7 @@ from llmstudy.chapters.context_limits.analysis import (
     model_name,
     model_plan,
     published_vs_measured,
+    weight_formats,
     without_superseded_skips,
 )
 from llmstudy.chapters.context_limits.params import DEFAULTS
@@ -82,6 +83,11 @@ class Chapter:
     @cached_property
     def llama4_page(self) -> bool:
         return is_llama4(self.model)
+
+    @cached_property
+    def plan_weights(self) -> str:
+        """The weight format of the page's plan (``auto``: the checkpoint's own)."""
+        return weight_formats(self.model)[0] if self.weights == "auto" else self.weights
 
     @cached_property
     def plan(self) -> Plan | str:
@@ -254,7 +260,7 @@ def _size(nbytes: int) -> str:
 
 def _plan_sentence(ch: Chapter) -> str:
     p = ch.plan
-    where = f"{hardware_label(ch.num_gpus, ch.gpu)}, {PRECISION_LABEL[ch.weights]} weights, {ch.kv_dtype} KV cache, vLLM {ch.vllm_version} rules"
+    where = f"{hardware_label(ch.num_gpus, ch.gpu)}, {PRECISION_LABEL[ch.plan_weights]} weights, {ch.kv_dtype} KV cache, vLLM {ch.vllm_version} rules"
     if isinstance(p, str):
         return f"The planner does not plan {ch.title} on {where}: {p}"
     head = f"Planned for {ch.title} on {where}, max_model_len {p.max_model_len:,}"
@@ -282,7 +288,7 @@ def _measured_sentence(ch: Chapter) -> str:
     rows = ch.model_cmp
     if not len(rows):
         command, first = measure_command(ch.model)
-        return f"{ch.title}: {not_measured(ch.title, command)}." + (f" {first}." if first else "")
+        return f"Logged KV tokens: {not_measured(ch.title, command)}." + (f" {first}." if first else "")
     ok = rows[(rows.outcome == "ok") & rows.kv_cache_tokens.notna()]
     runs = ", ".join(sorted(set(rows.run_id)))
     text = f"{ch.title} has {len(rows)} measured configuration{'s' if len(rows) > 1 else ''} (run records {runs}; vLLM 0.25.0 on H200)"

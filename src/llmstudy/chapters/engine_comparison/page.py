@@ -53,8 +53,10 @@ def load_page(run_ids=(), model_7b: str = PARAMS["model_7b"].default, gptoss_mod
 
 
 def records_line(page: Page) -> str:
+    """The records the page shows (a forked page: only its models' and CPU rehearsals)."""
     named = lambda ids: ", ".join(sorted(set(ids))) or "none"  # noqa: E731
-    return (f"engine_comparison records: {named(page.points.run_id) if len(page.points) else 'none'}; "
+    shown = [k[0] for sets in (page.s7, page.soss, page.other) for k in sets]
+    return (f"engine_comparison records: {named(shown)}; "
             f"trtllm_serve records: {named(page.trt.run_id) if len(page.trt) else 'none'}")
 
 

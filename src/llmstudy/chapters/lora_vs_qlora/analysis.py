@@ -180,8 +180,9 @@ def predictions(model: str, max_tokens: int, mean_tokens: float) -> pd.DataFrame
         tokens = max_tokens if VARIANTS[v][1] == "article" else 32 * mean_tokens
         sm = mm.summarize(variant_setup(model, v, tokens=int(tokens)))
         rows.append({"variant": v, "tokens in the largest micro-batch": int(tokens), **{f"{c} GiB": sm[f"{c}_bytes"] / mm.GiB for c in mm.MEMORY_COMPONENTS},
-                     "predicted peak GiB": sm["peak_bytes"] / mm.GiB, "paged GiB": sm["paged_bytes"] / mm.GiB})
-    return pd.DataFrame(rows).set_index("variant")
+                     "predicted peak GiB": sm["peak_bytes"] / mm.GiB, "paged GiB": sm["paged_bytes"] / mm.GiB, "not modelled": sm.get("not_modelled") or ""})
+    df = pd.DataFrame(rows).set_index("variant")
+    return df if df["not modelled"].astype(bool).any() else df.drop(columns="not modelled")  # a blank stays a number, never silently
 
 
 def speed_table(speed: pd.DataFrame) -> pd.DataFrame:

@@ -49,9 +49,13 @@ PITFALLS = (  # (pitfall, what the article saw, the bad setting)
 )
 
 
-def pitfalls(cfg: TritonDeploy, scratch: Path) -> pd.DataFrame:
-    """Each pitfall of the article applied to ``cfg`` and what the preflight says about it (CPU only)."""
+def pitfalls(cfg: TritonDeploy, scratch: Path | None = None) -> pd.DataFrame:
+    """Each pitfall of the article applied to ``cfg`` and what the preflight says about it (CPU only); the filled
+    skeleton of one pitfall is written under ``scratch`` (a new temporary folder by default)."""
+    import tempfile
     from dataclasses import replace
+
+    scratch = Path(scratch) if scratch is not None else Path(tempfile.mkdtemp(prefix="llmstudy-pitfalls-"))
 
     rows = []
     for name, symptom, change in PITFALLS:

@@ -49,6 +49,7 @@ def load(run_ids=(), root=None) -> pd.DataFrame:
             continue
         df = rec.table("results")
         df.insert(1, "gpu", rec.gpu_name())
+        df.insert(2, "record_models", ", ".join(R.run_models(rec)))
         df["arm"] = df["server"].map(arm_of)
         df["instance"] = df["server"].map(lambda s: int(s.rsplit(".", 1)[1]) if s.startswith(BASELINE + ".") else 1)
         df["workload"] = [workload_label(s, r) for s, (_, r) in zip(df["sweep"], df.iterrows())]

@@ -133,7 +133,11 @@ def statements(points: pd.DataFrame, picks=GLUED, servers_: pd.DataFrame | None 
         x = srv[srv["server"] == server] if len(srv) and "start_s" in srv else pd.DataFrame()
         out[glue_key("start", server)] = na if not len(x) else f"{x['start_s'].iloc[-1]:.0f}"
     runs = sorted(points["run_id"].unique()) if len(points) else []
-    out["vf_runs"] = ", ".join(runs) or na
+    models = points.groupby("run_id")["record_models"].first() if len(points) and "record_models" in points else {}
+    by_model: dict[str, list[str]] = {}
+    for r in runs:  # every record id next to the model it measured
+        by_model.setdefault(models.get(r, "") if len(models) else "", []).append(r)
+    out["vf_runs"] = "; ".join(", ".join(ids) + (f" ({m})" if m else "") for m, ids in by_model.items()) or na
     out["vf_gpu"] = ", ".join(dict.fromkeys(points["gpu"])) if len(points) else na
     measured = [a for a in ARMS if len(cmp) and a in set(cmp["arm"])]
     sk = skipped_[~skipped_["arm"].isin(measured)] if skipped_ is not None and len(skipped_) else pd.DataFrame(columns=SKIPPED_COLUMNS)
