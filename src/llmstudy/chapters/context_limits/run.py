@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from llmstudy.chapters.context_limits.published import MAVERICK, MAVERICK_FP8, SCOUT
-from llmstudy.core import models as M
+from llmstudy.serving.budget import Budget
 from llmstudy.serving.kv_planner import (
     EXPERIMENT,
     VERSIONS,
@@ -21,6 +20,11 @@ from llmstudy.serving.kv_planner import (
     model_facts,
     plan,
 )
+from llmstudy.serving.logs import MEM_PATTERNS as _MEM_PATTERNS  # noqa: F401 - the one log module
+from llmstudy.serving.logs import classify_failure as _classify_failure
+from llmstudy.serving.logs import memory_lines, parse_memory_log  # noqa: F401
+from llmstudy.serving.model_dir import prepare_model_dir as _prepare_model_dir
+from llmstudy.serving.model_dir import server_config as _server_config
 
 # --- Run mode: measure on a 4-GPU machine -------------------------------------------------------------------------
 
@@ -141,81 +145,17 @@ def resolve_configs(names) -> list[GpuConfig]:
 
 def server_config(model: str) -> dict:
     """The text-only config.json a vLLM server loads for a model (Llama 4: its text_config as Llama4ForCausalLM)."""
-    raw = M.raw_config(model)
-    if "text_config" not in raw:
-        return raw
-    cfg = dict(raw["text_config"])
-    cfg["architectures"] = [raw["architectures"][0].replace("ForConditionalGeneration", "ForCausalLM")]
-    cfg.setdefault("torch_dtype", raw.get("torch_dtype", "bfloat16"))
-    if "quantization_config" in raw:
-        cfg["quantization_config"] = raw["quantization_config"]
-    return cfg
+    return _server_config(model, text_only=True)
 
 
 def prepare_model_dir(model: str, dest: Path) -> Path:
     """A folder vLLM can serve with --load-format dummy: config.json + a synthetic tokenizer of the exact vocabulary."""
-    import json
-
-    from llmstudy.training.finetune import synthetic_tokenizer
-
-    dest = Path(dest)
-    cfg = server_config(model)
-    if (dest / "config.json").exists() and json.loads((dest / "config.json").read_text()) == cfg and (dest / "tokenizer.json").exists():
-        return dest
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / "config.json").write_text(json.dumps(cfg, indent=1))
-    synthetic_tokenizer(cfg["vocab_size"]).save_pretrained(str(dest))
-    return dest
-
-
-_MEM_PATTERNS = {
-    "profile_non_kv_gib": r"Total non KV cache memory: ([0-9.]+) ?GiB",
-    "torch_peak_increase_gib": r"torch peak memory increase: ([0-9.]+) ?GiB",
-    "non_torch_increase_gib": r"non-torch forward increase memory: ([0-9.]+) ?GiB",
-    "profile_weights_gib": r"weights memory: ([0-9.]+) ?GiB",
-    "kv_memory_to_requested_bytes": r"--kv-cache-memory=(-?\d+)` \([-0-9.]+ GiB\) to fit into requested memory",
-    "actual_cudagraph_gib": r"GiB for non-torch memory, and ([0-9.]+) GiB for CUDAGraph memory",
-    "init_free_gib": r"worker init memory snapshot: .*?free_memory=([0-9.]+) ?GiB",
-    "init_total_gib": r"worker init memory snapshot: .*?total_memory=([0-9.]+) ?GiB",
-    "requested_gib": r"worker requested memory: ([0-9.]+) ?GiB",
-    "cudagraph_pool_actual_gib": r"CUDA graph pool memory: ([0-9.]+) GiB \(actual\)",
-    "estimated_max_model_len": r"the estimated maximum model length is (\d+)",
-}
-
-
-def parse_memory_log(text: str) -> dict:
-    """vLLM 0.25's memory-profiling lines (debug level): the split of non-KV memory, per worker, first worker first.
-
-    Returns the first value of each key and ``<key>_all`` with every worker's value (strings in the log are
-    rounded to 0.01 GiB, except ``--kv-cache-memory=`` which is exact bytes).
-    """
-    out: dict = {}
-    for key, rx in _MEM_PATTERNS.items():
-        vals = [float(m) for m in re.findall(rx, text)]
-        if vals:
-            conv = int if key.endswith("_bytes") or key == "estimated_max_model_len" else float
-            out[key] = conv(vals[0])
-            out[f"{key}_all"] = [conv(v) for v in vals]
-    return out
-
-
-def memory_lines(text: str) -> list[str]:
-    """The verbatim log lines the memory split is read from (kept in the run record next to the parsed values)."""
-    keys = ("Memory profiling takes", "Actual usage is", "worker init memory snapshot", "worker requested memory",
-            "CUDA graph", "Available KV cache memory", "GPU KV cache size", "Maximum concurrency", "Model loading took")
-    return [ln.strip() for ln in (text or "").splitlines() if any(k in ln for k in keys)]
+    return _prepare_model_dir(model, dest, text_only=True)
 
 
 def classify_failure(log_tail: str) -> str:
-    """oom / refused / timeout / error from the end of a failed server's log."""
-    t = log_tail or ""
-    if re.search(r"No available memory for the cache blocks|CUDA out of memory|OutOfMemoryError|out of memory", t):
-        return "oom"
-    if re.search(r"To serve at least one request|max_model_len|gpu_memory_utilization", t) and "ValueError" in t:
-        return "refused"
-    if re.search(r"[Tt]imed? ?out|timeout", t):
-        return "timeout"
-    return "error"
+    """oom / refused / timeout / error from the end of a failed server's log (the one classifier, "error" when unknown)."""
+    return _classify_failure(log_tail, unknown="error")
 
 
 def measure_ttft(base_url: str, n_tokens: int, vocab: int, max_tokens: int = 16, seed: int = 0, timeout_s: float = 600) -> dict:
@@ -290,7 +230,7 @@ def run_experiment(configs=("a",), run_id: str = "", root=None, num_gpus: int | 
     from llmstudy.core.records import RunWriter, new_run_id
 
     cfgs = resolve_configs(configs)
-    t_start = time.monotonic()
+    budget = Budget(deadline_s)  # the one time-budget scheme (llmstudy.serving.budget)
     try:
         import torch
 
@@ -317,7 +257,7 @@ def run_experiment(configs=("a",), run_id: str = "", root=None, num_gpus: int | 
     rows, req_rows = [], []
     with RunWriter(EXPERIMENT, params, run_id=run_id, root=root) as rec:
         for cfg in tqdm(cfgs, desc="context_limits", unit="server"):
-            left = deadline_s - (time.monotonic() - t_start)
+            left = budget.left()
             if left < cfg.est_start_s:
                 rows.append(_row(cfg, num_gpus, "skipped", f"{left:.0f} s left < {cfg.est_start_s} s estimated start", {}, {}, None))
                 continue
@@ -331,7 +271,7 @@ def run_experiment(configs=("a",), run_id: str = "", root=None, num_gpus: int | 
                     start_s = time.monotonic() - t0
                     vocab = model_facts(cfg.model, True)["vocab"]
                     for i, n in enumerate(((64,) if cfg.long_requests else ()) + cfg.long_requests):
-                        remaining = deadline_s - (time.monotonic() - t_start)
+                        remaining = budget.left()
                         if remaining < 60:
                             req_rows.append({"config": cfg.name, "prompt_tokens_sent": n, "outcome": "skipped", "error": f"{remaining:.0f} s left"})
                             continue

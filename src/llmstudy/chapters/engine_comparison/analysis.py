@@ -76,26 +76,8 @@ def load_points(run_ids=(), root=None, experiment: str = EXPERIMENT, model: str 
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-_KERNEL_RES = {
-    "moe_backend": re.compile(r"Using '?(\w+)'? \w+ MoE backend"),
-    "linear_kernel": VL.PATTERNS["linear_kernel"][0],  # the same pattern the serving chapters read
-    "attention_backend": re.compile(r"Using (\w+) attention backend|attention_backend='(\w+)'"),
-    "sampling_backend": re.compile(r"sampling_backend='(\w+)'"),
-    "quant_kernel": re.compile(r"Using (\w+) kernel\."),
-}
-
-
-def kernel_facts(text: str) -> dict:
-    """Which kernels a server said it picked (MoE backend, linear kernel, attention, sampling) from its log, and
-    why it failed if it did (``failure``: the first validation error, device assert or OOM line)."""
-    from llmstudy.serving.logs import failure_reason
-
-    out = {"failure": failure_reason(text)}
-    for k, rx in _KERNEL_RES.items():
-        m = rx.search(text)
-        if m:
-            out[k] = next(g for g in m.groups() if g)
-    return out
+_KERNEL_RES = VL.KERNEL_PATTERNS  # the one log module's patterns
+kernel_facts = VL.kernel_facts
 
 
 def server_kernels(record_path: Path) -> pd.DataFrame:
@@ -106,7 +88,7 @@ def server_kernels(record_path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-_JIT_RE = re.compile(r"(\d\d-\d\d \d\d:\d\d:\d\d) \[jit_monitor.py:\d+\] Triton kernel JIT compilation during inference: ([\w.<>]+?)\. This causes")
+_JIT_RE = VL.JIT_RE
 
 
 def jit_warnings(record_path: Path) -> pd.DataFrame:
@@ -117,7 +99,7 @@ def jit_warnings(record_path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["time", "kernel", "log"])
 
 
-_EVIDENCE_RE = re.compile(r"Load weight end|Cache is allocated|Model loading took|KV cache size|Available KV cache memory|LinearKernel for|kernel\.$")
+_EVIDENCE_RE = VL.EVIDENCE_RE
 
 
 def server_facts(record_path: Path) -> pd.DataFrame:
@@ -143,7 +125,7 @@ def server_facts(record_path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-_TS_RE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\]", re.MULTILINE)
+_TS_RE = VL.SGLANG_TS_RE
 
 
 def failed_attempts(record_path: Path) -> pd.DataFrame:
@@ -156,7 +138,7 @@ def failed_attempts(record_path: Path) -> pd.DataFrame:
     for f in sorted((Path(record_path) / "logs" / "failed-attempts").glob("*.log")):
         text = f.read_text(errors="replace")
         x, ts = parse_sglang_log(text), _TS_RE.findall(text)
-        ready = re.search(r"^\[([^\]]+)\] The server is fired up and ready to roll", text, re.MULTILINE)
+        ready = VL.SGLANG_READY_RE.search(text)
         ready_s = (pd.Timestamp(ready.group(1)) - pd.Timestamp(ts[0])).total_seconds() if ready and ts else np.nan
         rows.append({"log": f"logs/failed-attempts/{f.name}", "failure": failure_reason(text), "prefill_graph_capture_s": x.get("prefill_graph_capture_s", np.nan),
                      "decode_graph_capture_s": x.get("graph_capture_s", np.nan), "ready_after_s": ready_s})
