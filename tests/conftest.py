@@ -15,6 +15,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def execute_chapter(name: str, tmp_path, **params):
+    """Run notebooks/<name>.ipynb under papermill with ``params``; returns (output text, glued values, notebook)."""
+    import json
+
+    import papermill as pm
+
+    out = tmp_path / f"{name}.out.ipynb"
+    pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out), parameters=params, cwd=str(ROOT / "notebooks"),
+                        progress_bar=False, kernel_name="python3")
+    nb = json.loads(out.read_text())
+    glue = {o["metadata"]["scrapbook"]["name"]: o["data"]["application/papermill.record/text/plain"]
+            for c in nb["cells"] for o in c.get("outputs", []) if o.get("metadata", {}).get("scrapbook")}
+    return out.read_text(), glue, nb
+
+
 @pytest.fixture
 def runs_root(tmp_path, monkeypatch):
     """A scratch data/runs: nothing a test writes lands in the repository's records."""

@@ -1,12 +1,11 @@
 """Chapter batch_size_sweep: one parameter home (spec = notebook = CLI), every glued value from ``statements`` (exact,
 without papermill), the fork's honesty for another model, and the notebook under papermill (slow)."""
 
-import json
 import sys
 
 import papermill as pm
 import pytest
-from conftest import ROOT
+from conftest import ROOT, execute_chapter
 
 from llmstudy import cli
 from llmstudy.chapters import batch_size_sweep as BS
@@ -127,12 +126,7 @@ def test_an_architecture_the_roofline_does_not_model_is_refused_by_name():
 # --- the notebook under papermill --------------------------------------------------------------------------------
 
 def _run(tmp_path, **params):
-    out = tmp_path / "batch_size_sweep.out.ipynb"
-    pm.execute_notebook(str(NB), str(out), parameters=params, cwd=str(ROOT / "notebooks"), progress_bar=False, kernel_name="python3")
-    nb = json.loads(out.read_text())
-    glue = {o["metadata"]["scrapbook"]["name"]: o["data"]["application/papermill.record/text/plain"]
-            for c in nb["cells"] for o in c.get("outputs", []) if o.get("metadata", {}).get("scrapbook")}
-    return out.read_text(), glue, nb
+    return execute_chapter("batch_size_sweep", tmp_path, **params)
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import sys
 
 import papermill as pm
 import pytest
-from conftest import ROOT
+from conftest import ROOT, execute_chapter
 
 from llmstudy import cli
 from llmstudy.chapters import length_sweep as LS
@@ -124,12 +124,7 @@ def test_a_forked_model_shows_its_own_kv_and_says_what_is_not_measured(model, kv
 # --- the notebook under papermill --------------------------------------------------------------------------------
 
 def _run(tmp_path, **params):
-    out = tmp_path / "length_sweep.out.ipynb"
-    pm.execute_notebook(str(NB), str(out), parameters=params, cwd=str(ROOT / "notebooks"), progress_bar=False, kernel_name="python3")
-    nb = json.loads(out.read_text())
-    glue = {o["metadata"]["scrapbook"]["name"]: o["data"]["application/papermill.record/text/plain"]
-            for c in nb["cells"] for o in c.get("outputs", []) if o.get("metadata", {}).get("scrapbook")}
-    return out.read_text(), glue, nb
+    return execute_chapter("length_sweep", tmp_path, **params)
 
 
 @pytest.mark.slow

@@ -307,8 +307,10 @@ def test_too_long_max_model_len_is_a_refusal_naming_the_largest_that_starts():
 
 @pytest.mark.parametrize("kw,match", [
     (dict(num_gpus=3), r"tensor parallel size 3 does not divide the 40 attention heads"),
+    (dict(num_gpus=16), r"tensor parallel size 16 does not divide the 40"),
     (dict(num_gpus=4, tp=2), r"tp x pp = 2 x 1 = 2 does not use num_gpus = 4"),
     (dict(max_model_len=-5), r"max_model_len must be a positive integer, got -5"),
+    (dict(max_num_batched_tokens=0), r"max_num_batched_tokens must be a positive integer"),
     (dict(gpu_memory_utilization=1.5), r"gpu_memory_utilization must be in \(0, 1\]"),
     (dict(gpu="a100"), r"unknown GPU 'a100'"),
     (dict(model="llama-5"), r"unknown model 'llama-5'"),

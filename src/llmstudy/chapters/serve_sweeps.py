@@ -40,13 +40,6 @@ GENAI_PERF_METRICS = ("time_to_first_token", "time_to_second_token", "inter_toke
 
 
 # --- parameters both chapters share (each chapter's spec: batch_size_sweep.params, length_sweep.params) -----------
-def _positive_ints(v) -> str | None:
-    if not v:
-        return "needs at least one value"
-    bad = [x for x in v if isinstance(x, bool) or not isinstance(x, int) or x <= 0]
-    if bad:
-        return f"every value must be a positive integer, got {bad}"
-    return "values must be distinct" if len(set(v)) != len(v) else None
 
 
 def _budget_ok(v) -> str | None:

@@ -36,6 +36,16 @@ def non_negative(v) -> str | None:
     return None if v >= 0 else "must be >= 0"
 
 
+def positive_ints(v) -> str | None:
+    """A non-empty list of distinct positive integers (concurrencies, lengths, batch limits)."""
+    if not v:
+        return "needs at least one value"
+    bad = [x for x in v if isinstance(x, bool) or not isinstance(x, int) or x <= 0]
+    if bad:
+        return f"every value must be a positive integer, got {bad}"
+    return "values must be distinct" if len(set(v)) != len(v) else None
+
+
 def known_model(v) -> str | None:
     """A model name under data/models or a path to a config.json; else the models module's error message."""
     from llmstudy.core import models as M

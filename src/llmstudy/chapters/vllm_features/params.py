@@ -8,7 +8,7 @@ defaults from it.
 from __future__ import annotations
 
 from llmstudy.core import records as R
-from llmstudy.core.params import Param, known_model
+from llmstudy.core.params import Param, known_model, positive_ints
 
 
 def _arms_ok(v) -> str | None:
@@ -34,13 +34,6 @@ def _budget_ok(v) -> str | None:
     return None if v is None or v > 0 else "must be > 0 seconds or None"
 
 
-def _positive_ints(v) -> str | None:
-    if not v:
-        return "needs at least one value"
-    bad = [x for x in v if isinstance(x, bool) or not isinstance(x, int) or x <= 0]
-    if bad:
-        return f"every value must be a positive integer, got {bad}"
-    return "values must be distinct" if len(set(v)) != len(v) else None
 
 
 PARAMS: dict[str, Param] = {
@@ -51,7 +44,7 @@ PARAMS: dict[str, Param] = {
     "budget_s": Param((float, int, type(None)), None, "run mode: start nothing that would end after this many seconds (resume with the same run_id)", check=_budget_ok),
     "model": Param(str, "llama-2-7b", "the 7B arms' model config: run mode measures it, analyze mode shows its records (the spec arms serve gemma-3-270m's checkpoint, named as such)", check=known_model),
     "repeats": Param(int, 2, "run mode: repeats of every workload on every server", check=lambda v: None if v >= 2 else "must be >= 2 (the run-to-run spread needs two)"),
-    "concurrency": Param(list, [1, 16, 64], "run mode: client concurrencies of the standard workload", check=_positive_ints),
+    "concurrency": Param(list, [1, 16, 64], "run mode: client concurrencies of the standard workload", check=positive_ints),
 }
 
 
