@@ -231,7 +231,7 @@ def default_statements():
 def test_statements_keep_every_published_value(default_statements):
     st = default_statements
     assert {k: st[k] for k in BEFORE} == BEFORE
-    assert st["lora_on"] == "rank 4 on its seven linear projections" and st["lora_not_adapted"] == ""
+    assert st["lora_on"] == "rank 4 on its seven linear projections" and st["lora_not_adapted"] == "peft can adapt every linear projection of this architecture."
     assert st["err_2048_text"] == "Sequences of 2048 × 2 without checkpointing land within 0.6%."
     assert st["qlora_bf16"] == ("Under QLoRA, bitsandbytes stores the 6,476,005,376 weights of llama-2-7b's nn.Linear layers in NF4 and "
                                 "keeps 262,410,240 in bf16: embeddings 131,072,000, lm_head 131,072,000, norms 266,240.")

@@ -47,7 +47,8 @@ def parameter_statements(model: str, lora_r: int = PARAMS["lora_r"].default, lor
         "lora_pct": f"{lora.percent:.4f}",
         "lora_article": "— the figure the article printed" if same
         else f"(the article printed {art['trainable']:,} of {art['total']:,} for its Llama-2-7B)",
-        "lora_not_adapted": "; ".join(targets.not_adapted),
+        "lora_not_adapted": ("Not adapted: " + "; ".join(targets.not_adapted) + ".") if targets.not_adapted
+        else "peft can adapt every linear projection of this architecture.",
     }
 
 
