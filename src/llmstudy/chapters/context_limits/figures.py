@@ -133,8 +133,12 @@ def family_table(ch: Chapter):
     if not len(fam):
         return (pd.DataFrame({"other model families": ["no run record yet (the section above says how to make one)"]}).style.hide(axis="index"),
                 {"experiment": EXPERIMENT, "run_ids": []})
-    styled = fam.style.format({"max_model_len": fmt, "logged KV tokens": fmt, "planned KV tokens": fmt, "error %": "{:+.2f}"}, na_rep="").set_caption(
-        "Planner vs vLLM on model families other than Llama 4 (measured: vLLM's logged tokens; planned: the planner with its default estimates)")
+    # what every row shares (TP, max_model_len) goes into the caption; the config name repeats the model's
+    shown = fam.drop(columns=["config", "tp", "max_model_len"]).rename(columns={"run_id": "run", "error %": "error"})
+    tp, lens = sorted(set(fam["tp"].dropna().astype(int))), sorted(set(fam["max_model_len"].dropna().astype(int)))
+    styled = shown.style.format({"logged KV tokens": fmt, "planned KV tokens": fmt, "error": "{:+.2f}%"}, na_rep="—").hide(axis="index").set_caption(
+        f"Planner vs vLLM on model families other than Llama 4: TP={', '.join(map(str, tp))}, max_model_len "
+        f"{', '.join(f'{v:,}' for v in lens)}; logged = vLLM's 'GPU KV cache size', planned = the planner with its default estimates")
     return styled, {"experiment": EXPERIMENT, "run_ids": _runs(fam), "computed": "the planner's predictions"}
 
 
