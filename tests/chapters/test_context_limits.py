@@ -623,9 +623,7 @@ def test_a_fork_shows_its_model_and_names_every_llama4_number(llama_page):
         assert "mini-mistral" in fork[k] and not _numbers(fork[k]) & llama_numbers, (k, _numbers(fork[k]) & llama_numbers)
         assert "Scout" not in fork[k].replace("Llama 4 Scout and Maverick", "")
     assert fork["model_measured"] == (
-        "Logged KV tokens: not measured for mini-mistral yet (measure it on a GPU runner: `llmstudy capacity --run tp1-mini-mistral`). "
-        "GPU_CONFIGS in llmstudy/chapters/context_limits/run.py has no configuration for mini-mistral yet: add "
-        'GpuConfig("tp1-mini-mistral", "mini-mistral", "bf16", "default", max_model_len=4096, gpus=1) to it first.')
+        "Logged KV tokens: not measured for mini-mistral yet (measure it on a GPU runner: `llmstudy capacity --run tp1-mini-mistral`).")
     table = C.model_context_table(MINI, "h200", "auto", "0.25.0")
     assert table.weights.tolist() == ["bf16"] * 4 + ["fp8-online"] * 4 and table.GPUs.tolist() == [1, 2, 4, 8] * 2
     eight = table[table.GPUs == 8]
@@ -724,3 +722,16 @@ def test_notebook_renders_for_another_model(tmp_path):
     text = out.read_text()
     assert '"ename"' not in text and "Planned for mini-mistral on 1×H200" in text
     assert "not measured for mini-mistral yet" in text and "(Llama 4, not mini-mistral)" in text
+
+
+def test_tp1_of_any_model_is_a_configuration_and_a_bad_model_is_refused_before_any_gpu_work():
+    from llmstudy.chapters.context_limits import run as RUN
+
+    (cfg,) = RUN.resolve_configs(["tp1-mistral-7b-v0.3"])  # shipped, and one of call g's
+    assert (cfg.model, cfg.weights, cfg.budget, cfg.max_model_len, cfg.gpus) == ("mistral-7b-v0.3", "bf16", "default", 4096, 1)
+    (cfg,) = RUN.resolve_configs(["tp1-gpt-oss-20b"])  # a model with no entry in GPU_CONFIGS
+    assert (cfg.name, cfg.weights, cfg.gpus) == ("tp1-gpt-oss-20b", "mxfp4-checkpoint", 1)  # the checkpoint's format
+    with pytest.raises(ValueError, match=r"unknown model 'no-such-model'"):
+        RUN.resolve_configs(["tp1-no-such-model"])
+    with pytest.raises(ValueError, match=r"or tp1-<model> for any model config"):
+        RUN.resolve_configs(["nonsense"])

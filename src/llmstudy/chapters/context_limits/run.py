@@ -130,13 +130,28 @@ CALLS = {
 }
 
 
+def one_gpu_config(model: str) -> GpuConfig:
+    """``tp1-<model>``: one vLLM server of any model config on one GPU with vLLM's defaults, as the other families were
+    measured (bf16, random weights, max_model_len 4,096). The config is validated here, before any GPU work."""
+    from llmstudy.chapters.context_limits.analysis import weight_formats  # (analysis imports this module)
+    from llmstudy.core import models as M
+
+    M.config_path(model)  # an unknown model or an invalid config: one clear line
+    weights = weight_formats(model)[0]  # the checkpoint's own format (FP8, MXFP4), else bf16
+    return GpuConfig(f"tp1-{model}", model, weights, "default", max_model_len=4096, est_start_s=150, gpus=1)
+
+
 def resolve_configs(names) -> list[GpuConfig]:
     """Configuration names (or call letters a/b/c) to configurations; unknown names are a clear error."""
     out = []
     for n in names:
         for m in CALLS.get(n, (n,)):
+            if m not in GPU_CONFIGS and m.startswith("tp1-"):
+                out.append(one_gpu_config(m.removeprefix("tp1-")))
+                continue
             if m not in GPU_CONFIGS:
-                raise ValueError(f"unknown configuration {m!r}; known: {sorted(GPU_CONFIGS)} or calls {sorted(CALLS)}")
+                raise ValueError(f"unknown configuration {m!r}; known: {sorted(GPU_CONFIGS)}, calls {sorted(CALLS)}, "
+                                 "or tp1-<model> for any model config")
             out.append(GPU_CONFIGS[m])
     if not out:
         raise ValueError("no configuration given")
