@@ -30,6 +30,12 @@ def execute_chapter(name: str, tmp_path, **params):
     return out.read_text(), glue, nb
 
 
+def thin_code(nb: dict, max_lines: int) -> bool:
+    """A thin notebook: no function defined in it, fewer than ``max_lines`` lines of code in all."""
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    return not any("def " in s for s in code) and sum(len(s.splitlines()) for s in code) < max_lines
+
+
 @pytest.fixture
 def runs_root(tmp_path, monkeypatch):
     """A scratch data/runs: nothing a test writes lands in the repository's records."""

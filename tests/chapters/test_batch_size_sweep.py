@@ -5,7 +5,7 @@ import sys
 
 import papermill as pm
 import pytest
-from conftest import ROOT, execute_chapter
+from conftest import ROOT, execute_chapter, thin_code
 
 from llmstudy import cli
 from llmstudy.chapters import batch_size_sweep as BS
@@ -43,7 +43,7 @@ def study():
 # --- one home per parameter -----------------------------------------------------------------------------------------
 
 def test_notebook_parameters_cell_is_the_spec():
-    assert [m for m in PR.notebook_mismatches(NB, BS.PARAMS) if not m.startswith("__annotations__")] == []
+    assert PR.notebook_mismatches(NB, BS.PARAMS) == []
 
 
 def parsed(monkeypatch, argv):
@@ -135,8 +135,7 @@ def test_notebook_renders_the_records(tmp_path, study):
     assert '"ename"' not in text and text.count("image/png") >= 2
     assert glue == study  # every glued value is a statement, glued as it is
     assert "runs: h100-b" in text and "probe: Llama-2-7B (H100, vLLM 0.25 defaults)" in text and "1,157" in text
-    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    assert not any("def " in "".join(c["source"]) for c in code) and sum(len("".join(c["source"]).splitlines()) for c in code) < 60
+    assert thin_code(nb, 60)
 
 
 @pytest.mark.slow

@@ -600,7 +600,7 @@ def test_parameters_have_one_home_notebook_cli_and_spec_agree(monkeypatch):
     from llmstudy.core.params import notebook_mismatches
 
     nb = ROOT / "notebooks/engine_comparison.ipynb"
-    assert [m for m in notebook_mismatches(nb, EC.PARAMS) if not m.startswith("__")] == []  # (core.params lists __annotations__ of an annotated cell)
+    assert notebook_mismatches(nb, EC.PARAMS) == []
     parsed = []
     monkeypatch.setattr(cli, "_engines", lambda a: parsed.append(a) or 0)
     assert cli.main(["engines", "plan"]) == 0

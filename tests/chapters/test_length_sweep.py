@@ -6,7 +6,7 @@ import sys
 
 import papermill as pm
 import pytest
-from conftest import ROOT, execute_chapter
+from conftest import ROOT, execute_chapter, thin_code
 
 from llmstudy import cli
 from llmstudy.chapters import length_sweep as LS
@@ -46,7 +46,7 @@ def parsed(monkeypatch, argv):
 # --- one home per parameter -----------------------------------------------------------------------------------------
 
 def test_notebook_parameters_cell_is_the_spec():
-    assert [m for m in PR.notebook_mismatches(NB, LS.PARAMS) if not m.startswith("__annotations__")] == []
+    assert PR.notebook_mismatches(NB, LS.PARAMS) == []
 
 
 @pytest.mark.parametrize("kind", ["length", "max-model-len", "io"])
@@ -134,8 +134,7 @@ def test_notebook_renders_refusals_and_failures(tmp_path, study):
     assert glue == study
     assert "index out of bounds" in text and "runs: h100-b, h100-c" in text and "runs: h100-d" in text
     assert "runs: h100-e" in text  # the concurrency-16 half, kept apart from concurrency 1
-    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    assert not any("def " in "".join(c["source"]) for c in code) and sum(len("".join(c["source"]).splitlines()) for c in code) < 60
+    assert thin_code(nb, 60)
 
 
 @pytest.mark.slow

@@ -513,8 +513,7 @@ def test_the_notebook_and_the_cli_take_their_parameters_from_the_spec(monkeypatc
     from llmstudy import cli
     from llmstudy.core.params import notebook_mismatches
 
-    # (core.params' exec of an annotated cell also yields __annotations__, which is no parameter)
-    assert [m for m in notebook_mismatches(ROOT / "notebooks/lora_vs_qlora.ipynb", L.PARAMS) if not m.startswith("__annotations__")] == []
+    assert notebook_mismatches(ROOT / "notebooks/lora_vs_qlora.ipynb", L.PARAMS) == []
     seen = {}
     monkeypatch.setattr(cli, "_lora_vs_qlora", lambda args: seen.update(vars(args)) or 0)
     assert cli.main(["lora-vs-qlora", "run"]) == 0

@@ -509,8 +509,7 @@ def test_the_notebooks_parameters_cells_are_written_from_the_workflow_dataclasse
     from llmstudy.core.params import notebook_mismatches
 
     for cls, stem in ((T.TritonDeploy, "trtllm_triton_deploy"), (T.ServeDeploy, "trtllm_serve")):
-        # (core.params' exec of an annotated cell also yields __annotations__, which is no parameter)
-        assert [m for m in notebook_mismatches(ROOT / f"notebooks/{stem}.ipynb", T.notebook_params(cls)) if not m.startswith("__annotations__")] == []
+        assert notebook_mismatches(ROOT / f"notebooks/{stem}.ipynb", T.notebook_params(cls)) == []
         assert list(T.notebook_params(cls))[1:-1] == [f.name for f in dataclasses.fields(cls)]
 
 

@@ -669,7 +669,7 @@ def test_parameters_have_one_home_notebook_cli_and_spec_agree(monkeypatch):
     from llmstudy.core.params import notebook_mismatches
 
     nb = ROOT / "notebooks" / "vllm_features.ipynb"
-    assert [m for m in notebook_mismatches(nb, F.PARAMS) if not m.startswith("__")] == []  # (core.params lists __annotations__ of an annotated cell)
+    assert notebook_mismatches(nb, F.PARAMS) == []
     parsed = []
     monkeypatch.setattr(cli, "_features", lambda a: parsed.append(a) or 0)
     assert cli.main(["features", "plan"]) == 0
