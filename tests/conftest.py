@@ -72,8 +72,8 @@ def built_site(tmp_path_factory):
 # book (jupyter-book) or starts a real server (vLLM, SGLang, `transformers serve`, trtllm-serve, Triton) without the
 # slow mark fails here, naming what it started. A stand-in server (a `#!` script such as tests/fixtures/fake_vllm.py's
 # wrapper) is fast and allowed.
-SLOW_PROGRAMS = {"jupyter-book", "papermill", "vllm", "trtllm-serve", "tritonserver", "sglang"}
-SLOW_CODE = re.compile(r"\b(execute_notebook|run_sweep|run_part|VLLMServer|SGLangServer|TransformersServer|build_book|build_site)\b")
+SLOW_PROGRAMS = {"jupyter-book", "papermill", "vllm", "trtllm-serve", "tritonserver", "sglang", "genai-perf", "perf_analyzer"}
+SLOW_CODE = re.compile(r"\b(execute_notebook|run_sweep|run_part|VLLMServer|SGLangServer|TransformersServer|WheelTritonServer|run_genai_perf|build_book|build_site)\b")
 SLOW_MODULES = re.compile(r"^(vllm\.|sglang\.launch_server|llmstudy\.serving\.hfserve|papermill|jupyter_book)")
 
 

@@ -104,21 +104,7 @@ def _capacity(args) -> int:
                          weights_bytes=gib(args.weights_gib), activation_peak_bytes=gib(args.activation_gib),
                          non_torch_bytes=gib(args.non_torch_gib), cudagraph_bytes=gib(args.cudagraph_gib))
     p = cap.plan(dep)
-    r = p.row()
-    print(dep.label())
-    for k, src in (("weights", "weights"), ("activation_peak", "activation_peak"), ("non_torch", "non_torch"), ("cudagraph", "cudagraph")):
-        print(f"  {k.replace('_', ' '):18s} {r[k + '_GiB']:9.2f} GiB  ({p.sources[src]})")
-    print(f"  {'budget':18s} {r['budget_GiB']:9.2f} GiB  (gpu_memory_utilization x {r['total_GiB']:.2f} GiB)")
-    print(f"  {'available KV':18s} {r['available_kv_GiB']:9.2f} GiB")
-    print(f"  KV cache {KP.kv_bytes_per_token_layer(dep):,} B per token and layer per GPU ({KP.kv_layout(dep)}); profiled by the "
-          f"{KP.model_runner(dep).upper()} model runner")
-    print(f"  KV blocks {p.num_blocks:,} ({p.bytes_per_block:,} B each, {p.groups} group(s)); {p.blocks_per_request:,} blocks per request")
-    print(f"  GPU KV cache size: {p.kv_cache_tokens:,} tokens")
-    print(f"  Maximum concurrency for {p.max_model_len:,} tokens per request: {p.max_concurrency:.2f}x")
-    print(f"  largest max_model_len that starts: {p.max_model_len_that_starts:,}")
-    print(f"  outcome: {p.outcome}{': ' + p.message if p.message else ''}")
-    for note in p.notes:
-        print(f"  note: {note}")
+    print("\n".join(KP.plan_lines(p)))  # the browser calculator shows the same lines (llmstudy.calc.kv)
     return 0 if p.outcome == "ok" else 3
 
 
@@ -388,7 +374,7 @@ def main(argv=None) -> int:
     m.add_argument("--run", action="store_true", help="measure on this machine and write a run record (the chapter's run mode)")
     m.set_defaults(fn=_memory)
 
-    c = sub.add_parser("params", help="exact parameter counts per component (meta device), architecture, LoRA and QLoRA")
+    c = sub.add_parser("params", help="exact parameter counts per component (every tensor of the config, as transformers builds it), architecture, LoRA and QLoRA")
     c.add_argument("model", help="a name under data/models, a folder, or a config file of any name")
     c.add_argument("--lora-r", type=int, default=0, help="also count LoRA of this rank (peft) and name the adapted modules")
     c.add_argument("--lora-targets", nargs="*", default=[], help="LoRA target module names (default: every linear projection and fused expert tensor)")

@@ -1,6 +1,7 @@
 """Chapter batch_size_sweep: one parameter home (spec = notebook = CLI), every glued value from ``statements`` (exact,
 without papermill), the fork's honesty for another model, and the notebook under papermill (slow)."""
 
+import re
 import sys
 
 import papermill as pm
@@ -18,7 +19,7 @@ NB = ROOT / "notebooks" / "batch_size_sweep.ipynb"
 # Every value the page glued before the chapter became a package (2026-12-03, papermill, default parameters): the
 # H100 records h100-b (the sweep), the max_num_seqs-16 comparison records and engine_comparison/h100-engines3.
 GLUED = {
-    "bs_art_gptq": "813.81", "bs_busiest": "256", "bs_c1_itl": "6.02–6.06", "bs_calls": "3", "bs_copy_tbs": "3.0", "bs_drop_16": "3%",
+    "bs_art_gptq": "813.81", "bs_busiest": "256", "bs_c1_itl": "6.02–6.06", "bs_copy_tbs": "3.0", "bs_drop_16": "3%",
     "bs_drop_256": "10%", "bs_drop_4": "1%", "bs_drop_64": "7%", "bs_gain_64_256": "16%", "bs_itl_256_128": "22.9", "bs_itl_256_256": "36.4",
     "bs_kv_batch": "190", "bs_kv_tokens": "121,424", "bs_lat_4_256": "54,602", "bs_lat_4_4": "1,678", "bs_lat_4_8": "2,963", "bs_max_kv": "98.9%",
     "bs_max_running": "214", "bs_max_waiting": "55", "bs_mean_ctx": "640", "bs_plateau_16": "1,886", "bs_plateau_256": "4,786", "bs_plateau_4": "607",
@@ -125,6 +126,20 @@ def test_an_architecture_the_roofline_does_not_model_is_refused_by_name():
 
 # --- the notebook under papermill --------------------------------------------------------------------------------
 
+def _outputs(nb) -> str:
+    """Everything the executed notebook shows a reader: its outputs' HTML, text and streams (not its code)."""
+    out = []
+    for c in nb["cells"]:
+        for o in c.get("outputs", []):
+            data = o.get("data", {})
+            t = o.get("text", "")
+            out.append(t if isinstance(t, str) else "".join(t))
+            for mime in ("text/html", "text/plain", "text/markdown"):
+                v = data.get(mime, "")
+                out.append(v if isinstance(v, str) else "".join(v))
+    return "\n".join(out)
+
+
 def _run(tmp_path, **params):
     return execute_chapter("batch_size_sweep", tmp_path, **params)
 
@@ -132,9 +147,12 @@ def _run(tmp_path, **params):
 @pytest.mark.slow
 def test_notebook_renders_the_records(tmp_path, study):
     text, glue, nb = _run(tmp_path)
-    assert '"ename"' not in text and text.count("image/png") >= 2
+    assert '"ename"' not in text and text.count('"image/svg+xml"') == 3  # the key figure, the four panels, the TPS panels (SVG)
     assert glue == study  # every glued value is a statement, glued as it is
-    assert "runs: h100-b" in text and "probe: Llama-2-7B (H100, vLLM 0.25 defaults)" in text and "1,157" in text
+    assert "batch_size_sweep/h100-b" in text and "Probe: Llama-2-7B, H100 (vLLM 0.25 defaults)" in text and "1,157" in text
+    shown = _outputs(nb)
+    assert "stale .git" not in shown and not re.search(r"\b(NaN|nan|None|n/a)\b", shown)  # no internal notes, no placeholders
+    assert "1,157" in shown and ">640.00<" not in shown and ">1.0<" not in shown  # counts print as integers
     assert thin_code(nb, 60)
 
 

@@ -701,7 +701,8 @@ def test_every_figure_and_table_renders_with_its_source(monkeypatch):
         outputs = [F.rules_table()] + [f(ch) for f in (F.model_table, F.article_table, F.blog_table, F.measured_table, F.published_cells_table,
                                                        F.context_vs_gpus_table, F.version_effect_table, F.requests_table, F.family_table)]
         for obj, source in outputs:
-            assert obj.to_html() and provenance_html(**source)
+            assert obj._repr_html_() and provenance_html(**source)
+            assert len(obj.headers) <= 8 and "nan" not in obj._repr_html_().lower().replace("nanmean", "")  # a page table: <= 8 columns, no NaN
         llama4_figures = (F.memory_figure, F.context_vs_gpus_figure, F.version_effect_figure) if ch.llama4_page else ()  # the same on a fork
         for f in (F.model_memory_figure, *llama4_figures):
             fig, source = f(ch)
@@ -711,7 +712,7 @@ def test_every_figure_and_table_renders_with_its_source(monkeypatch):
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [f"mini-mistral {n}×h200 BF16 (predicted)" for n in (1, 2, 4)]
     plt.close("all")
     empty = C.chapter(pd.DataFrame(), pd.DataFrame())
-    assert "no record yet" in F.requests_table(empty)[0].to_html() and "PREDICTIONS" in F.measured_table(empty)[0].caption
+    assert "no record yet" in F.requests_table(empty)[0]._repr_html_() and "PREDICTIONS" in F.measured_table(empty)[0].caption
 
 
 @pytest.mark.slow
@@ -734,3 +735,33 @@ def test_tp1_of_any_model_is_a_configuration_and_a_bad_model_is_refused_before_a
         RUN.resolve_configs(["tp1-no-such-model"])
     with pytest.raises(ValueError, match=r"or tp1-<model> for any model config"):
         RUN.resolve_configs(["nonsense"])
+
+
+# --- The page's first screen: the answer and the key figure (issue 20) -------------------------------------------------
+
+def test_the_answer_and_the_key_figure_carry_the_committed_records_numbers():
+    ch = C.chapter(**{k: v.default for k, v in C.PARAMS.items()})
+    d = C.figures.published_cells(ch)
+    assert len(d) == 12 and d.label.iloc[0] == "article: Scout 4×H100 BF16" and d.label.iloc[-1] == "blog: Maverick-FP8 8×H200"
+    # the article's OOM cell: no published length, the planner's 0.8.3 longest start, and the 0.25.0 run that started it
+    assert pd.isna(d.published.iloc[0]) and d.planner_083.iloc[0] == 251_776 and (d.measured.iloc[0], d.tested.iloc[0]) == ("starts", 200_000)
+    assert d.loc[10, ["published", "planner_083", "tested"]].tolist() == [3_600_000, 3_994_512, 3_600_000]
+    assert d.measured.tolist().count("OOM") == 2 and pd.isna(d.planner_083.iloc[4])
+    st = C.statements(ch)
+    assert st["answer"].startswith("On vLLM 0.25.0 with dummy weights on 4× and 8×H200, the planner's KV-cache token figure is within 0.72% of the "
+                                   "one vLLM logs over 15 Llama 4 configurations (within 0.02% once it is fed the memory the server measured).")
+    assert "agrees with 7 of 8 cells of the article's H100 table; the exception, Scout 4×BF16," in st["answer"]
+    assert "(run h200x4-a)" in st["answer"] and "(longest 3,994,512) and do under 0.25.0 (10,485,760)" in st["answer"]
+
+
+def test_a_forked_page_answers_for_its_own_model_first():
+    st = C.statements(C.chapter(model=MINI, num_gpus=1))
+    assert st["answer"].startswith("For mini-mistral, predicted: Planned for mini-mistral on 1×H200, BF16 weights")
+    assert "For Llama 4, which the article and the blog are about: On vLLM 0.25.0" in st["answer"] and "(Llama 4, not" not in st["answer"]
+
+
+def test_the_page_has_no_raw_tex_escapes_and_no_repeated_disagreement():
+    nb = json.loads((ROOT / "notebooks/context_limits.ipynb").read_text())
+    text = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert "\\_" not in text  # kv\_heads rendered raw
+    assert text.count("Scout 4×BF16") <= 1

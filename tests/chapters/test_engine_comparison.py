@@ -268,6 +268,26 @@ def test_win_table_by_hand():
     assert s.loc[("request latency, avg (ms)", "A"), "of"] == 1
 
 
+def test_one_verdict_rule_a_lead_of_two_percent_or_less_is_a_tie():
+    assert EC.TIE_MARGIN == 1.02
+    assert EC.verdict({"A": 101.0, "B": 100.0}, "higher") == ("tie", pytest.approx(1.01))
+    assert EC.verdict({"A": 102.0, "B": 100.0}, "higher") == ("tie", pytest.approx(1.02))
+    assert EC.verdict({"A": 103.0, "B": 100.0}, "higher") == ("A", pytest.approx(1.03))
+    assert EC.verdict({"A": 10.0, "B": 9.9}, "lower") == ("tie", pytest.approx(10 / 9.9))
+    assert EC.verdict({"A": 10.0, "B": 9.0}, "lower") == ("B", pytest.approx(10 / 9))
+    assert EC.verdict_phrase("tie", 1.0149) == "a tie (1.01×, within 2 %)" and EC.verdict_phrase("sglang", 1.18) == "sglang ahead by 1.18×"
+    df = pd.DataFrame([{"engine": "A", "concurrency": 16, "output_token_throughput": 1015.0}, {"engine": "B", "concurrency": 16, "output_token_throughput": 1000.0}])
+    w = EC.win_table(df, {"output_token_throughput": ("total output throughput (tokens/s)", "higher")})
+    assert (w.winner.iloc[0], round(w.margin.iloc[0], 3)) == ("tie", 1.015)  # the margin stays visible; the verdict is the rule's
+
+
+def test_stalled_points_by_hand():
+    ok = pd.DataFrame({"engine": "vllm", "concurrency": [1, 2, 4, 8, 16, 32, 64], "time_to_first_token_avg": [20.0, 25, 30, 40, 2652, 300, 500]})
+    st = EC.stalled_points(ok)
+    assert st[["engine", "concurrency", "ttft_ms", "lowest_higher_ttft_ms"]].values.tolist() == [["vllm", 16, 2652.0, 300.0]]
+    assert EC.stalled_points(ok.assign(time_to_first_token_avg=[20.0, 25, 30, 40, 60, 300, 500])).empty  # rising TTFT is queueing
+
+
 def test_published_ch66_verdict_as_a_win_table():
     w = EC.published_7b_wins()
     assert len(w) == 1
@@ -312,10 +332,10 @@ def test_chapter_says_plainly_that_no_gpu_record_exists(runs_root, tmp_path):
     text = _execute(tmp_path)
     assert "No GPU record of this comparison exists yet" in text and "No GPU record of the gpt-oss-20b sweep exists yet" in text
     assert "SGLang 0.5.17" in text and "1,156.97" in text and "813.81" in text  # the decision and the published numbers
-    assert "Where each engine wins: measured" in text and "published: Fixstars 2026 §6.6" in text  # the article's verdicts only
-    assert "measured: run" not in text and "image/png" not in text  # nothing measured is shown
+    assert "Where each engine wins, published" in text and "Fixstars 2026 §6.6" in text and "Fixstars 2026 §8.2" in text  # the article's verdicts only
+    assert "measured: run" not in text and "image/svg+xml" not in text  # nothing measured is shown
     glued = _glued(tmp_path)
-    assert glued["ec_pub_vllm"] == "813.81" and glued["ec_run"] == glued["ec_c16_sgl"] == "n/a"
+    assert glued["ec_pub_vllm"] == "813.81" and glued["ec_run"] == glued["ec_c16_sgl"] == EC.NA
 
 
 @pytest.mark.slow
@@ -332,7 +352,7 @@ def test_a_server_that_cannot_start_is_a_recorded_result_and_the_chapter_shows_w
     assert list(got["outcome"]) == ["refused", "refused"] and set(got["failure"]) == {"ValueError: max_num_seqs must be positive"}
     assert (got["model"] == "gpt-oss-20b").all() and (got["part"] == "gptoss-vllm").all() and load_record(path).manifest["outcome"] == "ok"
     text = _execute(tmp_path, run_ids=["dead"])
-    assert "Points that did not succeed (run dead)" in text and "Run dead: no successful point to plot." in text and "image/png" not in text
+    assert "Points that did not succeed (run dead)" in text and "Run dead: no successful point to plot." in text and "image/svg+xml" not in text
 
 
 # --- end to end on this CPU: a real transformers server and a real CPU vLLM ------------------------------------------------
@@ -375,7 +395,7 @@ def test_cpu_engines_sweep_is_fair_and_renders(runs_root, tmp_path):
 
     text = _execute(tmp_path, run_ids=["ci-engines"])
     assert "Fairness rules on run ci-engines" in text and "Where each engine wins, per concurrency (run ci-engines)" in text
-    assert text.count("image/png") == 2 and "No GPU record of this comparison exists yet" in text
+    assert text.count('"image/svg+xml"') == 2 and "No GPU record of this comparison exists yet" in text
 
     # The GPU sections, exercised on copies of this record relabelled as GPU records of the two parts (their numbers
     # are the CPU's: only the rendering is under test), plus a trtllm_serve record that the rules must refuse.
@@ -386,7 +406,7 @@ def test_cpu_engines_sweep_is_fair_and_renders(runs_root, tmp_path):
     assert "No GPU record" not in text and "Where each engine wins, per concurrency (run gpu-7b)" in text
     assert "Concurrency 1: our vLLM record against the article" in text and "The servers: flags, package versions and the kernels they logged (run gpu-oss, trt-ci)" in text
     assert "**Not compared** (run gpu-oss, trt-ci): refusing to compare these records: same_prompts: c=1: trtllm-serve none" in text
-    assert text.count("image/png") == 4 and "Traceback" not in text
+    assert text.count('"image/svg+xml"') == 4 and "Traceback" not in text  # key figure + 7B TTFT, gpt-oss throughput + TTFT
 
 
 def _relabel(src: Path, dst: Path, part: str, model: str, engines=None) -> None:
@@ -515,7 +535,12 @@ def test_h100_where_each_wins_and_the_articles_c16():
     mine = w[w.source == "measured: run h100-engines3, NVIDIA H100 80GB HBM3"].set_index(["metric", "winner"])
     assert set(mine.comparison) == {"sglang 0.5.17 vs vllm 0.25.0 (llama-2-7b-gptq, 512 in / 256 out)"}
     assert mine.loc[("TTFT, avg (ms)", "sglang"), "at concurrency"] == "1, 2" and mine.loc[("TTFT, avg (ms)", "vllm"), "at concurrency"] == "4, 8, 16, 32, 64"
-    assert mine.loc[("total output throughput (tokens/s)", "sglang"), "points won"] == "7 of 7"
+    # one rule for every verdict: SGLang's 1.01-1.02x leads at c=16, 32 and 64 are ties, in the table as in the text
+    assert mine.loc[("total output throughput (tokens/s)", "sglang"), "at concurrency"] == "1, 2, 4, 8"
+    assert mine.loc[("total output throughput (tokens/s)", "tie"), ["at concurrency", "points won"]].tolist() == ["16, 32, 64", "3 of 7"]
+    ans = EC.answer(EC.load_page())
+    assert "at the article's point (c=16) a tie (1.01×, within 2 %), sglang 2,426 and vllm 2,390 total output tokens/s" in ans
+    assert "total output throughput: sglang at c = 1, 2, 4, 8, tie at c = 16, 32, 64" in ans and "ahead by 1.01" not in ans
     pub = w[w.source.str.startswith("published")]
     assert list(pub.source.unique()) == ["published: Fixstars 2026 §6.6, NVIDIA H100 PCIe", "published: Fixstars 2026 §8.2, NVIDIA H100 PCIe"]
     r66 = pub.iloc[0]
@@ -536,7 +561,7 @@ def test_chapter_glues_what_the_h100_record_says(tmp_path):
     glued = _glued(tmp_path)
     md = "".join("".join(c["source"]) for c in json.loads((ROOT / "notebooks/engine_comparison.ipynb").read_text())["cells"] if c["cell_type"] == "markdown")
     used = set(re.findall(r"\{glue:\}`([^`]+)`", md))
-    assert used <= set(glued) and not [k for k in used if glued[k] == "n/a"]
+    assert used <= set(glued) and not [k for k in used if glued[k] == EC.NA]
     res = pd.read_csv(H100 / "results.csv").set_index(["engine", "concurrency"])
     c16 = res.xs(16, level="concurrency")["output_token_throughput"]
     expect = {
@@ -546,14 +571,15 @@ def test_chapter_glues_what_the_h100_record_says(tmp_path):
         "ec_c1_sgl_user": f"{res.loc[('sglang', 1), 'output_token_throughput_per_user_avg']:.1f}", "ec_c1_vllm_user": f"{res.loc[('vllm', 1), 'output_token_throughput_per_user_avg']:.1f}",
         "ec_sgl_weights": "3.73", "ec_vllm_weights": "3.68", "ec_sgl_kv": "126,579", "ec_vllm_kv": "139,664", "ec_sgl_kv_gib": "61.8", "ec_vllm_kv_gib": "68.2",
         "ec_sgl_kernel": "gptq_marlin", "ec_vllm_kernel": "MacheteLinearKernel", "ec_kv_need": "12,288", "ec_kv_headroom": "10×",
-        "ec_fail_first": "ModuleNotFoundError: No module named 'flashinfer'", "ec_prefill_s": "409.16", "ec_ready_s": "460",
+        "ec_prefill_s": "409", "ec_c16_verdict": "a tie (1.01×, within 2 %)", "ec_tie_pct": "2 %",
         "ec_ttft_sgl_at": "1, 2", "ec_ttft_vllm_at": "4, 8, 16, 32, 64", "ec_ours_vs_article_vllm": f"{c16['vllm'] / 813.81:.2f}×", "ec_bw_ratio": "1.68×",
         "ec_c16_prompts": "400", "ec_cap": "16", "ec_conc": "1 to 64",
     }
     assert {k: glued[k] for k in expect} == expect
-    assert glued["ec_sgl_args"].endswith("--attention-backend fa3 --sampling-backend pytorch --cuda-graph-backend-prefill disabled")
+    assert '"sglang 0.5.17:\\n", "  --dtype float16 --load-format dummy' in text and "--cuda-graph-backend-prefill disabled" in text  # a code block
+    assert "\u2013dtype" not in text and "\\u2013dtype" not in text  # flags keep their two hyphens
     assert "What each server loaded, read from its log (run h100-engines3)" in text and "Attempts before run h100-engines3 that measured nothing" in text
-    assert "measured: run h100-engines3, NVIDIA H100 80GB HBM3" in text and "Concurrency 16, total output throughput: run h100-engines3" in text
+    assert "Where each engine wins, measured in run h100-engines3, NVIDIA H100 80GB HBM3" in text and "Concurrency 16, total output throughput: run h100-engines3" in text
     assert "published: the article&#x27;s §6.6 numbers" in text  # the 7B figures cite §6.6, not the gpt-oss §8.1
 
 
@@ -570,7 +596,7 @@ def _h100_expected() -> dict:
         "ec_c1_sgl_user": f"{res.loc[('sglang', 1), 'output_token_throughput_per_user_avg']:.1f}", "ec_c1_vllm_user": f"{res.loc[('vllm', 1), 'output_token_throughput_per_user_avg']:.1f}",
         "ec_sgl_weights": "3.73", "ec_vllm_weights": "3.68", "ec_sgl_kv": "126,579", "ec_vllm_kv": "139,664", "ec_sgl_kv_gib": "61.8", "ec_vllm_kv_gib": "68.2",
         "ec_sgl_kernel": "gptq_marlin", "ec_vllm_kernel": "MacheteLinearKernel", "ec_kv_need": "12,288", "ec_kv_headroom": "10×",
-        "ec_fail_first": "ModuleNotFoundError: No module named 'flashinfer'", "ec_prefill_s": "409.16", "ec_ready_s": "460",
+        "ec_prefill_s": "409", "ec_c16_verdict": "a tie (1.01×, within 2 %)", "ec_tie_pct": "2 %",
         "ec_ttft_sgl_at": "1, 2", "ec_ttft_vllm_at": "4, 8, 16, 32, 64", "ec_ours_vs_article_vllm": f"{c16['vllm'] / 813.81:.2f}×", "ec_bw_ratio": "1.68×",
         "ec_c16_prompts": "400", "ec_cap": "16", "ec_conc": "1 to 64", "gptoss_vocab": "201,088",
     }
@@ -582,17 +608,16 @@ def test_statements_of_the_h100_record_without_papermill():
     md = "".join("".join(c["source"]) for c in json.loads((ROOT / "notebooks/engine_comparison.ipynb").read_text())["cells"] if c["cell_type"] == "markdown")
     import re
 
-    assert set(re.findall(r"\{glue:\}`([^`]+)`", md)) == set(st) and len(st) == 54  # the text quotes every statement, and only statements
+    assert set(re.findall(r"\{glue:\}`([^`]+)`", md)) == set(st) and len(st) == 52  # the text quotes every statement, and only statements
     expect = _h100_expected()
     assert {k: st[k] for k in expect} == expect
-    assert not [k for k, v in st.items() if v == "n/a"]
-    assert st["ec_sgl_args"].endswith("--attention-backend fa3 --sampling-backend pytorch --cuda-graph-backend-prefill disabled")
+    assert not [k for k, v in st.items() if v == EC.NA]
 
 
 def test_statements_without_records_are_published_numbers_and_n_a(runs_root):
     st = EC.statements(EC.load_points())
     assert st["ec_pub_vllm"] == "813.81" and st["ec_pub_ratio"] == "1.42×" and st["ec_article_gpu"] == "NVIDIA H100 PCIe"
-    assert {st[k] for k in EC.KEYS_7B} == {"n/a"}  # nothing measured is claimed
+    assert {st[k] for k in EC.KEYS_7B} == {EC.NA}  # nothing measured is claimed
 
 
 def test_parameters_have_one_home_notebook_cli_and_spec_agree(monkeypatch):
@@ -633,7 +658,7 @@ def test_a_forked_model_gets_its_own_numbers_or_the_command_that_measures_them(m
     st = page.statements
     mistral, qwen = M.title("mistral-7b-v0.3"), M.title("qwen3-30b-a3b")
     assert st["ec_run"] == not_measured(mistral, "llmstudy engines run second-engine --model mistral-7b-v0.3 --run-id RUN_ID")
-    assert {st[k] for k in EC.KEYS_7B if k != "ec_run"} == {"n/a"}
+    assert {st[k] for k in EC.KEYS_7B if k != "ec_run"} == {EC.NA}
     assert st["gptoss_vocab"] == f"151,936 ({qwen}'s config; gpt-oss-20b's differs)"
     assert st["ec_pub_vllm"] == "813.81"  # the article's numbers stay, as the article's (the prose names its model)
     assert EC.records_line(page) == "engine_comparison records: none; trtllm_serve records: none"

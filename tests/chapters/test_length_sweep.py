@@ -2,6 +2,7 @@
 without papermill), the fork's honesty for other models (a multimodal one included), the notebook under papermill."""
 
 import json
+import re
 import sys
 
 import papermill as pm
@@ -123,6 +124,20 @@ def test_a_forked_model_shows_its_own_kv_and_says_what_is_not_measured(model, kv
 
 # --- the notebook under papermill --------------------------------------------------------------------------------
 
+def _outputs(nb) -> str:
+    """Everything the executed notebook shows a reader: its outputs' HTML, text and streams (not its code)."""
+    out = []
+    for c in nb["cells"]:
+        for o in c.get("outputs", []):
+            data = o.get("data", {})
+            t = o.get("text", "")
+            out.append(t if isinstance(t, str) else "".join(t))
+            for mime in ("text/html", "text/plain", "text/markdown"):
+                v = data.get(mime, "")
+                out.append(v if isinstance(v, str) else "".join(v))
+    return "\n".join(out)
+
+
 def _run(tmp_path, **params):
     return execute_chapter("length_sweep", tmp_path, **params)
 
@@ -130,10 +145,13 @@ def _run(tmp_path, **params):
 @pytest.mark.slow
 def test_notebook_renders_refusals_and_failures(tmp_path, study):
     text, glue, nb = _run(tmp_path)
-    assert '"ename"' not in text and text.count("image/png") >= 3
+    assert '"ename"' not in text and text.count('"image/svg+xml"') == 5  # key figure, max_model_len, two input/output, concurrency 16 (SVG)
     assert glue == study
-    assert "index out of bounds" in text and "runs: h100-b, h100-c" in text and "runs: h100-d" in text
-    assert "runs: h100-e" in text  # the concurrency-16 half, kept apart from concurrency 1
+    assert "index out of bounds" in text and "length_sweep/h100-c" in text and "length_sweep/h100-d" in text
+    assert "length_sweep/h100-e" in text  # the concurrency-16 half, kept apart from concurrency 1
+    shown = _outputs(nb)
+    assert "stale .git" not in shown and not re.search(r"\b(NaN|None|n/a)\b", shown)  # no internal notes, no placeholders
+    assert "1,398.62" not in shown and ">8192.0<" not in shown and ">16.0<" not in shown  # counts print as integers
     assert thin_code(nb, 60)
 
 

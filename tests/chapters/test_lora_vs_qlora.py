@@ -288,7 +288,7 @@ def test_notebook_analyze_mode_without_records_says_so(tmp_path):
     proc, text = _papermill(tmp_path, empty)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "llama-2-7b: no run record yet" in text and "gemma-3-270m: no run record yet" in text
-    assert "loss is on" in text and "predicted peak GiB" in text and "commas_per_sentence" in text
+    assert "loss is on" in text and "Predicted peak (GiB)" in text and "Characters (mean)" in text
     assert '"ename"' not in text
 
 
@@ -298,7 +298,7 @@ def test_notebook_analyze_mode_renders_a_record(tmp_path, cpu_record):
     proc, text = _papermill(tmp_path, root, "-p", "model", "tiny-llama-32k")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "cpu-test" in text and "tiny-llama-32k: no run record yet" not in text
-    assert "speedup per epoch" in text and "lora-fast (cpu-test)" in text
+    assert "Speed-up (×)" in text and "lora-fast (cpu-test)" in text
     assert '"ename"' not in text
 
 
@@ -369,7 +369,8 @@ def test_chapter_states_what_the_committed_records_hold(tmp_path):
     proc, text = _papermill(tmp_path, ROOT / "data/runs")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "gemma-3-270m lora met (20.9x, +0.01%); gemma-3-270m qlora met (21.3x, +0.60%)" in text
-    assert "trained all 48 steps in h100-small-article, side by side on one GPU, resumed across 2 calls" in text
+    assert "trained all 48 steps in h100-small-article, side by side on one GPU, in 2 parts" in text
+    assert "QLoRA&#x27;s held-out loss per answer token is 3.804 against LoRA&#x27;s 3.577" in text or "QLoRA's held-out loss per answer token is 3.804 against LoRA's 3.577" in text
     assert "final eval loss lora 3.577, qlora 3.804" in text
     assert '"ename"' not in text
 
@@ -443,11 +444,11 @@ BEFORE = {  # the chapter's glued values on the committed records, as the page s
     "memory_chapter_heads": "its largest error over 14 recorded peaks is 1.2% with the fused head, 5.3% with full logits (h100-c qlora/paged_adamw_8bit/bf16/s1024xb1/ckpt)",
     "quality_verdict": "Held-out loss per answer token: base 4.053 (perplexity 57.6); lora 3.577 (perplexity 35.8); qlora 3.804 (perplexity 44.9); "
                        "lora-fast 3.577 (perplexity 35.8); qlora-fast 3.827 (perplexity 45.9).",
-    "small_article_note": "The article-recipe runs (lora, qlora) trained all 48 steps in h100-small-article, side by side on one GPU, resumed across 2 calls from "
-                          "Trainer checkpoints (adapter, optimizer, scheduler and RNG state): final eval loss lora 3.577, qlora 3.804. An earlier article-recipe "
-                          "lora run (h100-small-a), which had the GPU alone, stopped at its call's deadline (timeout) after 18 of 48 steps at 11.0 s per step; "
+    "small_article_note": "The article-recipe runs (lora, qlora) trained all 48 steps in h100-small-article, side by side on one GPU, in 2 parts, each resumed "
+                          "from the Trainer checkpoint (adapter, optimizer, scheduler and RNG state): final eval loss lora 3.577, qlora 3.804. An earlier article-recipe "
+                          "lora run (h100-small-a), which had the GPU alone, stopped at its time limit (timeout) after 18 of 48 steps at 11.0 s per step; "
                           "the comparison of speed below takes its step time from it. An earlier article-recipe qlora run (h100-small-b), which had the GPU "
-                          "alone, stopped at its call's deadline (timeout) after 31 of 48 steps at 13.5 s per step; the comparison of speed below takes its "
+                          "alone, stopped at its time limit (timeout) after 31 of 48 steps at 13.5 s per step; the comparison of speed below takes its "
                           "step time from it.",
     "small_mem_at_run": "lora-fast 9.67 GiB; qlora-fast 9.84 GiB; lora 1.20 GiB; qlora 1.38 GiB",
     "small_mem_note": "lora-fast (h100-small-a): 0.97 GiB measured against 0.99 GiB predicted (+2.2%); qlora-fast (h100-small-a): 1.26 GiB measured against "
@@ -469,13 +470,58 @@ def committed():
     return L.load_tables(ROOT / "data/runs"), R.results("memory_accounting", root=ROOT / "data/runs")
 
 
+ISSUE20 = {  # the first screen (issue 20): the answer, what the small model's answers show, why 33 min against 20
+    "answer": "Quality, on a real pretrained model, gemma-3-270m (Google's Gemma 3, 270M, base model): after three epochs of the article's recipe QLoRA's "
+              "held-out loss per answer token is 3.804 against LoRA's 3.577 (+6.4%, run h100-small-article; the untrained model 4.053, run h100-small-a): "
+              "a small, measurable cost of 4-bit weights that the article's eight sampled answers could not show. Memory, on the llama-2-7b architecture "
+              "(H100 80GB HBM3, run h100-7b): QLoRA peaks at 4.71 GiB of allocator memory against LoRA's 12.98 GiB (6.3 against 14.9 GB in nvidia-smi; "
+              "the article read 7.6 against 15.1–17.0 GB), and its optimizer step takes 1.33× as long (the article: 1.35×).",
+    "loops": "gemma-3-270m (Google's Gemma 3, 270M, base model) is too small for these prompts: greedy decoding falls into a loop (a stretch of text "
+             "repeated five times or more in a row) in base 7 of 8; lora 8 of 8; qlora 8 of 8; lora-fast 8 of 8; qlora-fast 8 of 8 answers, for example "
+             "base 「あなたは誰ですか? mendatanguser」 × 22 and lora 「あなたは、誰ですか? mendatanguser」 × 19.",
+}
+TIMING = ("Our llama-2-7b LoRA step takes 17.70 s (run h100-7b, H100 80GB HBM3), so the article's 111 steps project to 17.70 × 111 = 32.8 min, while the "
+          "article's whole run, on an H100 PCIe with 24% less compute and 40% less memory bandwidth than the H100 SXM, took 19.9 min. Per micro-batch (one "
+          "sample) that is 0.553 s against at most 1,192 s / (111 × 32) = 0.336 s.",
+          "the memory chapter's H100 records take 0.515 s per micro-batch at 100 tokens (h100-a) and 0.518 s at 1,024 tokens (h100-c): 10.2× the tokens, "
+          "1.01× the time.",
+          "takes 0.367 s per micro-batch (h200-a) against 0.515 s.",
+          "the article's `time` shows 23.7 min of CPU time in 19.9 min of wall time for LoRA",
+          "QLoRA over LoRA is 1.33× here and 1.35× in the article. The same work, a host about 1.65× slower per micro-batch")
+
+
 def test_statements_of_the_committed_records_are_the_pages_values(committed, tok):
     tables, memory = committed
     rows = L.load_rows(L.dataset_path())
     checked = L.check_lengths(L.token_lengths(rows, "llama2-inst", tok), 1024)
     mask = L.label_mask_example(tok, L.split_rows(rows)[0][0])
     got = L.statements(tables, "gemma-3-270m", "llama-2-7b", rows=rows, checked=checked, mask=mask, memory_records=memory)
-    assert got == BEFORE
+    timing = got.pop("timing_why")
+    assert got == BEFORE | ISSUE20
+    for part in TIMING:
+        assert part in timing, part
+
+
+def test_the_step_time_evidence_is_the_records_own():
+    """The 33-min projection against the article's 20 min: per micro-batch times straight from the records."""
+    T = L.load_tables()
+    mb = L.micro_batch_times(L.views(T, "gemma-3-270m", "llama-2-7b")["speed"], R.results("memory_accounting")).set_index("source")
+    assert mb.loc["h100-7b (lora, this chapter's data)", "s_per_micro_batch"] == pytest.approx(17.704320 / 32, rel=1e-6)
+    assert mb.loc["h100-a (lora, synthetic 100-token samples)", "s_per_micro_batch"] == pytest.approx(16.474178 / 32, rel=1e-6)
+    assert mb.loc["h100-c (lora, synthetic 1024-token samples)", "s_per_micro_batch"] == pytest.approx(2.071730 / 4, rel=1e-6)
+    assert mb.loc["the article (lora, `time` of the whole run)", "s_per_micro_batch"] == pytest.approx((19 * 60 + 52.129) / (111 * 32))
+    assert len(L.micro_batch_report(mb.reset_index()).headers) <= 8
+
+
+def test_loops_are_found_and_answers_are_cut():
+    assert L.loop_of("名前を教えて" + "この、" * 80) == ("この、", 80)
+    assert L.loop_of("豆腐です。白くて、柔らかくて、何も、主張しない。") is None
+    T = L.load_tables()
+    ans = L.views(T, "gemma-3-270m", "llama-2-7b")["answers"]
+    cut = L.truncated_answers(ans, 120)
+    assert cut.drop(columns="prompt").map(len).max().max() <= 121 and len(cut) == 8
+    rep = L.answers_report(ans)
+    assert rep.collapsed and len(rep.headers) == 6
 
 
 def test_statements_without_inputs_say_n_a_not_a_number(committed):

@@ -73,7 +73,8 @@ def test_new_workflow_reproduces_the_article_settings_from_the_workload():
                  "kv_cache_config": {"free_gpu_memory_fraction": 0.9}, "moe_config": {"backend": "TRITON"}}
     s = T.script(GOOD_SERVE)
     assert "--max_batch_size 256" in s and "--max_num_tokens 262144" in s and "--max_seq_len 1024" in s  # 262,144 is the article's value
-    assert GOOD_SERVE.num_tokens >= GOOD_SERVE.batch * (GOOD_SERVE.input_len + GOOD_SERVE.output_len)
+    assert GOOD_SERVE.num_tokens >= GOOD_SERVE.batch * (GOOD_SERVE.input_len + GOOD_SERVE.prompt_overhead)  # a full wave of prompts in one iteration
+    assert "enable_chunked_prefill" not in T.serve_yaml(GOOD_SERVE) and T.serve_yaml(replace(GOOD_SERVE, enable_chunked_prefill=True))["enable_chunked_prefill"] is True
     assert "moe_config" not in T.serve_yaml(T.ServeDeploy(model="llama-2-7b"))  # dense model: no MoE backend
     small = T.ServeDeploy(concurrencies=[1, 8], input_len=1000, output_len=100)
     assert (small.batch, small.seq_len, small.num_tokens) == (8, 1280, 10240)
@@ -214,7 +215,13 @@ def test_model_check(cfg, needle):
 
 
 @pytest.mark.parametrize("change,status,needle", [
-    ({"max_num_tokens": 8192}, "error", "about half the throughput"),
+    # max_num_tokens is a per-iteration budget (TensorRT-LLM docs): an error only where one prompt cannot be scheduled
+    ({"max_num_tokens": 639}, "error", "max_num_tokens 639 < the longest prompt, input + chat template = 640, with chunked prefill off"),
+    ({"max_num_tokens": 639, "enable_chunked_prefill": True}, "note", "prefilled over at least 257 iterations"),
+    ({"max_num_tokens": 640}, "note", "256 prompts of 640 tokens arriving together (163,840 tokens) are prefilled over at least 256 iterations"),
+    ({"max_num_tokens": 8192}, "note", "prefilled over at least 20 iterations instead of one"),
+    ({"max_num_tokens": 163839}, "note", "at least 2 iterations"),
+    ({"max_num_tokens": 200, "enable_chunked_prefill": True}, "warning", "max_num_tokens 200 < max_batch_size 256"),
     ({"max_batch_size": 64}, "error", "< largest concurrency 256"),
     ({"max_seq_len": 700, "max_num_tokens": 262144}, "error", "< input + output 768"),
     ({"max_seq_len": 800}, "warning", "chat template"),
@@ -222,8 +229,17 @@ def test_model_check(cfg, needle):
     ({"cuda_graph_max_batch_size": 128}, "warning", "CUDA graphs cover batches up to 128"),
 ])
 def test_workload_check(change, status, needle):
-    f = errors(T.check_workload(replace(GOOD_SERVE, **change)))
+    f = [x for x in T.check_workload(replace(GOOD_SERVE, **change)) if x.status != "ok"]
     assert [x.status for x in f] == [status] and needle in f[0].message
+
+
+def test_max_num_tokens_rule_cites_the_tensorrt_llm_docs_and_a_full_wave_is_ok():
+    assert T.MAX_NUM_TOKENS_DOC == "https://nvidia.github.io/TensorRT-LLM/features/paged-attention-ifb-scheduler.html"
+    for k in (639, 8192):
+        assert T.MAX_NUM_TOKENS_DOC in T.check_workload(replace(GOOD_SERVE, max_num_tokens=k))[0].message
+    ok = T.check_workload(replace(GOOD_SERVE, max_num_tokens=163840))
+    assert [f.status for f in ok] == ["ok"] and "prefills 256 prompts of 640 tokens in one iteration" in ok[0].message
+    assert "fix" not in T.check_workload(GOOD_SERVE)[0].message and T.check_workload(GOOD_SERVE)[0].status == "ok"
 
 
 def test_paths_check(tmp_path):
@@ -245,6 +261,49 @@ def test_every_article_pitfall_is_caught(tmp_path):
     assert len(table) == 7 and "(not caught)" not in table.preflight.tolist()
     assert table.fix.str.len().min() > 10
     assert "std::bad_cast" in table.preflight[0] and "map::at" in table.preflight[1]
+    # the stand-in skeleton's scratch folder never reaches the page: the row names the folder it stands for
+    assert not table.apply(lambda col: col.astype(str).str.contains(str(tmp_path), regex=False)).any().any()
+    assert table.preflight[3].startswith("/app/all_models/inflight_batcher_llm: ensemble/config.pbtxt has no ${triton_max_batch_size")
+    default = T.pitfalls(GOOD_TRITON)  # a fresh temporary folder: still not shown
+    assert "/tmp" not in " ".join(default.astype(str).values.ravel())
+
+
+@pytest.mark.parametrize("cfg", [GOOD_TRITON, GOOD_SERVE], ids=["triton", "serve"])
+def test_the_page_script_shows_the_benchmark_once_and_each_run_is_that_template(cfg):
+    page, full = T.page_script(cfg), T.script(cfg)
+    assert page.count("genai-perf profile") == 1 and full.count("genai-perf profile") == len(cfg.concurrencies)
+    assert page.split("benchmark")[0].rsplit("# [", 1)[0] == full.split("benchmark")[0].rsplit("# [", 1)[0]  # every step before the benchmarks as generated
+    loop = page[page.index("for C in "):page.index("done\n")]
+    body = loop.split("\n", 2)[2].replace("\n        ", "\n    ").strip()
+    points = T.bench_points(cfg)
+    assert points.concurrency.tolist() == cfg.concurrencies and loop.startswith(f"for C in {' '.join(map(str, cfg.concurrencies))}; do")
+    blocks = [b.split("\n", 1)[1].split("\n\n")[0].strip() for b in full.split("# [")[1:] if "] benchmark c=" in b.split("\n", 1)[0]]
+    assert len(blocks) == len(points) == len(cfg.concurrencies)
+    for r, block in zip(points.itertuples(), blocks):  # the template with C and N filled in is the reviewed block, byte for byte
+        assert body.replace("$C", str(r.concurrency)).replace("$N", str(r.requests)) == block
+        assert r.artifacts.endswith(f"/bench/c{r.concurrency}") and r.requests == max(cfg.min_requests, cfg.requests_per_concurrency * r.concurrency)
+    assert (points.requests.tolist()[:4], points.requests.iloc[-1]) == (([50, 50, 50, 80], 2560) if cfg is GOOD_SERVE else ([50, 50, 80, 160], 640))
+    assert not any(ch in page for ch in "\u2013\u2014\u2212")  # ASCII dashes only in code
+
+
+def test_the_pages_statements_and_tables():
+    st = T.page.statements(GOOD_TRITON)
+    assert (st["tr_pub_triton_c16"], st["tr_pub_vllm_c16"], st["tr_pub_ratio_c16"], st["tr_pitfalls_caught"], st["tr_steps"], st["tr_preflight"]) == (
+        "1,157", "814", "1.42×", "7 of 7", "19", "passes")
+    st = T.page.statements(GOOD_SERVE)
+    assert (st["tr_batch"], st["tr_seq_len"], st["tr_num_tokens"], st["tr_longest"], st["tr_wave"], st["tr_wave_iters_8192"], st["tr_pub_c1_user"]) == (
+        "256", "1,024", "262,144", "640", "163,840", "20", "231")
+    assert T.page.statements(replace(GOOD_SERVE, max_num_tokens=100))["tr_preflight"] == "stops with 1 error"
+    for wf in ("old", "new"):
+        t = T.page.published_view(wf)
+        assert len(t.headers) <= 8 and t.headers[:2] == ["Metric", "Value"]
+        text = " ".join(c for r in t.rows for c in r)
+        assert "nan" not in text.lower() and "None" not in text
+    old = T.page.published_view("old").rows
+    assert ["output_token_throughput", "1,156.97 tokens/s", "16"] == old[10][:3] and old[0][1] == "14.00 ms" and old[5][1] == "1,398.62 ms"
+    assert [r[2] for r in T.page.published_view("new").rows] == ["1", "1", "—", "—"]
+    d = T.page.derived_table(GOOD_SERVE).rows
+    assert ["max_num_tokens", "262,144", "max_batch_size x max_seq_len"] in d and ["mixture of experts", "yes", "config.json num_local_experts = 32"] in d
 
 
 def test_bad_notebook_parameters_are_named():
@@ -363,8 +422,10 @@ def _cli(*args):
 def test_cli_plan_preflight_and_refusal():
     assert _cli("plan", "triton").stdout == (ROOT / "data/trtllm/expected/llama-2-7b/triton_plan.sh").read_text()
     assert _cli("plan", "serve", "--yaml").stdout == (ROOT / "data/trtllm/expected/gpt-oss-20b/extra-llm-api-config.yml").read_text()
-    bad = _cli("preflight", "serve", "--set", "max_num_tokens=8192")
-    assert bad.returncode == 1 and "about half the throughput" in bad.stdout
+    bad = _cli("preflight", "serve", "--set", "max_num_tokens=512")
+    assert bad.returncode == 1 and "max_num_tokens 512 < the longest prompt" in bad.stdout
+    note = _cli("preflight", "serve", "--set", "max_num_tokens=8192")
+    assert note.returncode == 0 and "per-iteration budget" in note.stdout
     assert _cli("preflight", "triton", "--set", "concurrencies=[1, 8]").returncode == 0
     assert "unknown triton parameter(s) ['bogus']" in _cli("plan", "triton", "--set", "bogus=1").stderr
     refused = subprocess.run([sys.executable, "-m", "llmstudy.cli", "trtllm", "run", "triton"], capture_output=True, text=True, timeout=120, env={**os.environ, "PATH": "/nonexistent"})
@@ -412,7 +473,8 @@ def test_notebooks_execute_in_analyze_mode(tmp_path):
     text = out.read_text()
     assert "No run record of llama-2-7b in data/runs/trtllm_triton_deploy: this project did not execute TensorRT-LLM for it" in text
     assert "identical to the reviewed expected file" in text
-    assert "std::bad_cast" in text and "map::at" in text and "1156.97" in text
+    outputs = json.dumps([c.get("outputs", []) for c in json.loads(text)["cells"]])
+    assert "std::bad_cast" in outputs and "map::at" in outputs and "1,156.97 tokens/s" in outputs and "/tmp/" not in outputs  # no scratch path on the page
     proc, out = _papermill(tmp_path, "trtllm_serve", "-p", "model", "llama-2-7b")
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()

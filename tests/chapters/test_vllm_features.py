@@ -385,7 +385,7 @@ def test_the_executed_chapter_glues_the_h100_numbers(tmp_path, h100):
     assert glue["vf_runs"] == f"{H100} (llama-2-7b)" and glue["vf_gpu"] == "NVIDIA H100 80GB HBM3" and glue["vf_measured"] == "eager, prefix-caching, one-at-a-time"
     assert glue["vf_pending"].startswith("no-chunked-prefill, mnbt-512 (core); kv-fp8") and glue["vf_pending"].endswith("ngram, ngram-gpu (spec)")
     # the table names the arms not measured, the figure and every table name the record
-    assert "not measured yet" in text and "no-chunked-prefill" in text and "image/png" in text and "runs: h100-core-a" in text
+    assert "not measured yet" in text and "no-chunked-prefill" in text and "image/svg+xml" in text and "runs: h100-core-a" in text
     assert text.count("Source: run record vllm_features/h100-core-a (model llama-2-7b).") >= 5  # the source line names the model (core.book)
     assert "no-chunked-prefill: not measured yet" in text and "mnbt-512: not measured yet" in text
     assert glue["vf_no_chunked_prefill_c64_throughput"] == "n/a"  # measured in another record, not shown here
@@ -701,3 +701,84 @@ def test_the_4bit_arms_are_refused_for_another_model_before_any_work(runs_root):
     with pytest.raises(ValueError, match=r"arm\(s\) \['gptq', 'awq'\] serve \['llama-2-7b-awq', 'llama-2-7b-gptq'\], layouts of llama-2-7b, not of mistral-7b-v0.3"):
         F.run("quant", model="mistral-7b-v0.3", run_id="x")
     assert not (runs_root / F.EXPERIMENT).exists() or not any((runs_root / F.EXPERIMENT).iterdir())
+
+
+# --- the page as a report: the answer's claims, the forest plot, the curated tables -------------------------------------
+
+def test_what_the_opening_answer_says_holds_on_every_gpu_record():
+    """The first screen's sentences (not only their glued numbers) rest on these facts of the records."""
+    page = F.load_page()
+    c = F.compare(page.gpu).sort_values("run_id").drop_duplicates(["arm", "workload", "metric"], keep="last").set_index(["arm", "workload", "metric"])
+    t = c.xs("output_token_throughput", level="metric")
+    seven_b = t[~t.index.get_level_values("arm").isin(F.GROUPS["spec"])]
+    effect = np.log1p(seven_b["delta_pct"] / 100).abs()  # the size of a change as the figure draws it (log ratio)
+    assert list(effect.nlargest(3).index) == [("one-at-a-time", "c16"), ("attn-flex", "c16"), ("eager", "c1")]  # the three largest: leaving a default
+    assert (seven_b.loc[effect.nlargest(3).index, "delta_pct"] < -60).all()
+    fp8 = [t.loc[("fp8-weights", w), "delta_pct"] for w in ("c1", "c16", "c64")]
+    assert fp8[0] > fp8[1] > fp8[2] > 0 and all(t.loc[(a, "c1"), "delta_pct"] > t.loc[(a, "c64"), "delta_pct"] > 0 for a in ("gptq", "awq"))
+    assert t.loc[("prefix-caching", "shared prefix c16"), "larger_than_noise"] and not t.loc[("prefix-caching", "c16"), "larger_than_noise"]
+    assert not t.loc[("no-chunked-prefill", "c64"), "larger_than_noise"] and t.loc[("no-chunked-prefill", "c64"), "run_id"] == "h100-core-c"
+    st = page.statements
+    assert st["vf_one_at_a_time_c16_throughput_delta"] == "-91.2% (noise ±0.7%)" and st["vf_fp8_weights_c1_throughput_delta"] == "+56.7% (noise ±3.1%)"
+    assert st["vf_no_chunked_prefill_c64_throughput_verdict"] == "within" and st["vf_prefix_caching_shared_prefix_c16_throughput_delta"] == "+97.7% (noise ±3.3%)"
+    assert "Not measured yet" not in F.summary(page) and "Every arm of the four groups has been measured or skipped." in F.summary(page)
+    assert "within the noise on all" not in F.summary(page)  # the per-arm list is the figure's, not printed again
+
+
+def test_the_forest_plot_is_grouped_sorted_and_readable():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from llmstudy.chapters.vllm_features import figures as FG
+    from llmstudy.publishing import figstyle
+
+    page = F.load_page()
+    cmp = F.compare(page.gpu)
+    rows = FG.forest_rows(cmp)
+    assert len(rows) == 39 and rows["row"].is_unique  # one row per arm and workload: core-b's no-chunked-prefill c64 gives way to core-c's
+    assert list(dict.fromkeys(rows["group"])) == ["core", "quant", "kernels", "spec"]
+    assert rows["row"].iloc[0] == "one-at-a-time · c16" and rows.loc[rows.arm == "no-chunked-prefill", "run_id"].unique().tolist() == ["h100-core-c"]
+    quant = list(dict.fromkeys(rows.loc[rows.group == "quant", "arm"]))
+    assert quant == ["fp8-weights", "gptq", "awq", "kv-fp8"]  # sorted by the largest throughput change
+    assert rows.loc[rows.arm == "eager", "workload"].tolist() == ["c1", "c16", "c64"]
+    assert rows.loc[rows.arm == "ngram", "workload"].tolist() == ["grounded c1", "grounded c16", "open c1", "open c16"]
+    figstyle.setup()
+    fig = FG.figure(cmp, "t")
+    w, h = fig.get_size_inches()
+    assert w == figstyle.WIDTH_IN and h >= FG.ROW_IN * 39  # full width, tall enough for every label
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    top = max(ax.title.get_window_extent(r).y1 for ax in fig.axes)
+    assert fig._suptitle.get_window_extent(r).y0 >= top  # the title sits above the panels, not on them
+    labels = [t.get_window_extent(r) for t in fig.axes[0].get_yticklabels()]
+    assert all(a.y0 >= b.y1 - 0.5 or b.y0 >= a.y1 - 0.5 for a, b in zip(labels, labels[1:]))  # no two row labels overlap
+    for ax in fig.axes:
+        ticks = [t.get_window_extent(r) for t in ax.get_xticklabels() if t.get_text()]
+        assert all(a.x1 <= b.x0 for a, b in zip(ticks, ticks[1:]))  # no two tick labels overlap
+
+
+def _cells(t):
+    return [c for row in t.rows for c in row]
+
+
+def test_the_page_tables_are_curated():
+    from llmstudy.publishing.tables import MAX_COLUMNS
+
+    page = F.load_page()
+    d = page.gpu
+    head = F.headline_view(d, page.skipped)
+    assert len(head.headers) <= MAX_COLUMNS and head.collapsed
+    rows = {(r[0], r[1]): r for r in head.rows}
+    assert rows[("eager", "c1")][2:] == ["-61.1 (±0.8)", "+67.2 (±30.5)", "+158.6 (±1.0)", "+0.05"] and rows[("prefix-caching", "c16")][2] == "≈ +0.4 (±1.1)"
+    assert rows[("no-chunked-prefill (h100-core-b)", "c64")][2] == "≈ +0.1 (±1.1)" and rows[("no-chunked-prefill (h100-core-c)", "c64")][2] == "≈ +0.0 (±1.2)"
+    assert rows[("kv-fp8", "c1")][5] == "+99.82" and ("no-chunked-prefill", "long prompts c16") in rows
+    assert rows[("attn-flashinfer", "—")][2].startswith("skipped (not started: the serving Python cannot import flashinfer") and rows[("attn-flashinfer", "—")][3] == "—"
+    tables = F.server_tables(page, d)
+    assert [t.caption.split(" of ")[1].split(" ")[0] for t in tables] == sorted(d.run_id.unique(), key=list(dict.fromkeys(page.servers.run_id)).index)
+    for t in tables:
+        assert t.collapsed and len(t.headers) <= MAX_COLUMNS
+        assert "None" not in _cells(t) and not any(c.lower() in ("nan", "n/a") for c in _cells(t))
+    core_a = {r[0]: r for r in tables[0].rows}
+    assert core_a["baseline.1"][1:4] == ["—", "—", "FLASH_ATTN (FA3)"] and core_a["baseline.1"][-1] == "107"  # 107.1 s, an integer count of seconds
+    quant = {r[0]: r for t in tables for r in t.rows if "fp8-weights" in [x[0] for x in t.rows]}
+    assert quant["fp8-weights"][1:3] == ["fp8", "CutlassFP8ScaledMMLinearKernel"] and quant["fp8-weights"][5:7] == ["6.74", "133,456"]

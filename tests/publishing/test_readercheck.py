@@ -4,6 +4,9 @@ The check itself is tested first on a small site with one defect of each kind, s
 means the defects are absent, not that the check is blind.
 """
 
+import re
+import shutil
+
 import pytest
 from conftest import ROOT
 
@@ -43,6 +46,63 @@ def test_the_check_sees_each_kind_of_defect(tmp_path):
                      "unrendered glue role", "glued values are empty", "1 glued values on the page, the notebook uses 2", "without a provenance line",
                      "broken link", "missing anchor"):
         assert expected in text, (expected, bad)
+
+
+FIXTURES = ROOT / "tests" / "fixtures" / "readercheck"
+# each self-test page holds one defect of one kind; the check must report it, and only it
+DEFECTS = {
+    "warning.html": "a warning is shown",
+    "stderr.html": "stderr output is shown",
+    "traceback.html": "a traceback is shown",
+    "tmp-path.html": "a temp or home path is shown: '/tmp/tmpab12cd/server.log'",
+    "home-path.html": "a temp or home path is shown: '/root/.cache/huggingface/hub'",
+    "tex-escape.html": "a raw TeX escape is shown",
+    "dash-in-code.html": "a typographic dash inside code: '–dtype bfloat16'",
+    "dash-in-flag.html": "a command-line flag with a typographic dash",
+    "placeholder-cell.html": "a placeholder in a table cell: 'nan'",
+    "placeholder-none.html": "a placeholder in the text",
+    "placeholder-text.html": "a placeholder in the text",
+    "placeholder-na.html": "a placeholder in the text",
+    "wide-table.html": "a table wider than the text column: Nineteen columns",
+    "narrow-figure.html": "a figure narrower than the text column: a figure shrunk to a third of the column",
+}
+
+
+def _by_page(problems):
+    out = {}
+    for p in problems:
+        out.setdefault(p.split(":", 1)[0], []).append(p)
+    return out
+
+
+def test_each_report_rule_fires_on_its_self_test_page_and_only_there():
+    rep = RC.check(FIXTURES, ["clean.html", *DEFECTS], landing=None, fonts=["Noto Sans CJK JP"])
+    found = _by_page(rep.problems)
+    assert "clean.html" not in found and "index.html" not in found, found  # Japanese, an en dash in prose, "None of", "—" in code
+    for page, expected in DEFECTS.items():
+        assert found.get(page), f"{page}: the rule did not fire"
+        assert all(expected in p for p in found[page]), (page, found[page])
+    assert set(found) == set(DEFECTS)
+
+
+def test_japanese_needs_a_cjk_font_and_the_landing_page_needs_computed_findings():
+    rep = RC.check(FIXTURES, ["cjk.html", "landing-clean.html"], landing=None, fonts=[])
+    found = _by_page(rep.problems)
+    assert [p.split(": ", 1)[1] for p in found["cjk.html"]] == ["the page shows Japanese but no CJK font is installed (Debian: fonts-noto-cjk)"]
+    assert "clean.html" not in found  # index.html is the clean page, which holds Japanese too
+    for landing, expected in (("landing-clean.html", None), ("landing-typed.html", "finding finding-6 has numbers that were typed, not computed: ['3.87']"),
+                              ("landing-none.html", "the landing page has no findings box")):
+        rep = RC.check(FIXTURES, [landing], landing=landing, fonts=["Noto Sans CJK JP"])
+        mine = _by_page(rep.problems).get(landing, [])
+        assert (mine == []) if expected is None else (mine == [f"{landing}: {expected}"]), mine
+
+
+def test_the_book_installs_a_cjk_font_like_chromium():
+    make = (ROOT / "Makefile").read_text()
+    assert "fonts-noto-cjk" in make and re.search(r"^test: \$\(FONTS_OK\)$", make, re.M) and re.search(r"^book: \$\(FONTS_OK\)$", make, re.M)
+    if RC.cjk_fonts() == [] and shutil.which("fc-list"):
+        pytest.skip("no CJK font here yet: make test installs fonts-noto-cjk")
+    assert any("CJK" in f or "Noto" in f for f in RC.cjk_fonts()), RC.cjk_fonts()
 
 
 @pytest.mark.slow

@@ -68,6 +68,33 @@ def test_the_toc_gives_every_chapter_whoever_added_it(tmp_path):
         publish.chapters(tmp_path)
 
 
+def test_the_chapters_come_first_and_every_chapter_is_listed():
+    toc = publish.toc_files(ROOT)
+    assert toc[0] == "intro" and toc[1] != "reproduce", toc[:3]
+    assert toc.index("reproduce") > max(i for i, f in enumerate(toc) if f.startswith("notebooks/"))
+    assert {f"notebooks/{nb.stem}" for nb in (ROOT / "notebooks").glob("*.ipynb")} <= set(toc)
+
+
+def test_every_page_gets_a_version_menu_and_a_repository_link(monkeypatch):
+    from types import SimpleNamespace
+
+    from llmstudy.publishing import sphinxext as X
+
+    monkeypatch.delenv("LLMSTUDY_REPOSITORY_URL", raising=False)
+    single = SimpleNamespace(html_theme_options={})
+    X._theme_options(single, "9.9", ROOT)
+    opts = single.html_theme_options
+    assert opts["switcher"] == {"json_url": "switcher.json", "version_match": "9.9"} and single.llmstudy_single_switcher
+    assert opts["article_header_end"][0] == "version-switcher" and opts["check_switcher"] is False
+    assert [x["name"] for x in opts["icon_links"]] == ["Repository"]
+    site = SimpleNamespace(html_theme_options=publish.site_config(ROOT, "9.9")["sphinx"]["config"]["html_theme_options"])
+    X._theme_options(site, "9.9", ROOT)
+    assert site.html_theme_options["switcher"]["json_url"] == "../switcher.json" and not hasattr(site, "llmstudy_single_switcher")
+    monkeypatch.setenv("LLMSTUDY_REPOSITORY_URL", "https://example.org/llmstudy")
+    X._theme_options(single, "9.9", ROOT)
+    assert single.html_theme_options["icon_links"] == [{"name": "Repository", "url": "https://example.org/llmstudy", "icon": "fa-brands fa-git-alt", "type": "fontawesome"}]
+
+
 def test_switcher_and_redirect_list_every_version_newest_first(tmp_path):
     for v in ("0.9.0", "0.10.0", "0.2.1"):
         (tmp_path / v).mkdir()

@@ -287,7 +287,7 @@ def itl_context_fit(results: pd.DataFrame, model: str, bandwidth: float | None =
 
 
 # --- statements: formatting, claims and the fork's "not measured" -------------------------------------------------
-NA = "n/a"
+NA = "—"  # a missing value on the page (the tables' placeholder too)
 
 
 def val(df: pd.DataFrame, col: str, **where):
@@ -349,31 +349,76 @@ def roofline_prediction(model: str, gpu: str, batch: float, context: float) -> s
 
 
 # --- figures -------------------------------------------------------------------------------------------------------
-def panels(df: pd.DataFrame, x: str, ys: dict[str, str], hue: str, title: str, log2x: bool = False, failed: pd.DataFrame | None = None, xlabel: str | None = None, style: str | None = None, ncols: int = 2):
-    """A grid of line plots of several metrics against ``x``, one line per ``hue`` value; ``failed`` points are
-    drawn as red crosses on each panel's x axis (a failure is a result, not a missing point)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+FAILED_COLOR = "#D55E00"  # Okabe–Ito vermillion: failed / refused points
 
+
+def _level_key(v):
+    try:
+        return (0, float(v))
+    except (TypeError, ValueError):
+        return (1, str(v))
+
+
+def hue_levels(df: pd.DataFrame, hue: str) -> list:
+    """The values of ``hue`` in numeric order (a hue column may hold numbers as strings: "4" < "16" < "256")."""
+    return sorted(df[hue].dropna().unique(), key=_level_key)
+
+
+def level_styles(levels) -> dict:
+    """One (colour, marker) per level: the Okabe–Ito palette (every pair distinguishable, colour-blind safe) and a
+    marker each, so that neighbouring levels (16 and 64) never look alike, in print or in greyscale."""
+    from llmstudy.publishing import figstyle as FS
+
+    return {lv: (FS.color(i), MARKERS[i % len(MARKERS)]) for i, lv in enumerate(levels)}
+
+
+def log2_axis(ax, values) -> None:
+    """A base-2 log x axis with the values as plain tick labels (powers of two only when crowded or uneven)."""
+    ticks = sorted({float(t) for t in values})
+    ax.set_xscale("log", base=2)
+    if len(ticks) > 10 or any(int(t) & (int(t) - 1) for t in ticks):
+        lo, hi = int(np.floor(np.log2(min(ticks)))), int(np.ceil(np.log2(max(ticks))))
+        ticks = [2**k for k in range(lo, hi + 1)]
+    ax.set_xticks(ticks, [f"{int(t):,}" for t in ticks])
+    ax.minorticks_off()
+
+
+def label_line_ends(ax, lines: dict, fmt_label=str) -> None:
+    """Write each line's label at its right end (in the line's colour), so the figure needs no legend."""
+    for label, (xs, ys, colour) in lines.items():
+        if len(xs):
+            ax.annotate(fmt_label(label), (xs[-1], ys[-1]), xytext=(5, 0), textcoords="offset points", va="center", ha="left",
+                        fontsize=9, color=colour, fontweight="bold")
+
+
+def panels(df: pd.DataFrame, x: str, ys: dict[str, str], hue: str, title: str, log2x: bool = False, failed: pd.DataFrame | None = None,
+           xlabel: str | None = None, ncols: int = 2, hue_label: str | None = None, height: float = 3.2):
+    """A grid of line plots of several metrics against ``x``, one line per ``hue`` value (numeric order, one
+    colour and marker each, one legend outside the panels); ``failed`` points are drawn as crosses on each panel's
+    x axis (a failure is a result, not a missing point)."""
+    import matplotlib.pyplot as plt
+
+    from llmstudy.publishing import figstyle as FS
+
+    levels = hue_levels(df, hue)
+    styles = level_styles(levels)
     nrows = -(-len(ys) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.6 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(FS.WIDTH_IN, height * nrows + 0.7), squeeze=False)
     for ax, (col, label) in zip(axes.flat, ys.items()):
-        sns.lineplot(data=df, x=x, y=col, hue=hue, style=style, marker="o", palette="viridis", ax=ax, legend=ax is axes.flat[0])
+        for lv in levels:
+            g = df[df[hue] == lv].groupby(x, as_index=False)[col].mean().sort_values(x)
+            colour, marker = styles[lv]
+            ax.plot(g[x], g[col], marker=marker, ms=5, lw=1.6, color=colour, label=str(lv).strip())
         if failed is not None and len(failed):
-            ax.scatter(failed[x], np.full(len(failed), 0.03), transform=ax.get_xaxis_transform(), marker="x", color="crimson", s=60, zorder=5, label="failed / refused")
+            ax.scatter(failed[x], np.full(len(failed), 0.03), transform=ax.get_xaxis_transform(), marker="x", color=FAILED_COLOR, s=60, zorder=5,
+                       label="failed / refused", clip_on=False)
         if log2x:
-            ax.set_xscale("log", base=2)
-            ticks = sorted(set(df[x]) | (set(failed[x]) if failed is not None and len(failed) else set()))
-            if len(ticks) > 10 or any(int(t) & (int(t) - 1) for t in ticks):  # crowded or uneven: powers of two only
-                lo, hi = int(np.floor(np.log2(min(ticks)))), int(np.ceil(np.log2(max(ticks))))
-                ticks = [2**k for k in range(lo, hi + 1)]
-            ax.set_xticks(ticks, [f"{int(t):,}" for t in ticks])
-            ax.minorticks_off()
+            log2_axis(ax, set(df[x]) | (set(failed[x]) if failed is not None and len(failed) else set()))
         ax.set(xlabel=xlabel or x, ylabel=label)
     for ax in axes.flat[len(ys):]:
         ax.set_visible(False)
-    if axes.flat[0].get_legend() is not None and failed is not None and len(failed):
-        axes.flat[0].legend(fontsize="small", title=hue)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, title=hue_label or hue.strip(), loc="outside right center")
     fig.suptitle(title)
-    fig.tight_layout()
     return fig

@@ -4,8 +4,11 @@ A model in this study is a folder ``data/models/<name>/`` holding a ``config.jso
 where its values come from), or any folder holding a ``config.json`` or a config file of any name passed by a user
 who forks the study. Every config is validated by :mod:`llmstudy.core.arch` before any work (a missing field that
 transformers would silently fill in, a non-positive dimension, heads not divisible by KV heads... is refused with one
-line naming the field). No weights are ever needed here: the transformers model is instantiated on the ``meta``
-device, so a 400B-parameter config costs a few hundred milliseconds and no memory.
+line naming the field). No weights are ever needed here. The parameter table (:func:`parameters`) comes from
+:mod:`llmstudy.calc.tensors`, standard library only, for the families it lists (every shipped config; tests prove it
+equal to the meta-device model tensor by tensor); for any other family the transformers model is instantiated on the
+``meta`` device (:func:`parameter_table`), so a 400B-parameter config costs a few hundred milliseconds and no memory.
+The standard-library part of this module lives in :mod:`llmstudy.calc.models` and is re-exported here.
 
 LoRA targets come from the architecture (:func:`lora_targets`): by default every linear projection of the language
 model (not the output head, not the MoE routers) and every fused 3-D expert parameter (transformers 5 stores
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -25,74 +27,25 @@ from pathlib import Path
 
 import pandas as pd
 
-from llmstudy.core import arch as A
-from llmstudy.core.paths import models_dir
-
-LLAMA_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-# Order matters: the first matching rule names the component.
-_COMPONENT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("vision", ("vision_model", "multi_modal_projector", "vision_tower")),
-    ("embeddings", ("embed_tokens", "wte", "word_embeddings")),
-    ("lm_head", ("lm_head",)),
-    ("norms", ("norm", "ln_")),
-    ("router", (".router.", ".gate.weight")),
-    ("experts", (".experts.",)),
-    ("attention", ("self_attn", ".attn.", "attention")),
-    ("mlp", (".mlp.", "feed_forward")),
+from llmstudy.calc import models as C
+from llmstudy.calc.models import (  # noqa: F401 - the stdlib core, re-exported: one implementation for CLI, chapters and browser
+    COMPONENTS,
+    LLAMA_LORA_TARGETS,
+    VISION_NEEDLES,
+    LoraTargets,
+    ModelConfigError,
+    UnknownModelError,
+    _checked,
+    _find_config,
+    available_models,
+    component_of,
+    config_path,
+    describe,
+    raw_config,
+    title,
 )
-COMPONENTS = ("embeddings", "attention", "mlp", "experts", "router", "norms", "lm_head", "vision", "other")
-
-
-class UnknownModelError(ValueError):
-    """Raised when a model name or path does not resolve to a config.json."""
-
-
-class ModelConfigError(UnknownModelError, A.ConfigError):
-    """A config file was found but cannot be modelled exactly (caught as either parent class)."""
-
-
-def available_models(root: Path | None = None) -> list[str]:
-    """Names of the model configs shipped under ``data/models``."""
-    base = root or models_dir()
-    return sorted(p.parent.name for p in base.glob("*/config.json"))
-
-
-def _find_config(model: str | Path) -> Path:
-    p = Path(model)
-    candidates = [p] if p.is_file() else []
-    candidates += [p / "config.json", models_dir() / str(model) / "config.json"]
-    for c in candidates:
-        if c.is_file():
-            return c.resolve()
-    known = ", ".join(available_models()) or "(none)"
-    raise UnknownModelError(
-        f"unknown model {str(model)!r}: no config.json at {candidates[-1]} or {candidates[0]}; known models: {known}"
-    )
-
-
-@functools.lru_cache(maxsize=64)
-def _checked(path: str, mtime_ns: int) -> dict:
-    try:
-        raw = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise ModelConfigError(f"{path}: not valid JSON ({e})") from None
-    try:
-        A.validate(raw)
-    except A.ConfigError as e:
-        raise ModelConfigError(f"{path}: {e}") from None
-    return raw
-
-
-def config_path(model: str | Path) -> Path:
-    """Resolve a model name (``data/models/<name>``), a folder, or a config file of any name, and validate it.
-
-    Raises :class:`UnknownModelError` when nothing is found and :class:`ModelConfigError` (one line naming the
-    field) when the config cannot be modelled exactly; both before any work.
-    """
-    path = _find_config(model)
-    _checked(str(path), path.stat().st_mtime_ns)
-    return path
+from llmstudy.calc.tensors import COMPONENT_RULES as _COMPONENT_RULES  # noqa: F401
+from llmstudy.core import arch as A  # noqa: F401
 
 
 @contextlib.contextmanager
@@ -125,17 +78,6 @@ def load_config(model: str | Path):
         return AutoConfig.from_pretrained(path if path.name != "config.json" else path.parent)
 
 
-def raw_config(model: str | Path) -> dict:
-    """The validated config file as a dict."""
-    path = config_path(model)
-    return json.loads(path.read_text())
-
-
-def describe(model: str | Path) -> A.Arch:
-    """The architecture of a model name or path, layer by layer (:func:`llmstudy.core.arch.describe`)."""
-    return A.describe(raw_config(model))
-
-
 def text_config(config):
     """The language model's config (``text_config`` for multimodal configs)."""
     return config.get_text_config() if hasattr(config, "get_text_config") else config
@@ -154,17 +96,6 @@ def build_meta_model(config, dtype=None):
         from transformers import AutoModelForCausalLM
 
         return AutoModelForCausalLM.from_config(config, dtype=dtype) if dtype else AutoModelForCausalLM.from_config(config)
-
-
-def component_of(name: str) -> str:
-    """Which component a parameter belongs to, from its qualified name."""
-    for component, needles in _COMPONENT_RULES:
-        if any(n in name for n in needles):
-            return component
-    return "other"
-
-
-VISION_NEEDLES = ("vision", "multi_modal_projector")
 
 
 def parameter_table(model_or_config) -> pd.DataFrame:
@@ -218,9 +149,22 @@ def _cached_table(path: str) -> pd.DataFrame:
     return parameter_table(load_config(path))
 
 
+def _meta_rows(model) -> list[dict]:
+    return _cached_table(str(config_path(model))).to_dict("records")
+
+
+C._fallback_table = _meta_rows  # families the stdlib table does not list: the meta-device model
+
+
 def parameters(model: str | Path) -> pd.DataFrame:
-    """Cached :func:`parameter_table` for a model name or path."""
-    return _cached_table(str(config_path(model))).copy()
+    """The parameter table of a model (:func:`parameter_table`'s columns), from :mod:`llmstudy.calc.tensors` (standard
+    library, proven equal to the meta-device model for every shipped config) or, for a family it does not list, from
+    the meta-device model itself."""
+    try:
+        rows = C.tensors(model)
+    except C.T.NotModelledFamily:
+        return _cached_table(str(config_path(model))).copy()
+    return pd.DataFrame(list(rows))
 
 
 def component_counts(model: str | Path) -> pd.Series:
@@ -231,118 +175,14 @@ def component_counts(model: str | Path) -> pd.Series:
     return counts
 
 
-@dataclass(frozen=True)
-class LoraTargets:
-    """What LoRA adapts: ``nn.Linear`` modules by short name (peft ``target_modules``) and fused expert parameters
-    (peft ``target_parameters``, e.g. ``experts.gate_up_proj``), in the language model only.
-
-    ``ranks`` holds rank multipliers peft applies: naming both halves of a fused tensor the v4 way (``gate_proj`` +
-    ``up_proj``, Mixtral's ``w1`` + ``w3``) gives ``experts.gate_up_proj`` rank 2r. ``not_adapted`` says, in words,
-    which projections these targets cannot reach and why.
-    """
-
-    modules: tuple[str, ...]
-    parameters: tuple[str, ...] = ()
-    multimodal: bool = False  # restrict target_modules to the language model (a vision tower shares names)
-    ranks: tuple[tuple[str, int], ...] = ()  # (parameter leaf, rank multiplier) for fused v4 names
-    converted: tuple[str, ...] = ()  # v4 names given as target_modules that peft turns into expert parameters
-    not_adapted: tuple[str, ...] = ()
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return self.modules + self.parameters
-
-    def rank_of(self, leaf: str, r: int) -> int:
-        return r * dict(self.ranks).get(leaf, 1)
-
-    def peft_kwargs(self) -> dict:
-        """``target_modules`` / ``target_parameters`` for ``peft.LoraConfig`` selecting exactly these tensors."""
-        import re
-
-        names = list(self.modules) + list(self.converted)
-        mods: list[str] | str = names
-        if self.multimodal and names:
-            alt = "|".join(re.escape(m) for m in names)
-            mods = rf"^(?!.*(?:{'|'.join(VISION_NEEDLES)})).*\.(?:{alt})$"
-        out: dict = {"target_modules": mods}
-        if self.parameters:
-            out["target_parameters"] = [p for p in self.parameters if p.rsplit(".", 1)[-1] not in dict(self.ranks)]
-        return out
-
-
 def _peft_conversion(model_type: str) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """peft's transformers-v4 -> v5 renaming for MoE families: {v4 name: fused parameter}, {fused: [v4 halves]}.
-
-    Under transformers 5, peft (>= 0.18) rewrites ``target_modules`` entries with these names into expert
-    ``target_parameters`` for the families transformers converts (Mixtral, Qwen3-MoE, DeepSeek-V2/V3), so an
-    ``nn.Linear`` of the same name elsewhere (a dense first layer, a shared expert) cannot be targeted by name.
-    """
-    try:
-        from peft.utils import transformers_weight_conversion as T
-    except Exception:  # pragma: no cover - older peft: no conversion
-        return {}, {}
-    base = T._MODEL_TO_CONVERSION_PATTERN.get(model_type)
-    mapping = {k: v for k, v in T._MOE_TARGET_MODULE_MAPPING.get(base, {}).items() if "." not in v}
-    return mapping, dict(T._MOE_FUSED_TARGETS.get(base, {}))
+    """peft's transformers-v4 -> v5 renaming for MoE families (:func:`llmstudy.calc.models.peft_conversion`)."""
+    return C.peft_conversion(model_type)
 
 
 def lora_targets(model: str | Path, targets=None) -> LoraTargets:
-    """Resolve LoRA targets for a model from its architecture.
-
-    ``targets`` None (or ``"all-linear"``): every linear projection of the language model except the output head
-    and the MoE routers, plus every fused expert parameter (rank r). Otherwise short names, each matching
-    ``nn.Linear`` modules and/or fused expert parameters of that name. For the MoE families peft converts from
-    transformers-4 names (Mixtral's ``w1``/``w2``/``w3``; ``gate_proj``/``up_proj``/``down_proj`` for Qwen3-MoE and
-    DeepSeek), those names mean the experts, as peft applies them: both halves of ``gate_up_proj`` or neither, at rank
-    2r. An unknown name is an error listing the names the model has.
-    """
-    table = parameters(model)
-    lm = table[~table.vision]
-    lin = lm[lm.linear & (lm.component != "router")]
-    exp = lm[lm.experts]
-    multimodal = bool(table.vision.any())
-    lin_names = list(dict.fromkeys(lin.leaf))
-    exp_names = list(dict.fromkeys(exp.leaf))
-    mapping, fused = _peft_conversion(describe(model).model_type) if exp_names else ({}, {})
-    shadow = [n for n in lin_names if n in mapping]
-    note = ()
-    if shadow:
-        where = sorted({lin[lin.leaf == n].name.iloc[0].rsplit(".", 1)[0] for n in shadow})
-        note = (f"nn.Linear {', '.join(shadow)} (e.g. {where[0]}): peft maps these names to the fused experts for "
-                "this family under transformers 5, so they cannot be LoRA targets",)
-    if targets is None or targets == "all-linear" or list(targets) == ["all-linear"]:
-        mods = tuple(n for n in lin_names if n not in mapping)
-        return LoraTargets(mods, tuple(f"experts.{n}" for n in exp_names), multimodal, not_adapted=note)
-    names = [targets] if isinstance(targets, str) else list(targets)
-    if not names:
-        raise ValueError("lora targets: empty list (give module names, or none for every linear projection)")
-    modules, params, unknown, converted, ranks = [], [], [], [], {}
-    for n in dict.fromkeys(names):
-        if n in mapping:
-            converted.append(n)
-            params.append(f"experts.{mapping[n]}")
-            continue
-        hit = False
-        if n in lin_names:
-            modules.append(n)
-            hit = True
-        if n in exp_names:
-            params.append(f"experts.{n}")
-            hit = True
-        if not hit:
-            unknown.append(n)
-    if unknown:
-        raise ValueError(f"lora targets {unknown} are not projections of {model}: linear modules {lin_names}"
-                         + (f", fused expert parameters {exp_names}" + (f" (or their transformers-4 names {sorted(mapping)})" if mapping else "") if exp_names else ""))
-    for fused_name, halves in fused.items():
-        present = [h for h in halves if h in converted]
-        if 0 < len(present) < len(halves):
-            raise ValueError(f"lora targets: {', '.join(present)} without {', '.join(h for h in halves if h not in present)}: "
-                             f"they are one fused experts.{fused_name} tensor in transformers 5; target all or none")
-        if len(present) == len(halves) > 1:
-            ranks[fused_name] = len(halves)
-    return LoraTargets(tuple(modules), tuple(dict.fromkeys(params)), multimodal, tuple(ranks.items()), tuple(converted),
-                       note if converted else ())
+    """Resolve LoRA targets for a model from its architecture (:func:`llmstudy.calc.models.lora_targets`)."""
+    return C.lora_targets_from(C.table_rows(model), describe(model).model_type, model, targets)
 
 
 def lora_tensors(model: str | Path, r: int, targets=None) -> pd.DataFrame:
@@ -354,19 +194,7 @@ def lora_tensors(model: str | Path, r: int, targets=None) -> pd.DataFrame:
     if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
         raise ValueError(f"lora_r must be a positive integer, got {r!r}")
     t = targets if isinstance(targets, LoraTargets) else lora_targets(model, targets)
-    table = parameters(model)
-    lm = table[~table.vision]
-    rows = []
-    for _, row in lm[lm.linear & lm.leaf.isin(t.modules) & (lm.component != "router")].iterrows():
-        module = row["name"].rsplit(".", 1)[0]
-        rows += [{"tensor": f"{module}.lora_A", "numel": r * int(row.in_features), "base": row["name"]},
-                 {"tensor": f"{module}.lora_B", "numel": int(row.out_features) * r, "base": row["name"]}]
-    wanted = {p.rsplit(".", 1)[-1] for p in t.parameters}
-    for _, row in lm[lm.experts & lm.leaf.isin(wanted)].iterrows():
-        e, rk = int(row.num_experts), t.rank_of(row.leaf, r)
-        rows += [{"tensor": f"{row['name']}.lora_A", "numel": int(row.in_features) * rk * e, "base": row["name"]},
-                 {"tensor": f"{row['name']}.lora_B", "numel": rk * e * int(row.out_features), "base": row["name"]}]
-    return pd.DataFrame(rows, columns=["tensor", "numel", "base"])
+    return pd.DataFrame(C.lora_tensor_rows(C.table_rows(model), r, t), columns=["tensor", "numel", "base"])
 
 
 @dataclass(frozen=True)
@@ -411,11 +239,10 @@ def qlora_bf16_weights(model: str | Path) -> pd.Series:
     bitsandbytes replaces ``nn.Linear`` modules only: embeddings, norms, the output head, fused 3-D expert tensors
     (not ``nn.Linear``) and biases stay in the compute dtype.
     """
-    table = parameters(model)
-    keep = table[~table.linear]
-    kind = keep.component.where(~keep.experts, "fused experts (not nn.Linear)")
-    kind = kind.where(~keep.name.str.endswith(".bias") | keep.experts, "biases")
-    return keep.groupby(kind)["numel"].sum().astype("int64").sort_values(ascending=False)
+    rows = C.qlora_bf16_rows(C.table_rows(model))
+    out = pd.Series(dict(rows), dtype="int64", name="numel")
+    out.index.name = "component"
+    return out
 
 
 def summary(model: str | Path) -> dict:
@@ -434,16 +261,3 @@ def summary(model: str | Path) -> dict:
         "vocab": a.vocab_size,
         "params": int(component_counts(model)["total"]),
     }
-
-
-def title(model: str | Path) -> str:
-    """The model's name as its SOURCE.md heading gives it (else the folder's name, or a config file's stem)."""
-    path = config_path(model)
-    if path.name != "config.json":
-        return path.stem
-    src = path.parent / "SOURCE.md"
-    if src.is_file():
-        for line in src.read_text().splitlines():
-            if line.startswith("# "):
-                return line[2:].strip()
-    return path.parent.name

@@ -104,9 +104,9 @@ def _measured(r: Records) -> dict[str, str]:
     info = r.info
     if len(info):
         srv = r.table("servers")
-        out.update(bs_calls=str(int(info.calls.sum())), bs_wall_min=f"{info.sweep_wall_s.sum() / 60:.0f}", bs_servers=str(len(srv)), bs_start_s=f"{srv.start_s.mean():.0f}")
+        out.update(bs_wall_min=f"{info.sweep_wall_s.sum() / 60:.0f}", bs_servers=str(len(srv)), bs_start_s=f"{srv.start_s.mean():.0f}")
     else:
-        out.update(dict.fromkeys(("bs_calls", "bs_wall_min", "bs_servers", "bs_start_s"), SP.NA))
+        out.update(dict.fromkeys(("bs_wall_min", "bs_servers", "bs_start_s"), SP.NA))
     # latency and throughput against concurrency
     for c in (4, 8, 256):
         out[f"bs_lat_4_{c}"] = fmt(val(ok, "request_latency_avg", max_num_seqs=4, concurrency=c))

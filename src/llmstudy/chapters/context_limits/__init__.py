@@ -7,7 +7,13 @@ text (``statements``: a :class:`Chapter` of tables and ``statements(records, mod
 (``figures``).
 """
 
-from llmstudy.serving.kv_planner import (  # noqa: F401
+import warnings
+
+# tqdm.auto (imported by transformers) warns "IProgress not found" in a kernel without ipywidgets, naming the file
+# that raised it; the page shows no progress bars.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
+from llmstudy.serving.kv_planner import (  # noqa: E402, F401
     _LAYER_RE,
     BLOCK_SIZE,
     DEFAULT_CUDA_CONTEXT,
@@ -58,8 +64,8 @@ from llmstudy.serving.kv_planner import (  # noqa: F401
     weights_per_gpu,
 )
 
-from . import figures  # noqa: F401
-from .analysis import (  # noqa: F401
+from . import figures  # noqa: E402, F401
+from .analysis import (  # noqa: E402, F401
     FINDINGS,
     compare_runs,
     exact_available,
@@ -78,13 +84,13 @@ from .analysis import (  # noqa: F401
     weight_formats,
     without_superseded_skips,
 )
-from .params import (  # noqa: F401
+from .params import (  # noqa: E402, F401
     DEFAULTS,
     PARAMS,
     PLAN_PARAMS,
     notebook_params,
 )
-from .published import (  # noqa: F401
+from .published import (  # noqa: E402, F401
     ARTICLE,
     ARTICLE_TABLE,
     BLOG,
@@ -100,7 +106,7 @@ from .published import (  # noqa: F401
     hardware_label,
     version_effect,
 )
-from .run import (  # noqa: F401
+from .run import (  # noqa: E402, F401
     _MEM_PATTERNS,
     CALLS,
     GPU_CONFIGS,
@@ -117,7 +123,7 @@ from .run import (  # noqa: F401
     run_experiment,
     server_config,
 )
-from .statements import (  # noqa: F401
+from .statements import (  # noqa: E402, F401
     Chapter,
     chapter,
     fmt,

@@ -321,6 +321,32 @@ def _family_sentence(ch: Chapter) -> str:
     return text
 
 
+def _answer(ch: Chapter, out: dict[str, str]) -> str:
+    """The page's answer in three sentences: the planner against vLLM's logged figure, the article's table, and what
+    today's vLLM changes for Scout's 10 M tokens; on a page for another model, its own plan first."""
+    art = ch.art
+    bad = art[~art.agrees.astype(bool)]
+    ok = ch.ok
+    parts = []
+    if len(ok):
+        parts.append(f"On vLLM 0.25.0 with dummy weights on 4× and 8×H200, the planner's KV-cache token figure is within {out['meas_max_err']}% of "
+                     f"the one vLLM logs over {out['meas_n']} Llama 4 configurations (within {out['meas_max_err_measured']}% once it is fed the "
+                     "memory the server measured).")
+    else:
+        parts.append("No Llama 4 configuration has been measured yet: every planner figure on this page is a prediction.")
+    dis = ", ".join(f"{r.model} {r.GPUs}×{r.precision}" for r in bad.itertuples())
+    pvm = ch.pvm
+    started = pvm[(pvm.source == "article") & (pvm.verdict == "differs") & (pvm.measured == "starts")] if len(bad) and len(pvm) else pvm.iloc[0:0]
+    parts.append(f"Under vLLM 0.8.3's rules it agrees with {out['art_agree']} cells of the article's H100 table"
+                 + (f"; the exception, {dis}, which the article found out of memory, leaves {out['art_s4bf16_kv']} GiB per GPU for the KV cache "
+                    f"in the planner ({out['art_s4bf16_len']} tokens)" if len(bad) else "")
+                 + (f", and vLLM 0.25.0 starts it on an emulated H100 budget (run {started.record.iloc[0].split('/')[0]})" if len(started) else "") + ".")
+    parts.append(f"Scout's advertised 10.5 M tokens do not fit on 8×H200 under 0.8.3 (longest {out['blog_s_h200']}) and do under 0.25.0 "
+                 f"({out['blog_s_h200_25']}), because its hybrid KV manager keeps only chunk + batch tokens for 36 of the 48 layers "
+                 "(predictions; the measured 8×H200 server started at the blog's 3.6 M).")
+    return " ".join(parts)
+
+
 def _named(ch: Chapter) -> str:
     return ch.title + ("" if ch.name in ch.title else f" ({ch.name})")  # glued as plain text: no markdown
 
@@ -333,6 +359,7 @@ def statements(records, model: str = SCOUT, requests: pd.DataFrame | None = None
     """
     ch = records if isinstance(records, Chapter) else chapter(records, requests, model=model, **params)
     out = _llama4_statements(ch)
+    llama4_answer = _answer(ch, out)  # before the Llama 4 values are marked as such for another model's page
     if not ch.llama4_page:
         for k in _UNNAMED:
             out[k] = f"(Llama 4, not {ch.name}) {out[k]}"
@@ -346,4 +373,6 @@ def statements(records, model: str = SCOUT, requests: pd.DataFrame | None = None
     out["model_plan"] = _plan_sentence(ch)
     out["model_measured"] = _measured_sentence(ch)
     out["family_summary"] = _family_sentence(ch)
+    out["answer"] = llama4_answer if ch.llama4_page else (f"For {_named(ch)}, predicted: {out['model_plan']} {out['model_measured']} "
+                                                          f"For Llama 4, which the article and the blog are about: {llama4_answer}")
     return out

@@ -99,6 +99,20 @@ def jit_warnings(record_path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["time", "kernel", "log"])
 
 
+def stalled_points(ok: pd.DataFrame, factor: float = 3.0) -> pd.DataFrame:
+    """Points whose mean TTFT is over ``factor`` times the lowest mean TTFT at any higher concurrency (of the same
+    engine): more concurrency means more prefill to do, so a TTFT that falls as load rises is a one-time stall (a
+    kernel compiled on first use, say), not queueing. One row per stalled point: engine, concurrency, its TTFT and
+    the lowest TTFT above it."""
+    rows = []
+    for e, g in ok.groupby("engine", sort=True):
+        t = g.sort_values("concurrency").set_index("concurrency")["time_to_first_token_avg"].dropna()
+        later_min = t[::-1].cummin()[::-1].shift(-1)  # the lowest TTFT at any higher concurrency
+        for c in t.index[t > factor * later_min]:
+            rows.append({"engine": e, "concurrency": c, "ttft_ms": float(t[c]), "lowest_higher_ttft_ms": float(later_min[c])})
+    return pd.DataFrame(rows, columns=["engine", "concurrency", "ttft_ms", "lowest_higher_ttft_ms"])
+
+
 _EVIDENCE_RE = VL.EVIDENCE_RE
 
 
@@ -241,10 +255,34 @@ def require_fair(points: pd.DataFrame) -> pd.DataFrame:
 
 
 # --- who wins --------------------------------------------------------------------------------------------------
+TIE_MARGIN = 1.02  # one measurement per point: a lead of 2 % or less is a tie, in the tables and in the text alike
+
+
+def verdict(values: dict, better: str, tie_margin: float = TIE_MARGIN) -> tuple[str, float]:
+    """The one rule that names a winner (every table and sentence of the chapter uses it): the best value's engine,
+    unless its margin over the runner-up (best / runner-up when higher is better, runner-up / best when lower is;
+    always >= 1) is at most ``tie_margin``, which is a ``tie``. Returns (winner or "tie", margin)."""
+    order = sorted(values, key=lambda e: -values[e] if better == "higher" else values[e])
+    if len(order) < 2:
+        return order[0], 1.0
+    best, second = values[order[0]], values[order[1]]
+    if best == second:
+        return "tie", 1.0
+    margin = best / second if better == "higher" else second / best
+    return ("tie" if margin <= tie_margin else order[0]), margin
+
+
+def verdict_phrase(winner: str, margin: float, tie_margin: float = TIE_MARGIN) -> str:
+    """The verdict as words, for the chapter's sentences: "sglang ahead by 1.18×" or "a tie (1.01×, within 2 %)"."""
+    if winner == "tie":
+        return f"a tie ({margin:.2f}×, within {100 * (tie_margin - 1):.0f} %)"
+    return f"{winner} ahead by {margin:.2f}×"
+
+
 def win_table(df: pd.DataFrame, metrics: dict = WIN_METRICS, by: str = "concurrency", engine: str = "engine") -> pd.DataFrame:
     """For each value of ``by`` and each metric: every engine's value, the winner and its margin (best / runner-up
-    for higher-is-better, runner-up / best for lower-is-better; >= 1). Equal values are a ``tie`` (margin 1).
-    Only rows where every engine has a value are judged."""
+    for higher-is-better, runner-up / best for lower-is-better; >= 1), by :func:`verdict`: a margin of at most
+    :data:`TIE_MARGIN` is a ``tie``. Only rows where every engine has a value are judged."""
     engines = sorted(df[engine].unique())
     rows = []
     for x, g in df.groupby(by, sort=True):
@@ -253,11 +291,8 @@ def win_table(df: pd.DataFrame, metrics: dict = WIN_METRICS, by: str = "concurre
             if col not in vals or any(e not in vals.index or pd.isna(vals.at[e, col]) for e in engines):
                 continue
             v = {e: float(vals.at[e, col]) for e in engines}
-            order = sorted(engines, key=lambda e: -v[e] if better == "higher" else v[e])
-            best, second = order[0], order[1] if len(order) > 1 else order[0]
-            tie = v[best] == v[second] and len(order) > 1
-            margin = 1.0 if tie else (v[best] / v[second] if better == "higher" else v[second] / v[best])
-            rows.append({by: x, "metric": label, "better": better, **{e: v[e] for e in engines}, "winner": "tie" if tie else best, "margin": margin})
+            winner, margin = verdict(v, better)
+            rows.append({by: x, "metric": label, "better": better, **v, "winner": winner, "margin": margin})
     return pd.DataFrame(rows)
 
 

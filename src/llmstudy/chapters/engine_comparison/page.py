@@ -5,6 +5,7 @@ and figures each notebook cell displays. The notebook only calls these; every gl
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -13,7 +14,8 @@ from llmstudy.chapters.engine_comparison import analysis as A
 from llmstudy.chapters.engine_comparison import figures as FIG
 from llmstudy.chapters.engine_comparison.params import GPTOSS_MODEL, MODEL_7B, PARAMS
 from llmstudy.chapters.engine_comparison.plan import EXPERIMENT, RULES, measure_command, newest_with_torch
-from llmstudy.chapters.engine_comparison.statements import _title, fmt, gpu_sets, published_numbers, statements
+from llmstudy.chapters.engine_comparison.statements import NA, _title, fmt, gpu_sets, published_numbers, statements
+from llmstudy.publishing.tables import Col, table
 
 
 @dataclass
@@ -60,8 +62,23 @@ def records_line(page: Page) -> str:
             f"trtllm_serve records: {named(page.trt.run_id) if len(page.trt) else 'none'}")
 
 
+def _engines(ok: pd.DataFrame) -> str:
+    return " vs ".join(sorted({A.engine_label(r) for _, r in ok.drop_duplicates("engine").iterrows()}))
+
+
+def _where(wins: pd.DataFrame, metrics=("total", "TTFT")) -> str:
+    """Who wins each of ``metrics`` where (ties named too), from a win table: "total output: sglang at c = 1, 2; tie at c = 16"."""
+    parts = []
+    for m, h in A.win_summary(wins).groupby("metric", sort=False):
+        if m.startswith(metrics):
+            name = m.split(" (")[0].split(",")[0]
+            parts.append(f"{name}: " + ", ".join(f"{r.winner} at c = {r['at concurrency']}" for _, r in h.iterrows()))
+    return "; ".join(parts)
+
+
 def answer(page: Page) -> str:
-    """The chapter's answer as Markdown bullets, computed from the records (published numbers named as the article's)."""
+    """The chapter's answer as Markdown bullets, computed from the records (published numbers named as the article's);
+    every verdict comes from :func:`~.analysis.verdict` (a lead of at most 2 % is a tie)."""
     from llmstudy.core.book import not_measured
 
     pub = published_numbers()
@@ -74,16 +91,20 @@ def answer(page: Page) -> str:
             continue
         w = A.win_table(ok)
         at16 = w[(w.concurrency == 16) & w.metric.str.startswith("total")]
-        head = f"* **4-bit 7B, {' vs '.join(sorted(ok.engine.unique()))}** (run {key[0]}, {ok.gpu.iloc[0]})" if key[1] == MODEL_7B else \
-            f"* **{key[1]}, {' vs '.join(sorted(ok.engine.unique()))}** (run {key[0]}, {ok.gpu.iloc[0]})"
+        what = "4-bit Llama-2-7B" if key[1] == MODEL_7B else key[1]
+        head = f"* **{what}, {_engines(ok)}** (run {key[0]}, one {ok.gpu.iloc[0]})"
         if len(at16):
             r = at16.iloc[0]
-            vals = ", ".join(f"{e} {fmt(r[e])}" for e in sorted(ok.engine.unique()))
-            head += (f": at c=16 total output {vals} tokens/s, {r.winner} ahead by {r.margin:.2f}× (published, on an {A.ARTICLE_GPU}: "
-                     f"Triton {pub['triton']:,.2f} vs vLLM 0.11 {pub['vllm']:,.2f}, {pub['ratio']:.2f}×)")
-        lines.append(head + ". Where each wins:")
-        for m, h in A.win_summary(w).groupby("metric", sort=False):
-            lines.append(f"  * {m}: " + "; ".join(f"{r.winner} at c = {r['at concurrency']}" for _, r in h.iterrows()))
+            vals = " and ".join(f"{e} {fmt(r[e])}" for e in sorted(ok.engine.unique()))
+            head += f": at the article's point (c=16) {A.verdict_phrase(r.winner, r.margin)}, {vals} total output tokens/s"
+        lines.append(head + f". Across the sweep: {_where(w)}.")
+        va = A.versus_article(g)
+        ours = va[va.source.str.startswith("measured") & va.engine.str.startswith("vllm")] if len(va) else va
+        if len(ours):
+            ratio = ours["x article's vLLM"].iloc[0]
+            lines.append(f"* **TensorRT-LLM was not run here.** The article's Triton + TensorRT-LLM led its vLLM 0.11.0 by {pub['ratio']:.2f}× "
+                         f"(published, {A.ARTICLE_GPU}); our vLLM {ours.engine.iloc[0].split(' ', 1)[-1]} alone delivers "
+                         f"{ratio:.2f}× that vLLM 0.11.0 figure on this GPU, so the article's 1.42× cannot be carried over to today's vLLM.")
     for key, g in page.soss.items():
         ok = g[g.outcome == "ok"]
         if not len(ok):
@@ -96,6 +117,7 @@ def answer(page: Page) -> str:
     if not page.s7:
         lines.append("* **4-bit 7B, SGLang against vLLM**: no GPU record yet." if page.model_7b == MODEL_7B else
                      f"* **{page.model_7b}, SGLang against vLLM**: " + not_measured(_title(page.model_7b), measure_command("second-engine", page.model_7b)) + ".")
+        lines.append(f"* **TensorRT-LLM was not run here.** The article's Triton + TensorRT-LLM led its vLLM 0.11.0 by {pub['ratio']:.2f}× (published, {A.ARTICLE_GPU}).")
     if not page.soss:
         lines.append("* **gpt-oss-20b on vLLM**: no GPU record yet." if page.gptoss_model == GPTOSS_MODEL else
                      f"* **{page.gptoss_model} on vLLM**: " + not_measured(_title(page.gptoss_model), measure_command("gptoss-vllm", page.gptoss_model)) + ".")
@@ -127,15 +149,40 @@ def prov(g: pd.DataFrame, **kw) -> None:
         provenance(exp, h["run_id"], **kw)
 
 
+def show_answer(page: Page) -> None:
+    """The answer (bullets) and the key figure: the 4-bit 7B comparison with the article's §6.6 points."""
+    import matplotlib.pyplot as plt
+
+    _md(answer(page))
+    for key, g in page.s7.items():
+        ok = g[g.outcome == "ok"]
+        if ok.engine.nunique() < 2:
+            continue
+        FIG.key_figure(ok, f"{key[1]}, {key[2]} in / {key[3]} out, one {ok.gpu.iloc[0]}", FIG.refs_7b())
+        plt.show()
+        prov(g, published="the article's §6.6 numbers (Triton + TensorRT-LLM, vLLM 0.11.0 on an H100 PCIe), open diamonds")
+
+
 def show_where_each_wins(page: Page) -> None:
-    """Where each engine wins: our fair comparisons (measured) and the article's verdicts (published), one table, never mixed."""
+    """Where each engine wins: each fair comparison of our records (measured), then the article's verdicts
+    (published), in separate tables: never judged against each other."""
     from llmstudy.core.book import provenance
 
     p7 = pd.concat(list(page.s7.values()), ignore_index=True) if page.s7 else pd.DataFrame()
     where = A.where_each_wins(p7)
-    _show(where.style.hide(axis="index").format({"margin, median": lambda v: "" if pd.isna(v) else f"{v:.2f}"})
-          .set_caption("Where each engine wins: measured (our records, fairness-checked) and published (the article's verdicts; other GPU, not judged against ours)"))
-    provenance(EXPERIMENT if len(p7) else None, p7["run_id"] if len(p7) else (), published="Fixstars 2026, §6.6 and §8.2 (data/engine_comparison/article_claims.csv, data/trtllm/published.csv)")
+    mine = where[where.source.str.startswith("measured")]
+    for (src, comp), g in mine.groupby(["source", "comparison"], sort=False):
+        _show(table(g, [Col("metric", "Metric"), Col("winner", "Winner"), Col("at concurrency", "At concurrency"), Col("points won", "Points"),
+                        Col("margin, median", "Margin, median (×)", decimals=2)],
+                    caption=f"Where each engine wins, {src.replace('measured: ', 'measured in ')}: {comp}; a lead of "
+                            f"{100 * (A.TIE_MARGIN - 1):.0f} % or less is a tie"))
+        provenance(EXPERIMENT, p7["run_id"])
+    pub = where[where.source.str.startswith("published")]
+    pub = pub.assign(source=pub.source.str.extract(r"(Fixstars 2026 §[\d.]+)", expand=False).fillna(pub.source))
+    _show(table(pub, [Col("source", "Source"), Col("comparison", "Comparison"), Col("metric", "Metric"), Col("winner", "Winner"),
+                      Col("at concurrency", "At concurrency"), Col("margin, median", "Margin (×)", decimals=2, missing="")],
+                caption=f"Where each engine wins, published: the article's verdicts ({A.ARTICLE_GPU}, other tools; not judged against our records)"))
+    provenance(published="Fixstars 2026, §6.6 and §8.2 (data/engine_comparison/article_claims.csv, data/trtllm/published.csv)")
 
 
 def show_sglang_pins() -> None:
@@ -144,8 +191,10 @@ def show_sglang_pins() -> None:
 
     pins = pd.read_csv(data_dir() / "engine_comparison" / "sglang_pins.csv")
     newest = newest_with_torch(pins, "2.11.0")
-    _show(pins.drop(columns=["wheel"]).style.hide(axis="index").apply(lambda r: ["font-weight: bold" if r["torch"] == "2.11.0" else ""] * len(r), axis=1)
-          .set_caption("Exact pins in each SGLang release's wheel (cp312, manylinux); bold: releases pinning torch 2.11.0"))
+    _show(table(pins.assign(fits=pins.torch.astype(str) == "2.11.0"),
+                [Col("sglang", "SGLang", kind="code"), Col("torch", "torch", kind="code"), Col("fits", "Pins torch 2.11.0", kind="bool"),
+                 Col("transformers", "transformers", kind="code"), Col("sglang-kernel", "sglang-kernel", kind="code"), Col("flashinfer-python", "flashinfer-python", kind="code")],
+                caption="Exact pins in each SGLang release's wheel (cp312, manylinux)"))
     provenance(computed="the SGLang wheels' metadata read with pip (data/engine_comparison/sglang_pins.csv)")
     _md(f"Releases **{', '.join(pins[pins.torch == '2.11.0'].sglang)}** pin torch 2.11.0; the newest, **SGLang {newest}**, is the "
         "second engine, with its pinned `sglang-kernel` (built for CUDA 13.0 and torch 2.11, like the image).")
@@ -154,7 +203,8 @@ def show_sglang_pins() -> None:
 def show_rules() -> None:
     from llmstudy.core.book import provenance
 
-    _show(pd.DataFrame({"rule": list(RULES), "what must hold": list(RULES.values())}).style.hide(axis="index"))
+    _show(table([{"rule": k, "what": v} for k, v in RULES.items()], [Col("rule", "Rule", kind="code"), Col("what", "What must hold")],
+                caption="The fairness rules (llmstudy.chapters.engine_comparison.require_fair)"))
     provenance(computed="the fairness rules enforced by llmstudy.chapters.engine_comparison")
 
 
@@ -162,63 +212,100 @@ def show_published() -> None:
     from llmstudy.core.book import provenance
 
     pub = A.published()
-    _show(pub[["source", "server", "model", "setting", "concurrency", "metric", "value", "unit"]].style.hide(axis="index")
-          .format({"value": "{:,.2f}", "concurrency": "{:.0f}"}).set_caption("The article's engine numbers (published, not run records)"))
-    pw = A.published_7b_wins()
-    _show(pw.style.hide(axis="index").format({"margin": "{:.3f}", "concurrency": "{:.0f}"})
-          .format("{:,.2f}", subset=[c for c in pw.columns if c not in ("concurrency", "metric", "better", "winner", "margin")])
-          .set_caption("Published (Fixstars 2026, §6.6): who wins at c=16. Different quantizations (AWQ + int8 KV vs GPTQ) and tools (genai-perf vs vllm bench serve)"))
-    provenance(published="Fixstars 2026, §6.6 and §8 (data/engine_comparison/article_claims.csv)")
+    pub = pub.assign(section="§" + pub.section.astype(str), metric=pub.metric.replace({"output_token_throughput": "total output"}),
+                     value_unit=[f"{v:,.2f} {u}" for v, u in zip(pub.value, pub.unit)])
+    _show(table(pub, [Col("section", "Section"), Col("server", "Server"), Col("model", "Model"), Col("setting", "Setting"),
+                      Col("concurrency", "Concurrency", kind="int"), Col("metric", "Metric"), Col("value_unit", "Value", kind="text", align="right")],
+                caption="The article's engine numbers (published, not run records)"))
+    provenance(published="Fixstars 2026, §6.6 and §8 (data/trtllm/published.csv)")
 
 
 def show_server_facts(page: Page) -> None:
+    """What each server loaded, read from its log (the table), and the log lines it was read from (collapsed)."""
     from llmstudy.core.book import provenance
 
     for key in page.s7:
         facts = A.server_facts(page.paths[key[0]])
-        _show(facts.drop(columns=["lines"]).style.hide(axis="index").format({"weights_gib": "{:.2f}", "kv_cache_tokens": "{:,.0f}", "kv_cache_gib": "{:.1f}"}, na_rep="n/a")
-              .set_caption(f"What each server loaded, read from its log (run {key[0]}): weights (GiB), quantization, GEMM kernel, KV cache"))
+        _show(table(facts, [Col("engine", "Engine"), Col("weights_gib", "Weights (GiB)", decimals=2), Col("quantization", "Quantization"),
+                            Col("gemm_kernel", "GEMM kernel", kind="code"), Col("kv_cache_tokens", "KV cache (tokens)", kind="int"),
+                            Col("kv_cache_gib", "KV cache (GiB)", decimals=1)],
+                    caption=f"What each server loaded, read from its log (run {key[0]})"))
         provenance(EXPERIMENT, [key[0]], computed="the server logs in the record (llmstudy.serving.servers.parse_sglang_log, llmstudy.serving.logs.parse_startup_log)")
-        _md("The log lines these come from:\n\n```text\n" + "\n".join(ln for ls in facts["lines"] for ln in ls) + "\n```")
+
+
+def show_log_lines(page: Page) -> None:
+    """The server-log lines behind the loaded-weights table, collapsed (evidence, not reading matter)."""
+    import html
+
+    from IPython.display import HTML
+
+    for key in page.s7:
+        facts = A.server_facts(page.paths[key[0]])
+        lines = "\n".join(ln for ls in facts["lines"] for ln in ls)
+        _show(HTML(f'<details class="llmstudy-details"><summary>The server-log lines these numbers come from (run {html.escape(key[0])})</summary>'
+                   f"<pre>{html.escape(lines)}</pre></details>"))
+
+
+def show_failed_attempts(page: Page) -> None:
+    from llmstudy.core.book import provenance
+
+    for key in page.s7:
         fails = A.failed_attempts(page.paths[key[0]])
         if len(fails):
-            _show(fails.style.hide(axis="index").format({c: "{:,.2f}" for c in fails.columns if c.endswith("_s")}, na_rep="—")
-                  .set_caption(f"Attempts before run {key[0]} that measured nothing: their SGLang server logs, kept in the record"))
+            _show(table(fails.assign(failure=fails.failure.replace("", None)),
+                        [Col("log", "Log", kind="code"), Col("failure", "Died on", missing="did not die"), Col("prefill_graph_capture_s", "Prefill graphs (s)", decimals=0),
+                         Col("decode_graph_capture_s", "Decode graphs (s)", decimals=1), Col("ready_after_s", "Ready after (s)", kind="int", missing="never")],
+                        caption=f"Attempts before run {key[0]} that measured nothing: their SGLang server logs, kept in the record"))
             provenance(EXPERIMENT, [key[0]], computed="logs/failed-attempts/ in the record (its README.md tells each attempt)")
 
 
 def show_fairness(g: pd.DataFrame, key: tuple) -> bool:
     rep = A.fairness(g)
-    _show(rep.style.hide(axis="index").set_caption(f"Fairness rules on run {key[0]} ({key[1]}, {key[2]} in / {key[3]} out)"))
+    _show(table(rep, [Col("rule", "Rule", kind="code"), Col("ok", "Holds", kind="bool"), Col("detail", "What was checked")],
+                caption=f"Fairness rules on run {key[0]} ({key[1]}, {key[2]} in / {key[3]} out)"))
     prov(g)
     return bool(rep["ok"].all())
 
 
-def show_comparison(g: pd.DataFrame, key: tuple, references=None, what: str = "", cite: str = ""):
+def show_comparison(g: pd.DataFrame, key: tuple, references=None, what: str = "", cite: str = "", throughput: bool = True):
     """The figures and tables of one comparison set, then the records they came from (and ``cite``, the published
-    source of ``references``)."""
-    out = _show_comparison(g, key, references, what)
-    prov(g, published=cite if references is not None and len(references) else "")
+    source of ``references``). ``throughput=False``: the throughput figure is the page's key figure, shown above."""
+    out = _show_comparison(g, key, references, what, throughput)
+    prov(g, published=cite if throughput and references is not None and len(references) else "")
     return out
 
 
-def _show_comparison(g, key, references=None, what=""):
+def _servers(g: pd.DataFrame) -> pd.DataFrame:
+    s = g.drop_duplicates("server").copy()
+    s["label"] = [A.engine_label(r) for _, r in s.iterrows()]
+    s["gemm"] = s.get("linear_kernel", pd.Series(index=s.index, dtype=object)).fillna(s.get("quant_kernel", pd.Series(index=s.index, dtype=object)))
+    return s.reindex(columns=[*s.columns, *[c for c in ("start_s", "attention_backend", "moe_backend", "sampling_backend") if c not in s]])
+
+
+def _show_comparison(g, key, references=None, what="", throughput=True):
     import matplotlib.pyplot as plt
 
     ok = g[g["outcome"] == "ok"]
     runs = _named(g["run_id"])
     fails = g[g["outcome"] != "ok"]
     if len(fails):
-        _show(fails[["engine", "concurrency", "outcome", "error"]].style.hide(axis="index").set_caption(f"Points that did not succeed (run {runs}): results too"))
+        _show(table(fails, [Col("engine", "Engine"), Col("concurrency", "Concurrency", kind="int"), Col("outcome", "Outcome"), Col("error", "Error")],
+                    caption=f"Points that did not succeed (run {runs}): results too"))
     if not len(ok):
         _md(f"Run {runs}: no successful point to plot.")
         return None
-    FIG.throughput_figure(ok, f"{what}output throughput per user and in total (run {runs})", references)
-    plt.show()
+    if throughput:
+        FIG.throughput_figure(ok, f"{what}output throughput per user and in total (run {runs})", references)
+        plt.show()
     FIG.ttft_figure(ok, f"{what}time to first token (run {runs})")
     plt.show()
-    cols = [c for c in ("engine", "server", "started_utc", "start_s", "args", "versions", "attention_backend", "linear_kernel", "quant_kernel", "moe_backend", "sampling_backend") if c in g]
-    _show(g.drop_duplicates("server")[cols].style.hide(axis="index").format(precision=1, na_rep="—").set_caption(f"The servers: flags, package versions and the kernels they logged (run {runs})"))
+    srv = _servers(g)
+    _show(table(srv, [Col("label", "Engine"), Col("start_s", "Start to healthy (s)", kind="int"), Col("attention_backend", "Attention"),
+                      Col("gemm", "GEMM kernel", kind="code"), Col("moe_backend", "MoE backend"), Col("sampling_backend", "Sampling", missing="default")],
+                caption=f"The servers: flags, package versions and the kernels they logged (run {runs})"))
+    lines = [f"{r.label}:\n" + textwrap.fill(r.args, 96, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False, break_long_words=False)
+             for r in srv.itertuples() if isinstance(r.args, str)]
+    _md("The servers' command lines, as recorded:\n\n```text\n" + "\n".join(lines) + "\n```")
     if g["engine"].nunique() < 2:
         return None
     try:
@@ -227,9 +314,11 @@ def _show_comparison(g, key, references=None, what=""):
         _md(f"**Not compared** (run {runs}): {e}")
         return None
     wins = A.win_table(ok)
-    _show(wins.style.hide(axis="index").format({"margin": "{:.2f}"}).format("{:,.1f}", subset=sorted(ok.engine.unique()))
-          .set_caption(f"Where each engine wins, per concurrency (run {runs}); margin = winner / runner-up (>= 1)"))
-    _show(A.win_summary(wins).style.hide(axis="index").format({"margin, median": "{:.2f}"}).set_caption(f"Where each engine wins, summed up (run {runs})"))
+    engines = sorted(ok.engine.unique())
+    _show(table(wins, [Col("concurrency", "Concurrency", kind="int"), Col("metric", "Metric")] + [Col(e, e, decimals=1) for e in engines]
+                + [Col("winner", "Winner"), Col("margin", "Margin (×)", decimals=2)],
+                caption=f"Where each engine wins, per concurrency (run {runs}); margin = winner ÷ runner-up; {100 * (A.TIE_MARGIN - 1):.0f} % or less is a tie",
+                collapsed=True, summary=f"Where each engine wins, per concurrency (run {runs}): {len(wins)} rows"))
     return wins
 
 
@@ -240,7 +329,9 @@ def show_second_engine(page: Page) -> None:
         for key, g in page.s7.items():
             show_fairness(g, key)
             what = "Llama-2-7B 4-bit: " if key[1] == MODEL_7B else f"{key[1]}: "
-            show_comparison(g, key, FIG.refs_7b(), what, "the article's §6.6 numbers (Triton + TensorRT-LLM, vLLM 0.11.0), open markers")
+            ok = g[g.outcome == "ok"]
+            show_comparison(g, key, FIG.refs_7b(), what, "the article's §6.6 numbers (Triton + TensorRT-LLM, vLLM 0.11.0), open markers",
+                            throughput=ok.engine.nunique() < 2)  # two engines: the key figure above is this comparison's throughput
     elif page.model_7b == MODEL_7B:
         _md("**No GPU record of this comparison exists yet.** The plan is ready (`scripts/device_engine_comparison.sh RUN_ID second-engine`, "
             "two device calls); until it has run, this section shows the published numbers only.")
@@ -254,8 +345,10 @@ def show_versus_article(page: Page) -> None:
 
     for key, g in page.s7.items():
         va = A.versus_article(g)
-        _show(va.style.hide(axis="index").format({"output tokens/s": "{:,.2f}", "HBM TB/s": "{:.2f}", "x article's vLLM": "{:.2f}"})
-              .set_caption(f"Concurrency 16, total output throughput: run {key[0]} beside the article's §6.6 (published: other GPU, checkpoint, quantization and tool)"))
+        va = va.assign(**{"load tool": va["load tool"].astype(str).str.split(" (", regex=False).str[0]})
+        _show(table(va, [Col("engine", "Engine"), Col("source", "Source"), Col("gpu", "GPU"), Col("load tool", "Load tool"),
+                         Col("output tokens/s", "Output (tok/s)", decimals=2), Col("HBM TB/s", "HBM (TB/s)", decimals=2), Col("x article's vLLM", "× article's vLLM", decimals=2)],
+                    caption=f"Concurrency 16, total output throughput: run {key[0]} beside the article's §6.6 (published: other GPU, checkpoint, quantization and tool)"))
         provenance(EXPERIMENT, [key[0]], published="Fixstars 2026, §6.6 (data/trtllm/published.csv); HBM bandwidth from NVIDIA's datasheets (llmstudy.serving.sweep.HBM_BANDWIDTH)")
 
 
@@ -267,13 +360,14 @@ def show_other_vllm(page: Page) -> None:
         _md(f"No serving-chapter record of vLLM on `{page.model_7b}` exists yet.")
         return
     c16 = other[(other.concurrency == 16) & (other.outcome == "ok")]
-    cols = [c for c in ("run_id", "experiment", "gpu", "server", "quantization", "weights_gib", "output_token_throughput", "time_to_first_token_avg") if c in c16]
-    _show(c16[cols].style.hide(axis="index").format({"weights_gib": "{:.2f}", "output_token_throughput": "{:,.1f}", "time_to_first_token_avg": "{:,.1f}"}, na_rep="—")
-          .set_caption(f"vLLM on {page.model_7b} at c=16 from the serving chapters' records (other sessions, not judged against SGLang; runs: {', '.join(sorted(c16.run_id.unique()))})"))
+    _show(table(c16, [Col("run_id", "Run", kind="code"), Col("experiment", "Chapter", kind="code"), Col("gpu", "GPU"), Col("quantization", "Quantization flag", missing="not set"),
+                      Col("weights_gib", "Weights (GiB)", decimals=2), Col("output_token_throughput", "Output (tok/s)", decimals=1),
+                      Col("time_to_first_token_avg", "TTFT (ms)", decimals=1)],
+                caption=f"vLLM on {page.model_7b} at c=16 from the serving chapters' records (other sessions, not judged against SGLang)"))
     for exp, h in c16.groupby("experiment"):
         provenance(exp, h.run_id)
-    here = page.statements.get("ec_vllm_weights", "n/a")
-    if "weights_gib" in c16 and here != "n/a" and c16.weights_gib.min() > 2 * float(here):
+    here = page.statements.get("ec_vllm_weights", NA)
+    if "weights_gib" in c16 and here != NA and c16.weights_gib.min() > 2 * float(here):
         _md(f"Those servers logged {c16.weights_gib.min():,.2f} GiB of weights against {here} GiB in run {page.statements['ec_run']}: vLLM served that layout "
             f"unquantized (16-bit, random weights), reading {c16.weights_gib.min() / float(here):.1f}× the weight bytes per decode step. They are not the 4-bit case "
             "and say nothing about the engines compared here.")
@@ -283,8 +377,10 @@ def show_article_verdicts() -> None:
     from llmstudy.core.book import provenance
 
     claims = A.article_claims()
-    _show(claims[claims.section.astype(str) == "8.2"][["metric", "article_winner", "what_the_article_says", "caveat", "article_line"]].style.hide(axis="index")
-          .set_caption("The article's verdicts (published, §8.2; line numbers in the article's text)"))
+    _show(table(claims[claims.section.astype(str) == "8.2"], [Col("metric", "Metric"), Col("article_winner", "Article's winner"),
+                                                             Col("what_the_article_says", "What the article says"), Col("caveat", "Caveat"),
+                                                             Col("article_line", "Line", kind="text", align="right")],
+                caption="The article's verdicts (published, §8.2; line numbers in the article's text)"))
     provenance(published="Fixstars 2026, §8.2 (data/engine_comparison/article_claims.csv)")
 
 
@@ -306,29 +402,27 @@ def show_gptoss(page: Page) -> None:
         both = pd.concat([g, trt[trt.model == key[1]]], ignore_index=True) if len(trt) else g
         show_comparison(both.assign(outcome=both["outcome"].fillna("ok")), key, FIG.refs_gptoss(), f"{key[1]}: ", "the article's trtllm-serve figures (§8.1)")
         ok = g[g.outcome == "ok"]
+        # TTFT that does not fall with more parallel prefill is a stall, not a queue: say where, and what the log says
+        stall = A.stalled_points(ok)
+        if len(stall):
+            exp = ok["experiment"].iloc[0] if "experiment" in ok and ok["experiment"].notna().any() else EXPERIMENT
+            jit = A.jit_warnings(data_dir() / "runs" / exp / key[0])
+            _md(f"**Stalled points (run {key[0]}).** At c={', '.join(str(int(x)) for x in stall.concurrency)} the mean TTFT "
+                f"({', '.join(f'{v:,.0f}' for v in stall.ttft_ms)} ms) is over three times the lowest TTFT at any higher concurrency "
+                f"({', '.join(f'{v:,.0f}' for v in stall.lowest_higher_ttft_ms)} ms), although a higher concurrency has more prefill to do "
+                "(circled in the figures above). Queueing cannot explain that; a one-time cost that the warm-up did not cover would, and the server log "
+                f"shows such costs during the sweep: {len(jit)} mid-run Triton JIT compilation(s) ({'; '.join(f'{r.time} {r.kernel}' for r in jit.itertuples()) or 'none'}). "
+                "The stalled TTFTs, and the lower total output at the same points, are kept as measured, but they are not steady-state numbers. "
+                "A rerun whose warm-up covers every prefill batch shape would give those.")
         c1 = ok[ok.concurrency == 1]
         if len(c1):
             ours = f"vLLM, record {key[0]} ({ok.gpu.iloc[0]})"
             theirs = "trtllm-serve, published (H100 PCIe)" if key[1] == GPTOSS_MODEL else "trtllm-serve, published for gpt-oss-20b (H100 PCIe)"
-            rows = [("streaming TPS = tokens / (latency − TTFT), c=1", c1.tps_streaming_avg.iloc[0], pub["trtllm_c1"]),
-                    ("non-streaming TPS = tokens / latency, c=1", c1.tps_non_streaming_avg.iloc[0], pub["trtllm_c1_incl"])]
-            _show(pd.DataFrame(rows, columns=["quantity", ours, theirs]).style.hide(axis="index")
-                  .format("{:,.0f}", subset=pd.IndexSlice[:, [ours, theirs]])
-                  .set_caption("Concurrency 1: our vLLM record against the article's trtllm-serve (published; other GPU variant and tool)"))
+            rows = [{"quantity": "streaming TPS = tokens ÷ (latency − TTFT), c=1", "ours": c1.tps_streaming_avg.iloc[0], "theirs": pub["trtllm_c1"]},
+                    {"quantity": "non-streaming TPS = tokens ÷ latency, c=1", "ours": c1.tps_non_streaming_avg.iloc[0], "theirs": pub["trtllm_c1_incl"]}]
+            _show(table(rows, [Col("quantity", "Quantity"), Col("ours", f"{ours} (tok/s)", kind="int"), Col("theirs", f"{theirs} (tok/s)", kind="int")],
+                        caption="Concurrency 1: our vLLM record against the article's trtllm-serve (published; other GPU variant and tool)"))
             prov(ok, published="the article's trtllm-serve figures (§8.1)")
-        # TTFT that does not fall with more parallel prefill is a stall, not a queue: say where, and what the log says
-        t = ok.sort_values("concurrency").set_index("concurrency")["time_to_first_token_avg"]
-        later_min = t[::-1].cummin()[::-1].shift(-1)  # the lowest TTFT at any higher concurrency
-        stall = t[t > 3 * later_min]
-        if len(stall):
-            exp = ok["experiment"].iloc[0] if "experiment" in ok and ok["experiment"].notna().any() else EXPERIMENT
-            jit = A.jit_warnings(data_dir() / "runs" / exp / key[0])
-            _md(f"**Stalled points (run {key[0]}).** At c={', '.join(str(int(x)) for x in stall.index)} the mean TTFT "
-                f"({', '.join(f'{v:,.0f}' for v in stall)} ms) is over three times the lowest TTFT at any higher concurrency "
-                f"({', '.join(f'{v:,.0f}' for v in later_min[stall.index])} ms), although a higher concurrency has more prefill to do. "
-                f"Queueing cannot explain that; a one-time cost that the warm-up did not cover would, and the server log shows such costs "
-                f"during the sweep: {len(jit)} mid-run Triton JIT compilation(s) ({'; '.join(f'{r.time} {r.kernel}' for r in jit.itertuples()) or 'none'}). The stalled TTFTs are "
-                "kept as measured, but they are not steady-state numbers. A rerun whose warm-up covers every prefill batch shape would give those.")
         bad = g[g.outcome != "ok"]
         if len(bad):
             reason = "; ".join(sorted(set(bad.get("failure", pd.Series(dtype=str)).dropna()) - {""}))
@@ -339,7 +433,8 @@ def show_gptoss(page: Page) -> None:
 
 def show_other(page: Page) -> None:
     if not page.other:
-        _md("None.")
+        _md("No other engine_comparison record exists; a CPU rehearsal of the pipeline (part `cpu-smoke`) would be listed here, "
+            "as a test of the code and never as a result.")
         return
     for key, g in page.other.items():
         if g["engine"].nunique() > 1:

@@ -2,7 +2,7 @@
 
 The published numbers (the article's §6.6 and §8.1) are always there, labelled as the article's by the page's prose;
 the measured ones come from the newest GPU record of the second-engine comparison *for the chapter's model*
-(``model_7b``), "n/a" without one, and for a model that is not the study's own, the sentence saying it is not
+(``model_7b``), "—" without one, and for a model that is not the study's own, the sentence saying it is not
 measured yet and the command that measures it.
 """
 
@@ -15,22 +15,22 @@ from llmstudy.chapters.engine_comparison.params import GPTOSS_MODEL, MODEL_7B
 from llmstudy.chapters.engine_comparison.plan import EXPERIMENT, measure_command
 from llmstudy.serving import sweep as SB
 
-NA = "n/a"
-KEYS_7B = ("ec_run", "ec_gpu", "ec_cap", "ec_conc", "ec_c16_prompts", "ec_sgl_version", "ec_vllm_version", "ec_sgl_args", "ec_vllm_args", "ec_fail_first",
-           "ec_prefill_s", "ec_ready_s", "ec_sgl_start_s", "ec_vllm_start_s", "ec_sgl_weights", "ec_vllm_weights", "ec_sgl_quant", "ec_vllm_quant", "ec_sgl_kernel",
+NA = "—"  # a value the records lack (never "n/a" on a page)
+KEYS_7B = ("ec_run", "ec_gpu", "ec_cap", "ec_conc", "ec_c16_prompts", "ec_sgl_version", "ec_vllm_version", "ec_prefill_s",
+           "ec_sgl_start_s", "ec_vllm_start_s", "ec_sgl_weights", "ec_vllm_weights", "ec_sgl_quant", "ec_vllm_quant", "ec_sgl_kernel",
            "ec_vllm_kernel", "ec_sgl_kv", "ec_vllm_kv", "ec_sgl_kv_gib", "ec_vllm_kv_gib", "ec_kv_mib", "ec_sgl_kv_check", "ec_seq_tokens", "ec_kv_need", "ec_kv_headroom",
-           "ec_c1_sgl_user", "ec_c1_vllm_user", "ec_c1_margin", "ec_c16_sgl", "ec_c16_vllm", "ec_c16_margin", "ec_c16_sgl_rps", "ec_c16_vllm_rps", "ec_hi_margin_max",
+           "ec_c1_sgl_user", "ec_c1_vllm_user", "ec_c1_margin", "ec_c16_sgl", "ec_c16_vllm", "ec_c16_margin", "ec_c16_verdict", "ec_c16_sgl_rps", "ec_c16_vllm_rps", "ec_hi_margin_max",
            "ec_ttft_sgl_at", "ec_ttft_vllm_at", "ec_c16_ttft_sgl", "ec_c16_ttft_vllm", "ec_ours_vs_article_vllm", "ec_vllm_vs_article_triton", "ec_bw_ours", "ec_bw_article",
            "ec_bw_ratio")
 
 
 def fmt(v, spec: str = "{:,.0f}") -> str:
-    """A value as text, "n/a" when missing."""
+    """A value as text, "—" when missing."""
     return NA if v is None or pd.isna(v) else spec.format(v)
 
 
 def pick(df: pd.DataFrame, col: str, spec: str = "{:,.0f}", **where) -> str:
-    """One formatted value of ``df`` where every column equals its value ("n/a" if there is none)."""
+    """One formatted value of ``df`` where every column equals its value ("—" if there is none)."""
     m = pd.Series(True, index=df.index)
     for k, v in where.items():
         m &= df[k] == v
@@ -66,7 +66,7 @@ def statements(points: pd.DataFrame, model_7b: str = MODEL_7B, gptoss_model: str
 
     ``ec_pub_*`` and ``ec_article_gpu``: the article's numbers and GPU; ``ec_*`` of :data:`KEYS_7B`: the newest GPU
     record of the second-engine comparison of ``model_7b`` (run, GPU, settings, versions, what each server loaded,
-    throughput, TTFT and margins, the ratio to the article's numbers), "n/a" where it lacks a value, and for a model
+    throughput, TTFT and margins, the ratio to the article's numbers), "—" where it lacks a value, and for a model
     other than the study's with no record, ``ec_run`` says it is not measured yet with the command that measures it;
     ``gptoss_vocab``: the vocabulary size of ``gptoss_model``'s config (named when it is not gpt-oss-20b).
     ``paths``: run_id -> record folder (default: the records under data/runs).
@@ -77,7 +77,8 @@ def statements(points: pd.DataFrame, model_7b: str = MODEL_7B, gptoss_model: str
 
     pub = published_numbers()
     out = {"ec_pub_triton": f"{pub['triton']:,.2f}", "ec_pub_vllm": f"{pub['vllm']:,.2f}", "ec_pub_ratio": f"{pub['ratio']:.2f}×",
-           "ec_pub_trtllm_c1": f"{pub['trtllm_c1']:,.0f}", "ec_pub_trtllm_c1_incl": f"{pub['trtllm_c1_incl']:,.0f}", "ec_article_gpu": A.ARTICLE_GPU}
+           "ec_pub_trtllm_c1": f"{pub['trtllm_c1']:,.0f}", "ec_pub_trtllm_c1_incl": f"{pub['trtllm_c1_incl']:,.0f}", "ec_article_gpu": A.ARTICLE_GPU,
+           "ec_tie_pct": f"{100 * (A.TIE_MARGIN - 1):.0f} %"}
     g7 = dict.fromkeys(KEYS_7B, NA)
     s7 = gpu_sets(points, "second-engine", model_7b) if len(points) else {}
     if not s7 and model_7b != MODEL_7B:
@@ -88,6 +89,12 @@ def statements(points: pd.DataFrame, model_7b: str = MODEL_7B, gptoss_model: str
     vocab = f"{M.text_config(M.load_config(gptoss_model)).vocab_size:,}"
     out["gptoss_vocab"] = vocab if gptoss_model == GPTOSS_MODEL else f"{vocab} ({_title(gptoss_model)}'s config; gpt-oss-20b's differs)"
     return out
+
+
+def _verdict_at(wins: pd.DataFrame, concurrency: int) -> str:
+    """The win table's verdict at one concurrency as words (:func:`~.analysis.verdict_phrase`), "—" if not judged."""
+    row = wins[wins.concurrency == concurrency]
+    return A.verdict_phrase(row.winner.iloc[0], row.margin.iloc[0]) if len(row) else NA
 
 
 def _measured_7b(s7: dict, pub: dict, paths: dict) -> dict[str, str]:
@@ -106,7 +113,6 @@ def _measured_7b(s7: dict, pub: dict, paths: dict) -> dict[str, str]:
     for e, short in (("sglang", "sgl"), ("vllm", "vllm")):
         if e in srv7.index:
             g[f"ec_{short}_version"] = A.engine_label(srv7.loc[e]).split(" ", 1)[-1]
-            g[f"ec_{short}_args"] = srv7.loc[e, "args"]
             g[f"ec_{short}_start_s"] = fmt(srv7.loc[e, "start_s"], "{:,.0f}")
         g.update({f"ec_{short}_weights": pick(facts7, "weights_gib", "{:.2f}", engine=e), f"ec_{short}_quant": pick(facts7, "quantization", "{}", engine=e),
                   f"ec_{short}_kernel": pick(facts7, "gemm_kernel", "{}", engine=e), f"ec_{short}_kv": pick(facts7, "kv_cache_tokens", engine=e),
@@ -116,13 +122,14 @@ def _measured_7b(s7: dict, pub: dict, paths: dict) -> dict[str, str]:
     kv_sgl = facts7.loc[facts7.engine == "sglang", "kv_cache_tokens"] if len(facts7) else pd.Series(dtype=float)
     g["ec_sgl_kv_check"] = fmt(kv_sgl.iloc[0] * kv_b / 2**30 if len(kv_sgl) else None, "{:.1f}")
     if len(fails7):
-        g.update(ec_fail_first=fails7.failure.iloc[0] or NA, ec_prefill_s=fmt(fails7.prefill_graph_capture_s.max(), "{:,.2f}"), ec_ready_s=fmt(fails7.ready_after_s.max(), "{:,.0f}"))
+        g.update(ec_prefill_s=fmt(fails7.prefill_graph_capture_s.max(), "{:,.0f}"))
     if ok7.engine.nunique() > 1:
         w7 = A.win_table(ok7)
         tot, user, ttft = (w7[w7.metric.str.startswith(p)] for p in ("total", "per-user", "TTFT"))
         g.update(ec_c1_sgl_user=pick(ok7, "output_token_throughput_per_user_avg", "{:,.1f}", engine="sglang", concurrency=1),
                  ec_c1_vllm_user=pick(ok7, "output_token_throughput_per_user_avg", "{:,.1f}", engine="vllm", concurrency=1),
                  ec_c1_margin=pick(user, "margin", "{:.2f}×", concurrency=1), ec_c16_margin=pick(tot, "margin", "{:.2f}×", concurrency=16),
+                 ec_c16_verdict=_verdict_at(tot, 16),
                  ec_c16_sgl=pick(ok7, "output_token_throughput", engine="sglang", concurrency=16), ec_c16_vllm=pick(ok7, "output_token_throughput", engine="vllm", concurrency=16),
                  ec_c16_sgl_rps=pick(ok7, "request_throughput", "{:.2f}", engine="sglang", concurrency=16), ec_c16_vllm_rps=pick(ok7, "request_throughput", "{:.2f}", engine="vllm", concurrency=16),
                  ec_hi_margin_max=fmt(tot[tot.concurrency >= cap].margin.max(), "{:.2f}×"),

@@ -14,32 +14,59 @@ Modules: ``config`` (constants, variants, recipes, paths), ``params`` (the param
 ``analysis`` (the records' tables), ``statements`` (every glued sentence), ``figures``.
 """
 
-from .analysis import (  # noqa: F401
+import warnings
+
+# tqdm.auto (imported by transformers and datasets) warns "IProgress not found" in a kernel without ipywidgets, naming
+# the file that raised it; the page shows no progress bars.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
+from .analysis import (  # noqa: E402, F401
     ARTICLE_STEPS,
+    LOOP_MIN_REPEATS,
     MEMORY_COLUMNS,
     QUALITY_COLUMNS,
     SPEED_COLUMNS,
     add_speed,
     answer_table,
+    answers_report,
     concurrency_effect,
+    concurrency_report,
     current_prediction,
+    dataset_report,
+    examples_report,
+    fast_report,
     fast_runs,
     fast_vs_article,
     load_tables,
+    loop_of,
+    loop_report,
+    loop_table,
     memory_chapter_runs,
+    memory_report,
     memory_vs_prediction,
+    micro_batch_report,
+    micro_batch_times,
     model_card,
+    model_card_report,
     predictions,
+    predictions_report,
+    qlora_bf16_report,
     qlora_bf16_table,
+    quality_report,
+    speed_report,
     speed_table,
+    style_report,
     style_table,
     styled_answers,
+    truncated_answers,
     views,
 )
-from .config import (  # noqa: F401
+from .config import (  # noqa: E402, F401
     ARTICLE,
+    ARTICLE_SETUP,
     EVAL_PROMPTS,
     EXPERIMENT,
+    HBM_TBPS,
     LLAMA2_TOKENIZER_JS,
     PEAK_BF16_FLOPS,
     PROMPT_STYLES,
@@ -55,7 +82,7 @@ from .config import (  # noqa: F401
     dataset_dir,
     dataset_path,
 )
-from .data import (  # noqa: F401
+from .data import (  # noqa: E402, F401
     SENTENCE_END,
     check_lengths,
     concat_parts,
@@ -71,11 +98,11 @@ from .data import (  # noqa: F401
     style_metrics,
     token_lengths,
 )
-from .params import CLI_NAMES, HEADER, PARAMS, notebook_params, run_arguments  # noqa: F401
-from .plan import matmul_params, peak_flops, train_flops, variant_setup  # noqa: F401
-from .run import run_experiment, tidy_tables  # noqa: F401
-from .statements import NO_RECORD, no_record_line, quality_command, speed_command, statements  # noqa: F401
-from .weights import (  # noqa: F401
+from .params import CLI_NAMES, HEADER, PARAMS, notebook_params, run_arguments  # noqa: E402, F401
+from .plan import matmul_params, peak_flops, train_flops, variant_setup  # noqa: E402, F401
+from .run import run_experiment, tidy_tables  # noqa: E402, F401
+from .statements import NO_RECORD, no_record_line, quality_command, speed_command, statements  # noqa: E402, F401
+from .weights import (  # noqa: E402, F401
     checkpoint_dir,
     find_checkpoint,
     js_reference_ids,

@@ -238,3 +238,223 @@ def qlora_bf16_table(model: str) -> pd.DataFrame:
 
     s = M.qlora_bf16_weights(model)
     return pd.DataFrame({"parameters kept in bf16": s, "GiB": s * 2 / GiB}).rename_axis(f"{model}: not quantized under QLoRA")
+
+
+# --- What the small model's answers can show ------------------------------------------------------------------------
+
+LOOP_MIN_REPEATS = 5  # a stretch of 1-40 characters repeated at least this many times in a row is a loop
+
+
+def loop_of(answer: str) -> tuple[str, int] | None:
+    """The longest back-to-back repetition in ``answer`` as (unit, times), or None when nothing repeats
+    :data:`LOOP_MIN_REPEATS` times in a row (the small model's degenerate output, such as 「この、」 eighty times)."""
+    import re
+
+    best = None
+    for m in re.finditer(r"(.{1,40}?)\1{" + str(LOOP_MIN_REPEATS - 1) + ",}", str(answer), flags=re.S):
+        unit = m.group(1)
+        times = len(m.group(0)) // len(unit)
+        if best is None or len(m.group(0)) > len(best[0]) * best[1]:
+            best = (unit, times)
+    return best
+
+
+def loop_table(answers: pd.DataFrame) -> pd.DataFrame:
+    """Per variant (latest record): how many of the article's eight answers fall into a loop, and the longest loop."""
+    t = answer_table(answers)
+    rows = []
+    for v in t.columns:
+        loops = [loop_of(a) for a in t[v].dropna()]
+        found = [x for x in loops if x]
+        longest = max(found, key=lambda x: len(x[0]) * x[1]) if found else None
+        rows.append({"variant": v, "answers": len(loops), "looping": len(found),
+                     "longest loop": f"「{longest[0].strip()}」 × {longest[1]}" if longest else None})
+    return pd.DataFrame(rows)
+
+
+def truncated_answers(answers: pd.DataFrame, chars: int = 120) -> pd.DataFrame:
+    """:func:`answer_table` with every answer cut to its first ``chars`` characters (line breaks shown as " ⏎ ")."""
+    t = answer_table(answers)
+
+    def cut(a):
+        if not isinstance(a, str):
+            return a
+        a = a.replace("\n", " ⏎ ")
+        return a if len(a) <= chars else a[:chars] + "…"
+
+    return t.apply(lambda col: col.map(cut)).reset_index()
+
+
+# --- Why the article's recipe takes as long as it does: the time of one micro-batch ------------------------------------
+
+
+def micro_batch_times(speed: pd.DataFrame, memory_records: pd.DataFrame) -> pd.DataFrame:
+    """Seconds per micro-batch (one sample at micro-batch 1) of LoRA with gradient checkpointing: this chapter's 7B
+    run, the memory chapter's records at 100 and 1,024 tokens, and the article's upper bound (its ``time`` over 111
+    steps of 32 micro-batches). The memory chapter's rows show that the time does not grow with the tokens."""
+    rows = []
+    ok = speed[(speed.outcome == "ok") & (speed.recipe == "article")] if len(speed) else speed
+    for r in ok.itertuples():
+        rows.append({"source": f"{r.run_id} ({r.variant}, this chapter's data)", "gpu": r.gpu, "method": r.method, "tokens": r.tokens_per_step / 32,
+                     "s_per_step": r.median_step_s, "micro_batches": 32, "s_per_micro_batch": r.median_step_s / 32, "run_id": r.run_id})
+    if memory_records is not None and len(memory_records):
+        m = memory_records[(memory_records.outcome == "ok") & memory_records.method.isin(["lora", "qlora"]) & (memory_records.micro_batch == 1)
+                           & memory_records.grad_ckpt.astype(bool) & memory_records.median_step_s.notna() & (memory_records.model == "llama-2-7b")]
+        for r in m.itertuples():
+            rows.append({"source": f"{r.run_id} ({r.method}, synthetic {int(r.seq_len)}-token samples)", "gpu": r.gpu, "method": r.method,
+                         "tokens": float(r.seq_len), "s_per_step": r.median_step_s, "micro_batches": int(r.grad_accum),
+                         "s_per_micro_batch": r.median_step_s / r.grad_accum, "run_id": r.run_id})
+    for method in ("lora", "qlora"):
+        real = ARTICLE[method]["real_s"]
+        rows.append({"source": f"the article ({method}, `time` of the whole run)", "gpu": ARTICLE["gpu"], "method": method, "tokens": float("nan"),
+                     "s_per_step": real / ARTICLE_STEPS, "micro_batches": 32, "s_per_micro_batch": real / (ARTICLE_STEPS * 32), "run_id": None})
+    return pd.DataFrame(rows)
+
+
+# --- The page's tables, formatted (llmstudy.publishing.tables) -------------------------------------------------------
+
+
+def _t():
+    from llmstudy.publishing.tables import Col, table
+
+    return Col, table
+
+
+def _runs(df: pd.DataFrame) -> str:
+    return ", ".join(sorted({str(r) for r in df.run_id.dropna().unique()})) if len(df) and "run_id" in df else "none"
+
+
+def dataset_report(rows: list[dict], lengths: pd.DataFrame | None):
+    """The dataset in one table: its size and voice, and Llama-2 tokens per row (mean, median, max)."""
+    from .data import dataset_summary
+
+    Col, table = _t()
+    s = dataset_summary(rows)["value"]
+    out = [{"what": str(k).replace("_mean", " (mean)").replace("_max", " (max)").replace("_", " "),
+            "value": int(v) if isinstance(v, float) and v.is_integer() else v} for k, v in s.items()]
+    if lengths is not None and len(lengths):
+        for c, name in (("prompt_tokens", "prompt"), ("completion_tokens", "completion"), ("total_tokens", "row")):
+            out.append({"what": f"Llama-2 tokens per {name}: mean / median / max",
+                        "value": f"{lengths[c].mean():.0f} / {lengths[c].median():.0f} / {lengths[c].max():,.0f}"})
+    return table(out, [Col("what", "Dataset", kind="text"), Col("value", "Value", decimals=1, align="right")], caption="", collapsed=False)
+
+
+def examples_report(rows: list[dict], n: int = 3, chars: int = 120):
+    """The first ``n`` rows, each field cut to ``chars`` characters, collapsed."""
+    Col, table = _t()
+    cut = [{k: (v if len(v) <= chars else v[:chars] + "…") for k, v in r.items()} for r in rows[:n]]
+    return table(cut, [Col("instruction", "Instruction", kind="text"), Col("output", "Output", kind="text")], collapsed=True,
+                 summary=f"The first {n} rows of the dataset")
+
+
+def predictions_report(pred: pd.DataFrame):
+    """:func:`predictions` formatted (GiB); a term the memory model does not cover reads "not modelled"."""
+    Col, table = _t()
+    df = pred.reset_index()
+    cols = [Col("variant", "Variant", kind="text"), Col("tokens in the largest micro-batch", "Tokens in the largest micro-batch", kind="int")]
+    cols += [Col(f"{c} GiB", f"{c} (GiB)", kind="float", missing="not modelled") for c in mm.MEMORY_COMPONENTS]
+    cols.append(Col("predicted peak GiB", "Predicted peak (GiB)", kind="float", missing="not modelled"))
+    paged = df["paged GiB"].max()
+    return table(df, cols, caption="The memory model's prediction per variant, allocator memory"
+                 + (f" (the paged optimizer's managed memory, at most {paged:.2f} GiB, is outside it)" if paged >= 0.005 else ""), collapsed=False)
+
+
+def qlora_bf16_report(model: str):
+    """:func:`qlora_bf16_table` formatted."""
+    Col, table = _t()
+    df = qlora_bf16_table(model).reset_index()
+    df.columns = ["kind", "params", "GiB"]
+    return table(df, [Col("kind", "Kept in bf16 under QLoRA", kind="text"), Col("params", "Parameters", kind="int"), Col("GiB", "GiB", kind="float")],
+                 caption=f"{model}: what bitsandbytes does not quantize (it replaces nn.Linear modules only)", collapsed=False)
+
+
+def memory_report(speed: pd.DataFrame):
+    """Measured against predicted memory per variant of the 7B architecture, with the article's nvidia-smi figure."""
+    Col, table = _t()
+    m = memory_vs_prediction(speed)
+    return table(m, [Col("variant", "Variant", kind="text"), Col("max_micro_batch_tokens", "Tokens in the largest micro-batch", kind="int"),
+                     Col("peak_allocated_GiB", "Peak allocated (GiB)", kind="float"), Col("predicted_peak_GiB", "Predicted (GiB)", kind="float"),
+                     Col("error_pct", "Error (%)", kind="float", decimals=1, signed=True), Col("peak_reserved_GiB", "Reserved (GiB)", kind="float"),
+                     Col("nvml_process_GB", "nvidia-smi (GB)", kind="float", decimals=1), Col("article_nvidia_smi_GB", "Article nvidia-smi (GB)", kind="text")],
+                 caption=f"Runs {_runs(m)} ({', '.join(sorted(m.gpu.unique())) if len(m) else ''}); predicted = the memory model", collapsed=False)
+
+
+def speed_report(speed: pd.DataFrame):
+    """Step time, throughput, projected runs and MFU per variant of the 7B architecture."""
+    Col, table = _t()
+    t = speed_table(speed).rename(columns={f"{ARTICLE_STEPS} steps, the article's run (min)": "article_steps_min", "3 epochs, our data (min)": "ours_min"})
+    t["article_min"] = [ARTICLE[v]["real_s"] / 60 if v in ("lora", "qlora") else None for v in t.variant]
+    return table(t, [Col("variant", "Variant", kind="text"), Col("median_step_s", "Step (s, median)", kind="float"),
+                     Col("tokens_per_s", "Tokens / s", kind="int"), Col("ours_min", "3 epochs of our data (min)", kind="float", decimals=1),
+                     Col("article_steps_min", f"{ARTICLE_STEPS} steps (min)", kind="float", decimals=1),
+                     Col("article_min", "Article, measured (min)", kind="float", decimals=1), Col("MFU %", "MFU (%)", kind="float", decimals=1)],
+                 caption=f"Runs {_runs(t)} ({', '.join(sorted(t.gpu.unique())) if len(t) else ''})", collapsed=False)
+
+
+def micro_batch_report(mb: pd.DataFrame):
+    """:func:`micro_batch_times` formatted: the evidence for the step time."""
+    Col, table = _t()
+    df = mb.assign(gpu=mb.gpu.str.replace("NVIDIA ", "", regex=False))
+    return table(df, [Col("source", "Source", kind="text"), Col("gpu", "GPU", kind="text"), Col("tokens", "Tokens / sample", kind="int"),
+                      Col("s_per_step", "Step (s)", kind="float"), Col("micro_batches", "Micro-batches / step", kind="int"),
+                      Col("s_per_micro_batch", "Per micro-batch (s)", kind="float", decimals=3)],
+                 caption="LoRA and QLoRA at one sample per micro-batch with gradient checkpointing; the article's rows are its whole run "
+                         "(loading, evaluation and checkpoints included) over 111 steps, an upper bound", collapsed=False)
+
+
+def model_card_report(card: pd.Series):
+    Col, table = _t()
+    short = {"provenance": "source", "weights as shipped": "shipped as", "GGUF sha256": "sha256", "chat format": "chat", "parameters": "params"}
+    return table([{"k": short.get(k, k), "v": v} for k, v in card.items()], [Col("k", "Quality model", kind="text"), Col("v", "", kind="text")],
+                 collapsed=False)
+
+
+def quality_report(qual: pd.DataFrame):
+    """Losses of every quality run of the small model."""
+    Col, table = _t()
+    return table(qual, [Col("run_id", "Run", kind="text"), Col("variant", "Variant", kind="text"), Col("outcome", "Outcome", kind="text"),
+                        Col("steps_run", "Steps", kind="int"), Col("first_loss", "First loss", kind="float", decimals=3),
+                        Col("last_loss", "Last loss", kind="float", decimals=3), Col("eval_loss", "Held-out loss", kind="float", decimals=3),
+                        Col("eval_perplexity", "Perplexity", kind="float", decimals=1)],
+                 caption="Held-out loss: mean negative log-likelihood per answer token over the whole held-out split", collapsed=True,
+                 summary=f"Every quality run ({len(qual)} rows)")
+
+
+def loop_report(answers: pd.DataFrame):
+    Col, table = _t()
+    return table(loop_table(answers), [Col("variant", "Variant", kind="text"), Col("answers", "Answers", kind="int"),
+                                       Col("looping", "Fall into a loop", kind="int"), Col("longest loop", "Longest loop", kind="text")],
+                 caption="A loop: a stretch of 1–40 characters repeated at least five times in a row", collapsed=False)
+
+
+def answers_report(answers: pd.DataFrame, chars: int = 120):
+    Col, table = _t()
+    t = truncated_answers(answers, chars)
+    cols = [Col("prompt", "Prompt", kind="text")] + [Col(v, v, kind="text") for v in t.columns if v != "prompt"]
+    return table(t, cols, caption=f"Greedy answers, first {chars} characters (⏎: line break); runs {_runs(answers)}", collapsed=True,
+                 summary=f"The eight answers of each variant (first {chars} characters)")
+
+
+def style_report(style: pd.DataFrame):
+    Col, table = _t()
+    return table(style, [Col("source", "Source", kind="text"), Col("answers", "Answers", kind="int"), Col("chars_mean", "Characters (mean)", kind="float", decimals=0),
+                         Col("commas_per_sentence", "「、」 per sentence", kind="float")], collapsed=False)
+
+
+def fast_report(fast: pd.DataFrame):
+    """The fast recipe against the article's, per model and method."""
+    Col, table = _t()
+    return table(fast, [Col("model", "Model", kind="text"), Col("method", "Method", kind="text"), Col("article s/epoch", "Article recipe (s / epoch)", kind="float", decimals=1),
+                        Col("fast s/epoch", "Fast recipe (s / epoch)", kind="float", decimals=1), Col("speedup per epoch", "Speed-up (×)", kind="float", decimals=1),
+                        Col("article MFU %", "MFU article (%)", kind="float"), Col("fast MFU %", "MFU fast (%)", kind="float"),
+                        Col("eval loss diff %", "Held-out loss, fast vs article (%)", kind="float", signed=True)],
+                 caption="Runs: " + "; ".join(f"{r.model} {r.method}: {r.runs}" for r in fast.itertuples()) if len(fast) else "", collapsed=False)
+
+
+def concurrency_report(conc: pd.DataFrame):
+    Col, table = _t()
+    return table(conc, [Col("run_id", "Run", kind="text"), Col("variant", "Variant", kind="text"), Col("shared with", "Shared the GPU with", kind="text"),
+                        Col("steps shared", "Steps shared", kind="int"), Col("median s/step shared", "Step, shared (s)", kind="float"),
+                        Col("steps alone", "Steps alone", kind="int"), Col("median s/step alone", "Step, alone (s)", kind="float"),
+                        Col("slowdown", "Slow-down (×)", kind="float")], collapsed=True,
+                 summary="Variants that shared the GPU with another training process")

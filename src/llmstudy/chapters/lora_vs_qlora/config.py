@@ -33,13 +33,17 @@ ARTICLE = {
     "gpu": "NVIDIA H100 80GB PCIe",
     "rows": 1400,  # "約 1400 件"
     "epochs": 3,
-    "lora": {"nvidia_smi_MB": (15100, 17000), "real_s": 19 * 60 + 52.129},
-    "qlora": {"nvidia_smi_MB": (7577, 7577), "real_s": 26 * 60 + 51.628},
+    "lora": {"nvidia_smi_MB": (15100, 17000), "real_s": 19 * 60 + 52.129, "user_s": 23 * 60 + 43.559},
+    "qlora": {"nvidia_smi_MB": (7577, 7577), "real_s": 26 * 60 + 51.628, "user_s": 28 * 60 + 40.509},
 }
+# The article's machine and fine-tuning software (its environment section; published-numbers.md §3.6).
+ARTICLE_SETUP = {"cpu": "AMD EPYC 7742", "software": "transformers 4.57.1, trl 0.25.0, peft 0.17.1, bitsandbytes 0.48.2"}
 
 # Dense BF16 tensor-core peaks (NVIDIA datasheets list 1,979 TFLOPS for H100 SXM / H200 and 1,513 for H100 PCIe
 # "with sparsity"; dense is half).
 PEAK_BF16_FLOPS = {"H100 SXM": 989.4e12, "H200": 989.4e12, "H100 PCIe": 756.5e12}
+# Memory bandwidth, TB/s (NVIDIA datasheets).
+HBM_TBPS = {"H100 SXM": 3.35, "H200": 4.8, "H100 PCIe": 2.0}
 
 VARIANTS = {
     # name: (method, recipe)

@@ -13,8 +13,8 @@ from llmstudy.core import models as M
 from llmstudy.core.book import not_measured
 from llmstudy.training import memory as mm
 
-from .analysis import memory_vs_prediction, views
-from .config import VARIANTS
+from .analysis import ARTICLE_STEPS, loop_table, memory_vs_prediction, micro_batch_times, views
+from .config import ARTICLE, ARTICLE_SETUP, HBM_TBPS, PEAK_BF16_FLOPS, VARIANTS
 from .data import dataset_stats, heldout_overlap, split_rows
 
 DATASET_KEYS = ("ds_rows", "ds_train", "ds_eval", "ds_commas", "ds_chars", "ds_overlap")
@@ -122,10 +122,10 @@ def quality_statements(qual: pd.DataFrame, history: pd.DataFrame, model: str, me
         shared = g.concurrent_with.notna().any() if "concurrent_with" in g else False
         notes.append(f"The article-recipe runs ({', '.join(g.variant)}) trained all {int(g.steps_run.max())} steps in {run_id}"
                      + (", side by side on one GPU" if shared else "")
-                     + (f", resumed across {n_calls} calls from Trainer checkpoints (adapter, optimizer, scheduler and RNG state)" if n_calls > 1 else "")
+                     + (f", in {n_calls} parts, each resumed from the Trainer checkpoint (adapter, optimizer, scheduler and RNG state)" if n_calls > 1 else "")
                      + ": final eval loss " + ", ".join(f"{r.variant} {r.eval_loss:.3f}" for r in g.itertuples()) + ".")
     for r in cut.itertuples():
-        notes.append(f"An earlier article-recipe {r.variant} run ({r.run_id}), which had the GPU alone, stopped at its call's deadline ({r.outcome}) after "
+        notes.append(f"An earlier article-recipe {r.variant} run ({r.run_id}), which had the GPU alone, stopped at its time limit ({r.outcome}) after "
                      f"{int(r.steps_run)} of {int(3 * r.steps_per_epoch)} steps at {r.median_step_s:.1f} s per step"
                      + ("; the comparison of speed below takes its step time from it." if r.variant in set(done.variant) else
                         ": LoRA is compared with QLoRA on quality through the fast-recipe runs, which finish all three epochs on the same batches."))
@@ -180,6 +180,85 @@ def fast_statements(fast: pd.DataFrame, speed_model: str) -> dict[str, str]:
             "speedup_7b_lora": f"{key['speedup per epoch'].iloc[0]:.0f}x" if len(key) else f"n/a ({missing_sentence(speed_model, speed_command(speed_model))})"}
 
 
+def answer_statement(qual: pd.DataFrame, speed: pd.DataFrame, model: str, speed_model: str) -> str:
+    """The page's answer: the held-out loss of LoRA against QLoRA with the article's recipe on the real model first,
+    then memory and step time of the 7B architecture against the article's figures. Each number names its model;
+    a model without records gets the sentence that says so."""
+    parts = []
+    art_q = qual[(qual.recipe == "article") & (qual.outcome == "ok") & qual.eval_loss.notna()] if len(qual) else qual
+    base = qual[(qual.variant == "base") & qual.eval_loss.notna()] if len(qual) else qual
+    if len(art_q) and {"lora", "qlora"} <= set(art_q.variant):
+        lo, ql = (art_q[art_q.variant == v].iloc[-1] for v in ("lora", "qlora"))
+        parts.append(f"Quality, on a real pretrained model, {_title(model)}: after three epochs of the article's recipe QLoRA's held-out loss per "
+                     f"answer token is {ql.eval_loss:.3f} against LoRA's {lo.eval_loss:.3f} ({100 * (ql.eval_loss / lo.eval_loss - 1):+.1f}%, run {lo.run_id}"
+                     + (f"; the untrained model {base.eval_loss.iloc[-1]:.3f}, run {base.run_id.iloc[-1]}" if len(base) else "") + "): a small, measurable cost "
+                     "of 4-bit weights that the article's eight sampled answers could not show.")
+    else:
+        parts.append(f"Quality: {missing_sentence(model, quality_command(model))}.")
+    ok = speed[(speed.outcome == "ok") & (speed.recipe == "article")] if len(speed) else speed
+    if len(ok) and {"lora", "qlora"} <= set(ok.variant):
+        lo, ql = (ok[ok.variant == v].iloc[-1] for v in ("lora", "qlora"))
+        parts.append(f"Memory, on the {speed_model} architecture ({lo.gpu.replace('NVIDIA ', '')}, run {lo.run_id}): QLoRA peaks at "
+                     f"{ql.peak_allocated_GiB:.2f} GiB of allocator memory against LoRA's {lo.peak_allocated_GiB:.2f} GiB "
+                     f"({ql.nvml_peak_process_GiB * 2**30 / 1e9:.1f} against {lo.nvml_peak_process_GiB * 2**30 / 1e9:.1f} GB in nvidia-smi; the article read "
+                     f"{ARTICLE['qlora']['nvidia_smi_MB'][0] / 1000:.1f} against {ARTICLE['lora']['nvidia_smi_MB'][0] / 1000:.1f}–"
+                     f"{ARTICLE['lora']['nvidia_smi_MB'][1] / 1000:.1f} GB), and its optimizer step takes {ql.median_step_s / lo.median_step_s:.2f}× "
+                     f"as long (the article: {ARTICLE['qlora']['real_s'] / ARTICLE['lora']['real_s']:.2f}×).")
+    else:
+        parts.append(f"Memory and speed: {missing_sentence(speed_model, speed_command(speed_model))}.")
+    return " ".join(parts)
+
+
+def loop_statement(answers: pd.DataFrame, model: str) -> str:
+    """How many of the eight answers per variant fall into a loop, and the longest loops."""
+    if not len(answers):
+        return f"No answers of {_title(model)} are recorded."
+    lt = loop_table(answers)
+    counts = "; ".join(f"{r.variant} {r.looping} of {r.answers}" for r in lt.itertuples())
+    examples = [f"{v} {loop}" for v, loop in zip(lt.variant, lt["longest loop"]) if isinstance(loop, str)][:2]
+    return (f"{_title(model)} is too small for these prompts: greedy decoding falls into a loop (a stretch of text repeated five times or "
+            f"more in a row) in {counts} answers" + (", for example " + " and ".join(examples) if examples else "") + ".")
+
+
+def timing_statements(speed: pd.DataFrame, memory_records: pd.DataFrame | None, speed_model: str) -> dict[str, str]:
+    """Why the 7B LoRA run projects longer on an H100 SXM than the article's run took on a slower H100 PCIe: the
+    arithmetic, from the records (``speed``: the 7B architecture's results; ``memory_records``: the memory chapter's)."""
+    ok = speed[(speed.outcome == "ok") & (speed.variant == "lora")] if len(speed) else speed
+    if not len(ok):
+        return {"timing_why": f"The projection needs a record: {missing_sentence(speed_model, speed_command(speed_model))}."}
+    mb = micro_batch_times(speed, memory_records)
+    lo = ok.iloc[-1]
+    ours_mb = lo.median_step_s / 32
+    art_real = ARTICLE["lora"]["real_s"]
+    art_mb = art_real / (ARTICLE_STEPS * 32)
+    text = (f"Our {speed_model} LoRA step takes {lo.median_step_s:.2f} s (run {lo.run_id}, {lo.gpu.replace('NVIDIA ', '')}), so the article's "
+            f"{ARTICLE_STEPS} steps project to {lo.median_step_s:.2f} × {ARTICLE_STEPS} = {lo.median_step_s * ARTICLE_STEPS / 60:.1f} min, while the "
+            f"article's whole run, on an H100 PCIe with "
+            f"{100 * (1 - PEAK_BF16_FLOPS['H100 PCIe'] / PEAK_BF16_FLOPS['H100 SXM']):.0f}% less compute and "
+            f"{100 * (1 - HBM_TBPS['H100 PCIe'] / HBM_TBPS['H100 SXM']):.0f}% less memory bandwidth than the H100 SXM, took {art_real / 60:.1f} min. Per micro-batch (one "
+            f"sample) that is {ours_mb:.3f} s against at most {art_real:,.0f} s / ({ARTICLE_STEPS} × 32) = {art_mb:.3f} s.")
+    mem = mb[mb.source.str.contains("synthetic") & (mb.method == "lora")]
+    h100 = mem[mem.gpu.str.contains("H100")].sort_values("tokens")
+    if len(h100) >= 2 and h100.tokens.iloc[-1] > h100.tokens.iloc[0]:
+        a, b = h100.iloc[0], h100.iloc[-1]
+        text += (f" The data do not explain it: our rows average {lo.tokens_per_step / 32:.0f} tokens, but the memory chapter's H100 records take "
+                 f"{a.s_per_micro_batch:.3f} s per micro-batch at {a.tokens:.0f} tokens ({a.run_id}) and {b.s_per_micro_batch:.3f} s at "
+                 f"{b.tokens:,.0f} tokens ({b.run_id}): {b.tokens / a.tokens:.1f}× the tokens, {b.s_per_micro_batch / a.s_per_micro_batch:.2f}× the time.")
+    h200 = mem[mem.gpu.str.contains("H200") & (mem.tokens == 100)]
+    h100_100 = h100[h100.tokens == 100]
+    if len(h200) and len(h100_100):
+        text += (f" Nor does the GPU's arithmetic: the same 100-token step on the lent H200, whose dense BF16 peak equals the H100 SXM's, takes "
+                 f"{h200.s_per_micro_batch.iloc[0]:.3f} s per micro-batch ({h200.run_id.iloc[0]}) against {h100_100.s_per_micro_batch.iloc[0]:.3f} s.")
+    qo = speed[(speed.outcome == "ok") & (speed.variant == "qlora")]
+    ratio = f"; QLoRA over LoRA is {qo.median_step_s.iloc[-1] / lo.median_step_s:.2f}× here and {ARTICLE['qlora']['real_s'] / art_real:.2f}× in the article" if len(qo) else ""
+    text += (f" At one sample per micro-batch the step is bound by the host, which launches thousands of small kernels from Python: "
+             f"the article's `time` shows {ARTICLE['lora']['user_s'] / 60:.1f} min of CPU time in {art_real / 60:.1f} min of wall time for LoRA, "
+             f"on an {ARTICLE_SETUP['cpu']} with {ARTICLE_SETUP['software']}; ours ran on virtual machines with 16 vCPUs and newer releases"
+             f"{ratio}. The same work, a host about {ours_mb / art_mb:.2f}× slower per micro-batch: the projection is a measured number, "
+             "not adjusted, and the fast recipe below removes most of this overhead.")
+    return {"timing_why": text}
+
+
 def statements(records: dict[str, pd.DataFrame], model: str, speed_model: str, rows: list[dict] | None = None, checked: dict | None = None,
                mask: pd.DataFrame | None = None, memory_records: pd.DataFrame | None = None) -> dict[str, str]:
     """Every glued value of the chapter (except the claims, which ``claims.glue_claims`` glues).
@@ -189,7 +268,12 @@ def statements(records: dict[str, pd.DataFrame], model: str, speed_model: str, r
     lengths; ``mask``: :func:`label_mask_example`; ``memory_records``: the memory chapter's results.
     """
     v = views(records, model, speed_model)
-    return {**dataset_statements(rows), **token_statements(checked), **mask_statement(mask), **memory_statements(v["speed"], speed_model),
+    if memory_records is None:
+        from llmstudy.core.records import results
+
+        memory_records = results("memory_accounting")
+    return {"answer": answer_statement(v["qual"], v["speed"], model, speed_model), "loops": loop_statement(v["answers"], model),
+            **timing_statements(v["speed"], memory_records, speed_model), **dataset_statements(rows), **token_statements(checked), **mask_statement(mask), **memory_statements(v["speed"], speed_model),
             **quality_statements(v["qual"], records["history"], model, memory_records), **fast_statements(v["fast"], speed_model)}
 
 

@@ -44,7 +44,44 @@ def rule_setups(model: str, seq_len: int = 100, micro_batch: int = 1) -> dict[st
     }
 
 
+# --- The key figure's data: GB per billion parameters, predicted by component, measured where a record exists ---------
 
+# The article's rules as GB per billion parameters (= bytes per parameter), drawn as reference lines.
+RULE_MARKS = {"full": (12.0, "article: 12x"), "lora": (2.0, "article: 2x + extras"), "qlora": (0.7, "article: 0.7x + extras")}
+# (label, method, optimizer, weight dtype): the configurations of the key figure, at the article's 100 tokens, batch 1
+PER_PARAM_SETUPS = (
+    ("fp16 + fp32 Adam (the rule's setup)", "full", "adamw_fp32_states", "fp16"),
+    ("bf16 + AdamW (torch)", "full", "adamw_torch", "bf16"),
+    ("bf16 + paged 8-bit AdamW", "full", "paged_adamw_8bit", "bf16"),
+    ("LoRA r=4, bf16 weights", "lora", "paged_adamw_8bit", "bf16"),
+    ("QLoRA r=4, NF4 weights", "qlora", "paged_adamw_8bit", "bf16"),
+)
+
+
+def per_param(model: str, ok: pd.DataFrame | None = None, seq_len: int = 100, lora_r: int = 4, lora_targets=None) -> pd.DataFrame:
+    """One row per :data:`PER_PARAM_SETUPS` configuration of ``model``: the memory model's components in GB per
+    billion parameters (bytes / parameter; ``paged`` is the paged optimizer's managed memory, outside the allocator)
+    and, from ``ok`` (the model's own measured rows, :func:`measured`), the measured allocator peak on the same scale,
+    the run it comes from, and the measured peak in GiB."""
+    rows = []
+    n = int(M.component_counts(model)["total"])
+    for label, method, opt, dtype in PER_PARAM_SETUPS:
+        s = Setup(model=model, method=method, optimizer=opt, weight_dtype=dtype, seq_len=seq_len, micro_batch=1, grad_ckpt=True,
+                  lora_r=lora_r, lora_targets=tuple(lora_targets) if lora_targets else None)
+        sm = mm.summarize(s)
+        row = {"config": label, "method": method, "optimizer": opt, "weight_dtype": dtype, "params": n,
+               **{c: sm[f"{c}_bytes"] / n if sm[f"{c}_bytes"] is not None else float("nan") for c in (*mm.MEMORY_COMPONENTS, "paged")},
+               "predicted_GB_per_B": sm["peak_bytes"] / n if sm["peak_bytes"] is not None else float("nan"),
+               "measured_GB_per_B": float("nan"), "measured_GiB": float("nan"), "run_id": None}
+        if ok is not None and len(ok):
+            m = ok[(ok.method == method) & (ok.optimizer == opt) & (ok.weight_dtype == dtype) & (ok.seq_len == seq_len)
+                   & (ok.micro_batch == 1) & ok.grad_ckpt.astype(bool)]
+            m = pd.concat([m[m.gpu.str.contains("H100")], m[~m.gpu.str.contains("H100")]])  # the article's GPU first
+            if len(m):
+                r = m.iloc[0]
+                row.update(measured_GB_per_B=r.peak_allocated_GiB * GiB / n, measured_GiB=r.peak_allocated_GiB, run_id=r.run_id)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def counts_table(models) -> pd.DataFrame:
@@ -102,5 +139,80 @@ def pick(ok: pd.DataFrame, method: str, seq_len: int = 100, gpu: str = "H100"):
     return rows.iloc[0] if len(rows) else None
 
 
-__all__ = ["ARTICLE_LORA_PRINTOUT", "GB", "GiB", "MEASURED_COLUMNS", "RULES", "configs_table", "counts_table", "measured", "pick",
-           "rule_of_thumb_table", "rule_setups", "rules_breakdown", "rules_table"]
+# --- The page's tables, formatted (llmstudy.publishing.tables) -------------------------------------------------------
+
+
+def counts_report(models):
+    """Parameters per component (millions): components as rows, one column per model (at most seven models)."""
+    from llmstudy.publishing.tables import Col, table
+
+    from .statements import short_name
+
+    counts = counts_table(list(models)).T
+    counts.columns = [short_name(m) for m in counts.columns]
+    df = counts.rename_axis("component").reset_index()
+    return table(df, [Col("component", "Component", kind="text")] + [Col(c, c, kind="float", decimals=1) for c in counts.columns],
+                 caption="Parameters per component (millions), counted on the meta device", collapsed=False)
+
+
+def rules_report(totals: dict | None = None):
+    """The article's rules next to the memory model, for the smallest and the largest LLaMA (GB = 1e9 bytes)."""
+    from llmstudy.publishing.tables import Col, table
+
+    totals = totals if totals is not None else rules_table()[1]
+    rules = rule_of_thumb_table()
+    small, big = RULE_MODELS[0], RULE_MODELS[-1]
+    rows = []
+    for rule, (bpp, assumes, src) in RULES.items():
+        r = {"rule": rule, "bpp": bpp, "assumes": assumes, "source": src}
+        for key, m in (("small", small), ("big", big)):
+            r[f"{key}_rule"] = float(rules[(rules.model == m) & (rules.rule == rule)].GB.iloc[0])
+            sm = totals[(m, rule)]
+            r[f"{key}_model"] = (sm["peak_bytes"] + sm["paged_bytes"]) / 1e9
+        rows.append(r)
+    return table(rows, [Col("rule", "Rule", kind="text"), Col("bpp", "Bytes / param", decimals=1), Col("assumes", "What it counts", kind="text"), Col("source", "Source", kind="text"),
+                        Col("small_rule", f"{small}: rule (GB)", kind="float", decimals=1), Col("small_model", f"{small}: model (GB)", kind="float", decimals=1),
+                        Col("big_rule", f"{big}: rule (GB)", kind="int"), Col("big_model", f"{big}: model (GB)", kind="int")],
+                 caption="The rules of thumb against the memory model for the configuration each rule describes (sequences of 100 tokens, batch 1)",
+                 collapsed=False)
+
+
+def configs_report(models, values: dict):
+    """:func:`configs_table` formatted: GiB per component, "not modelled" where a term is not modelled."""
+    from llmstudy.publishing.tables import Col, table
+
+    from .statements import short_name
+
+    t = configs_table(models, values)
+    df = t.reset_index()
+    df["config"] = [f"{short_name(c.split(' · ')[0])} · {c.split(' · ')[1]}" for c in df.config]
+    cols = [Col("config", "Model · method", kind="text")]
+    cols += [Col(c, f"{c} (GiB)", kind="float", decimals=2, missing="not modelled") for c in (*mm.MEMORY_COMPONENTS, "paged") if c in df]
+    cols.append(Col("bytes/param (allocator)", "Bytes / param", kind="float", decimals=2, missing="—"))
+    if len(cols) > 8:  # paged is the one optional column: it goes into the caption
+        cols = [c for c in cols if c.key != "paged"]
+    return table(df, cols, caption=f"Predicted GiB per component at {values['seq_len']} tokens × batch {values['micro_batch']}, "
+                                   f"{values['optimizer']}, gradient checkpointing {'on' if values['grad_ckpt'] else 'off'}; "
+                                   "paged = the paged optimizer's managed memory, outside the allocator",
+                 collapsed=False)
+
+
+def measured_report(cmp_: pd.DataFrame):
+    """Every recorded configuration: measured and predicted allocator peaks, error, nvidia-smi, step time ("OOM" kept)."""
+    from llmstudy.publishing.tables import Col, table
+
+    df = cmp_.copy()
+    df["outcome"] = df["outcome"].replace({"oom": "OOM"})
+    df["setup"] = df["setup"].str.replace("/fused-head", "", regex=False)
+    return table(df, [Col("record", "Record (GPU)", kind="text"), Col("setup", "Setup", kind="code"), Col("outcome", "Outcome", kind="text"),
+                      Col("peak_allocated_GiB", "Measured peak (GiB)", kind="float", missing="OOM"),
+                      Col("predicted_peak_GiB", "Predicted (GiB)", kind="float"), Col("error_pct", "Error (%)", kind="float", decimals=1, signed=True),
+                      Col("nvml_peak_process_GiB", "nvidia-smi (GiB)", kind="float"), Col("median_step_s", "Step (s)", kind="float", decimals=1)],
+                 caption="Setup: method/optimizer/weights/tokens × batch/checkpointing. Measured = torch max_memory_allocated; "
+                         "nvidia-smi = the process as NVML reports it", collapsed=True,
+                 summary=f"All {len(df)} recorded configurations, measured against predicted")
+
+
+__all__ = ["ARTICLE_LORA_PRINTOUT", "GB", "GiB", "MEASURED_COLUMNS", "PER_PARAM_SETUPS", "RULES", "RULE_MARKS", "configs_report", "configs_table",
+           "counts_report", "counts_table", "measured", "measured_report", "per_param", "pick", "rule_of_thumb_table", "rule_setups",
+           "rules_breakdown", "rules_report", "rules_table"]

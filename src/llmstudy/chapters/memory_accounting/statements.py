@@ -12,7 +12,7 @@ from llmstudy.core import models as M
 from llmstudy.core.book import not_measured
 from llmstudy.training import memory as mm
 
-from .analysis import ARTICLE_LORA_PRINTOUT, measured, pick, rules_table
+from .analysis import ARTICLE_LORA_PRINTOUT, measured, per_param, pick, rules_table
 from .params import PARAMS
 
 _WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten"}
@@ -121,6 +121,42 @@ def measured_statements(records: pd.DataFrame, model: str) -> dict[str, str]:
     }
 
 
+def _gbpb(v: float) -> str:
+    return "not modelled" if pd.isna(v) else f"{v:.2f}"
+
+
+def answer_statement(records: pd.DataFrame, model: str, lora_r: int = PARAMS["lora_r"].default, lora_targets=None) -> str:
+    """The page's answer in two sentences: measured GB per billion parameters of LoRA and QLoRA (the chapter model's
+    own records only), the memory model's largest error, and what the 12x rule assumes; predictions only, named as
+    such, for a model without records."""
+    title = M.title(model)
+    _, ok = measured(records)
+    pp = per_param(model, ok, lora_r=lora_r, lora_targets=lora_targets).set_index("method", append=True)
+    by = {m: pp.xs(m, level="method") for m in ("full", "lora", "qlora")}
+    lora, qlora = by["lora"].iloc[0], by["qlora"].iloc[0]
+    full_rule, full_torch, full_paged = (by["full"].iloc[i] for i in range(3))
+    if pd.isna(lora.predicted_GB_per_B) or pd.isna(qlora.predicted_GB_per_B):
+        why = "; ".join(mm.not_modelled_terms(model)) or "a term it does not model"
+        return (f"Predicted only, and only in part: for {title} the memory model leaves out {why}, so it gives no total. The weights "
+                f"alone take {lora.weights:.2f} GB per billion parameters under LoRA and {qlora.weights:.2f} under QLoRA (the article's rules: 2 and 0.7 "
+                f"plus extras). The measurement: {not_measured(title, measure_command(model))}.")
+    if pd.isna(lora.measured_GB_per_B) or pd.isna(qlora.measured_GB_per_B):
+        return (f"Predicted for {title} by the memory model (not measured): LoRA {lora.predicted_GB_per_B:.2f} and QLoRA "
+                f"{qlora.predicted_GB_per_B:.2f} GB per billion parameters, against the article's 2 and 0.7 plus extras; full fine-tuning "
+                f"{_gbpb(full_torch.predicted_GB_per_B)} with bf16 AdamW and {_gbpb(full_rule.predicted_GB_per_B)} in the 12x rule's own setup. "
+                f"The measurement: {not_measured(title, measure_command(model))}.")
+
+    def versus(v: float, rule: float) -> str:
+        return "just above" if rule <= v <= 1.1 * rule else "below" if v < rule else "above"
+
+    return (f"With the article's recipe (100-token samples, batch 1) {title} measured {lora.measured_GB_per_B:.2f} GB per billion parameters "
+            f"with LoRA ({lora.measured_GiB:.2f} GiB, run {lora.run_id}), {versus(lora.measured_GB_per_B, 2.0)} the article's 2x rule, and "
+            f"{qlora.measured_GB_per_B:.2f} with QLoRA ({qlora.measured_GiB:.2f} GiB, run {qlora.run_id}), {versus(qlora.measured_GB_per_B, 0.7)} its 0.7x rule. "
+            f"A component model built from config.json predicts every one of the {len(ok)} measured peaks within {ok.error_pct.abs().max():.1f}%. "
+            f"The 12x rule describes fp16 weights with fp32 Adam moments; full fine-tuning with bf16 AdamW needs "
+            f"{_gbpb(full_torch.predicted_GB_per_B)}, with paged 8-bit AdamW {_gbpb(full_paged.predicted_GB_per_B)} plus its paged state.")
+
+
 def statements(records: pd.DataFrame, model: str, lora_r: int = PARAMS["lora_r"].default, lora_targets=None,
                compare_models=None, rule_totals: dict | None = None) -> dict[str, str]:
     """Every glued value of the chapter (except the claims).
@@ -131,4 +167,5 @@ def statements(records: pd.DataFrame, model: str, lora_r: int = PARAMS["lora_r"]
     """
     models = list(dict.fromkeys([model, *(compare_models if compare_models is not None else PARAMS["compare_models"].default)]))
     return {**parameter_statements(model, lora_r, lora_targets), **rule_statements(rule_totals), **measured_statements(records, model),
-            "qlora_bf16": qlora_statement(model), "activation_note": activation_statement(models)}
+            "qlora_bf16": qlora_statement(model), "activation_note": activation_statement(models),
+            "answer": answer_statement(records, model, lora_r, lora_targets)}

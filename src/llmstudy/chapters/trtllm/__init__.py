@@ -11,9 +11,10 @@ missing it refuses before doing anything.
 Modules: ``config`` (experiments, containers, TensorRT-LLM names), ``architecture`` (what the plans read from
 config.json, checked; what they do not model), ``params`` (both workflows' parameters, once), ``plan`` (steps, scripts,
 derived settings), ``preflight``, ``run`` (run mode), ``published`` (the article's numbers, skeleton, pitfalls,
-expected files).
+expected files), ``page`` (what the two notebooks show: tables, figures, glued statements).
 """
 
+from . import page  # noqa: F401  (the pages' tables, figures and glued statements)
 from .architecture import (  # noqa: F401
     EXPERT_FIELDS,
     ConfigError,
@@ -41,8 +42,22 @@ from .config import (  # noqa: F401
     TRITON_TYPES,
 )
 from .params import HEADERS, ServeDeploy, TritonDeploy, from_params, notebook_params  # noqa: F401
-from .plan import Step, derived, fill_values, genai_perf_argv, plan, render, script, serve_plan, serve_yaml, triton_plan  # noqa: F401
+from .plan import (  # noqa: F401
+    Step,
+    bench_points,
+    derived,
+    fill_values,
+    genai_perf_argv,
+    page_script,
+    plan,
+    render,
+    script,
+    serve_plan,
+    serve_yaml,
+    triton_plan,
+)
 from .preflight import (  # noqa: F401
+    MAX_NUM_TOKENS_DOC,
     SERVE_CHECKS,
     TRITON_CHECKS,
     Finding,

@@ -51,7 +51,8 @@ PITFALLS = (  # (pitfall, what the article saw, the bad setting)
 
 def pitfalls(cfg: TritonDeploy, scratch: Path | None = None) -> pd.DataFrame:
     """Each pitfall of the article applied to ``cfg`` and what the preflight says about it (CPU only); the filled
-    skeleton of one pitfall is written under ``scratch`` (a new temporary folder by default)."""
+    skeleton of one pitfall is written under ``scratch`` (a new temporary folder by default), and the table names it
+    by the folder it stands for, ``cfg.backend_root``, never by the scratch path."""
     import tempfile
     from dataclasses import replace
 
@@ -66,8 +67,10 @@ def pitfalls(cfg: TritonDeploy, scratch: Path | None = None) -> pd.DataFrame:
         else:
             bad = replace(cfg, **change)
         errors = [f for f in preflight(bad) if f.status == "error"]
+        # the stand-in skeleton lives in a scratch folder; the table names the folder it stands for (backend_root)
+        msg = errors[0].message.replace(str(scratch), cfg.backend_root) if errors else "(not caught)"
         rows.append({"pitfall": name, "article saw": symptom, "bad setting": ", ".join(f"{k}={v}" for k, v in change.items()),
-                     "preflight": errors[0].message if errors else "(not caught)", "fix": errors[0].fix if errors else ""})
+                     "preflight": msg, "fix": errors[0].fix if errors else ""})
     return pd.DataFrame(rows)
 
 

@@ -34,12 +34,16 @@ from llmstudy.chapters.vllm_features.analysis import (  # noqa: F401
 )
 from llmstudy.chapters.vllm_features.figures import (  # noqa: F401
     figure,
+    forest_rows,
 )
 from llmstudy.chapters.vllm_features.page import (  # noqa: F401
+    FIGURE_TITLE,
     MEASURE_COMMAND,
     Page,
+    headline_view,
     load_page,
     record_models,
+    server_tables,
     show_arms,
     show_chunked,
     show_figure,

@@ -15,6 +15,7 @@ from llmstudy.chapters.vllm_features.params import PARAMS
 from llmstudy.chapters.vllm_features.plan import ARMS, EXPERIMENT
 from llmstudy.chapters.vllm_features.statements import statements
 from llmstudy.core import records as R
+from llmstudy.publishing.tables import Col, table
 
 MEASURE_COMMAND = "llmstudy features run {group} --model {model} --run-id RUN_ID"
 
@@ -96,9 +97,10 @@ def summary(page: Page) -> str:
     if len(gpu):
         S = page.statements
         names = ", ".join(dict.fromkeys(page.models.get(r, "?") for r in sorted(gpu.run_id.unique())))
-        msg.insert(0, f"**Measured on a GPU** (runs: {runs(gpu)}; models: {names}): {S['vf_measured']}. **Skipped:** {S['vf_skipped']}. **Not measured yet:** {S['vf_pending']} "
-                   "(`scripts/device_vllm_features.sh` runs a group per record). The deltas larger than the noise, per arm:\n\n"
-                   + "\n".join(f"* {line}" for line in A.findings(A.compare(gpu))))
+        skipped = f" **Skipped before any start:** {S['vf_skipped']}." if S["vf_skipped"] != "none" else ""
+        pending = (f" **Not measured yet:** {S['vf_pending']} (`{MEASURE_COMMAND.format(group='GROUP', model=page.model)}` measures a group as one record)."
+                   if S["vf_pending"] != "none" else " Every arm of the four groups has been measured or skipped.")
+        msg.insert(0, f"**Measured on a GPU** (runs: {runs(gpu)}; models: {names}): {S['vf_measured']}.{skipped}{pending}")
     return "\n\n".join(msg)
 
 
@@ -115,12 +117,28 @@ def _md(text: str) -> None:
     _show(Markdown(text))
 
 
+def _tag(label: str) -> str:
+    """What a table caption adds for a view: nothing for the GPU records (the source line names them), a warning for
+    CPU pipeline checks."""
+    return " (CPU pipeline check, not a result)" if label.startswith("CPU") else ""
+
+
+def _delta(delta, noise, beyond) -> str:
+    """A delta for a table cell: '-61.1% (±0.8%)', prefixed with '≈ ' where it is within the noise."""
+    if pd.isna(delta):
+        return "—"
+    text = f"{delta:+.1f}% (±{noise:.1f}%)" if pd.notna(noise) else f"{delta:+.1f}%"
+    return text if beyond else "≈ " + text
+
+
 def show_arms() -> None:
     from llmstudy.core.book import provenance
 
-    arm_table = pd.DataFrame([{"group": a.group, "arm": a.name, "feature": a.feature, "change against the baseline": a.change,
-                               "workloads": ", ".join(a.workloads)} for a in ARMS.values()])
-    _show(arm_table.style.hide(axis="index").set_caption("Arms (groups core, quant, kernels, spec; 'extra' arms run only when named)"))
+    order = ("core", "quant", "kernels", "spec", "extra")
+    arms = sorted(ARMS.values(), key=lambda a: order.index(a.group) if a.group in order else len(order))
+    arm_table = pd.DataFrame([{"arm": a.name, "feature": a.feature, "change": a.change} for a in arms])
+    _show(table(arm_table, [Col("arm", "Arm", kind="code"), Col("feature", "Feature"), Col("change", "Change against the baseline", kind="text")],
+                caption="The arms, group by group: core, quant, kernels, spec, then the extra arms (run only when named)", collapsed=False))
     provenance(computed="the arms defined in llmstudy.chapters.vllm_features (the plan, not a measurement)")
 
 
@@ -132,26 +150,60 @@ def show_records(page: Page) -> None:
         runs = sorted(d.run_id.unique())
         info = SP.runs_info(EXPERIMENT, runs)
         extra = pd.DataFrame([{"run_id": r.run_id, "arms": ", ".join(r.manifest["parameters"].get("arms", [])),
-                               "skipped": "; ".join(f"{k}: {v}" for k, v in r.manifest["parameters"].get("skipped_arms", {}).items()) or "none"}
+                               "skipped": "; ".join(f"{k}: {v}" for k, v in r.manifest["parameters"].get("skipped_arms", {}).items()) or "—"}
                               for r in R.load_runs(EXPERIMENT) if r.run_id in runs])
-        _show(info.merge(extra, on="run_id")[["run_id", "gpu", "git", "vllm", "sweep_wall_s", "calls", "points", "arms", "skipped"]]
-              .style.hide(axis="index").format({"sweep_wall_s": "{:,.0f}"}).set_caption(f"Records ({label})"))
+        info = info.merge(extra, on="run_id")
+        gpus, vllms = ([str(x) for x in dict.fromkeys(info[c]) if pd.notna(x) and str(x)] for c in ("gpu", "vllm"))
+        on = "; ".join(filter(None, (", ".join(gpus), "vLLM " + ", ".join(vllms) if vllms else "")))
+        _show(table(info, [Col("run_id", "Record", kind="code"), Col("sweep_wall_s", "Wall time (s)", kind="int"), Col("points", "Points", kind="int"),
+                           Col("arms", "Arms"), Col("skipped", "Skipped before any start")],
+                    caption=f"Records{_tag(label)}" + (f": {on}" if on else ""), collapsed=False))
         nz = A.noise(d)
         if len(nz):
-            _show(nz.style.hide(axis="index").format({"mean": "{:,.2f}", "repeat_spread_pct": "{:.1f}", "restart_pct": "{:+.1f}"})
-                  .set_caption(f"Baseline noise per workload and metric, % ({label})"))
+            nz = nz.assign(metric=[f"{A.METRICS[m][0]} ({A.METRICS[m][1]})" for m in nz.metric])
+            _show(table(nz, [Col("run_id", "Record", kind="code"), Col("workload", "Workload"), Col("metric", "Metric"), Col("mean", "Mean", kind="float"),
+                             Col("repeat_spread_pct", "Repeat spread (%)", decimals=1), Col("restart_pct", "Restart drift (%)", decimals=1, signed=True),
+                             Col("n", "Values", kind="int")],
+                        caption=f"Baseline noise per workload and metric{_tag(label)}", summary=f"The baseline's own noise, per record, workload and metric ({len(nz)} rows)"))
         provenance(EXPERIMENT, runs)
     if not page.views:
         print("No run record yet.")
+
+
+def headline_view(d: pd.DataFrame, skipped_: pd.DataFrame, label: str = ""):
+    """The headline table for a page: one row per arm and workload, each delta in % with its noise band ('≈' = within
+    it), the KV-capacity change; arms not measured say so once. An arm and workload measured in two records names
+    its record."""
+    head = A.headline(d, skipped_=skipped_)
+    twice = head[head.workload != "—"].groupby(["arm", "workload"])["run_id"].transform("nunique") > 1
+    twice = twice.reindex(head.index, fill_value=False)
+
+    def pct(text: str, beyond: str) -> str:  # "+67.2% (±30.5%)" -> "+67.2 (±30.5)", "≈ " within the noise
+        if beyond not in ("yes", "no"):
+            return text
+        return ("" if beyond == "yes" else "≈ ") + text.replace("%", "")
+
+    rows = []
+    for r, t in zip(head.to_dict("records"), twice):
+        out = {"arm": r["arm"] + (f" ({r['run_id']})" if t else ""), "workload": r["workload"]}
+        for m in ("throughput", "TTFT", "ITL"):
+            out[m] = pct(r[f"Δ {m}"], r[f"{m} > noise"])
+        kv = r["KV capacity"]
+        out["kv"] = kv.split(" (")[0].replace("%", "") if kv != "—" else "—"
+        if r["workload"] == "—":  # not measured, skipped or failed: the reason once
+            out["TTFT"] = out["ITL"] = "—"
+        rows.append(out)
+    return table(pd.DataFrame(rows), [Col("arm", "Arm", kind="code"), Col("workload", "Workload"), Col("throughput", "Δ throughput, % (noise)"),
+                                      Col("TTFT", "Δ TTFT, % (noise)"), Col("ITL", "Δ ITL, % (noise)"), Col("kv", "Δ KV cache, %")],
+                 caption="Feature → Δ throughput / TTFT / ITL / KV capacity against the baseline, in %, noise band in brackets; ≈: within the noise" + _tag(label),
+                 summary=f"Every arm and workload: the deltas and their noise ({len(rows)} rows)")
 
 
 def show_headline(page: Page) -> None:
     from llmstudy.core.book import provenance
 
     for label, d in page.views:
-        head = A.headline(d, skipped_=page.skipped[page.skipped.run_id.isin(d.run_id)])
-        _show(head.style.hide(axis="index").set_caption(f"Feature → Δ throughput / Δ TTFT / Δ ITL / KV capacity vs baseline ({label})"))
-        _md("**Larger than the noise** (" + label + "):\n\n" + "\n".join(f"* {line}" for line in A.findings(A.compare(d))))
+        _show(headline_view(d, page.skipped[page.skipped.run_id.isin(d.run_id)], label))
         provenance(EXPERIMENT, d.run_id)
     if not page.views:
         print("No run record yet: no deltas.")
@@ -167,28 +219,57 @@ def show_means(page: Page) -> None:
             continue
         v = cmp[cmp.metric.isin(["output_token_throughput", "time_to_first_token_avg", "inter_token_latency_avg", "chunk_gap_p99_ms"])].copy()
         v["metric"] = [f"{A.METRICS[m][0]} ({A.METRICS[m][1]})" for m in v.metric]
-        v = v[["run_id", "arm", "workload", "metric", "baseline_1", "baseline_2", "value", "delta_pct", "noise_pct", "larger_than_noise"]]
-        _show(v.rename(columns={"baseline_1": "baseline.1", "baseline_2": "baseline.2", "value": "arm mean", "delta_pct": "Δ %", "noise_pct": "noise ±%", "larger_than_noise": "> noise"})
-              .style.hide(axis="index").format({"baseline.1": "{:,.2f}", "baseline.2": "{:,.2f}", "arm mean": "{:,.2f}", "Δ %": "{:+.1f}", "noise ±%": "{:.1f}"})
-              .set_caption(f"Means per server (two repeats each) behind every delta ({label})"))
+        twice = v.groupby(["arm", "workload", "metric"])["run_id"].transform("nunique") > 1
+        v["arm_label"] = [f"{a} ({r})" if t else a for a, r, t in zip(v.arm, v.run_id, twice)]
+        v["starts"] = [f"{a:,.2f} / {b:,.2f}" for a, b in zip(v.baseline_1, v.baseline_2)]
+        v["delta"] = [_delta(x, n, b) for x, n, b in zip(v.delta_pct, v.noise_pct, v.larger_than_noise)]
+        _show(table(v, [Col("arm_label", "Arm", kind="code"), Col("workload", "Workload"), Col("metric", "Metric"),
+                        Col("starts", "Baseline, start 1 / 2", kind="text", align="right"), Col("value", "Arm mean", kind="float"),
+                        Col("delta", "Δ (noise)", kind="text", align="right")],
+                    caption=f"The means behind every delta: both baseline starts and the arm, two repeats each{_tag(label)}; ≈: within the noise",
+                    summary=f"The means behind every delta ({len(v)} rows)", collapsed=True))
         provenance(EXPERIMENT, d.run_id)
     if not page.views:
         print("No run record yet.")
 
 
-def show_figure(page: Page) -> None:
+FIGURE_TITLE = "Each vLLM setting against its own baseline: arm / baseline, per workload"
+
+
+def show_figure(page: Page, gpu_only: bool = False) -> None:
+    """The forest plot per view (``gpu_only``: the GPU records' view only, the chapter's key figure)."""
     import matplotlib.pyplot as plt
 
     from llmstudy.core.book import provenance
 
+    shown = False
     for label, d in page.views:
+        if gpu_only and d is not page.gpu:
+            continue
         cmp = A.compare(d)
         if len(cmp):
-            figures.figure(cmp, f"Arm / baseline per arm and workload; grey: noise band; blue: larger than the noise ({label})")
+            figures.figure(cmp, FIGURE_TITLE if d is page.gpu else f"{FIGURE_TITLE} ({label})")
             plt.show()
-            provenance(EXPERIMENT, d.run_id)
-    if not page.views:
-        print("No run record yet: no figure.")
+            rows = figures.forest_rows(cmp)
+            provenance(EXPERIMENT, rows.run_id)
+            shown = True
+    if not shown:
+        print("No run record yet: no figure." if not page.views else "No GPU record with an arm to compare yet: no figure.")
+
+
+def server_tables(page: Page, d: pd.DataFrame) -> list:
+    """One collapsed table per record of ``d``: what each server loaded and chose, from its log."""
+    out = []
+    sv = page.servers[page.servers.run_id.isin(d.run_id)] if page.servers is not None else pd.DataFrame()
+    for run, g in (sv.groupby("run_id", sort=False) if len(sv) else ()):
+        g = g.copy()
+        g["attention"] = [a if pd.isna(v) or pd.isna(a) else f"{a} (FA{int(v)})" for a, v in zip(g.attention_backend, g.flash_attn_version)]
+        out.append(table(g, [Col("server", "Server", kind="code"), Col("quantization", "Quantization", kind="code"), Col("linear_kernel", "GEMM kernel", kind="code"),
+                             Col("attention", "Attention backend"), Col("async_scheduling", "Async scheduling"), Col("weights_gib", "Weights (GiB)", kind="float"),
+                             Col("kv_cache_tokens", "KV cache (tokens)", kind="int"), Col("start_s", "Start (s)", kind="int")],
+                         caption=f"What each server of {run} loaded and chose, from its log (FA3: FlashAttention 3; —: none logged, e.g. no quantization)", collapsed=True,
+                         summary=f"Servers of {run}: quantization, kernels, memory, start time ({len(g)} servers)"))
+    return out
 
 
 def show_kv(page: Page) -> None:
@@ -197,13 +278,19 @@ def show_kv(page: Page) -> None:
     for label, d in page.views:
         kv = A.kv_capacity(d)
         if len(kv):
-            _show(kv.style.hide(axis="index").format({"kv_cache_tokens": "{:,.0f}", "kv_change_pct": "{:+.1f}"})
-                  .set_caption(f"GPU KV cache size per arm, from the server logs ({label})"))
-        _show(A.outcomes(d).style.hide(axis="index").set_caption(f"Servers: points run and ok, first failure ({label})"))
-        sv = page.servers[page.servers.run_id.isin(d.run_id)]
-        if len(sv):
-            _show(sv.style.hide(axis="index").format({"weights_gib": "{:.2f}", "available_kv_gib": "{:.2f}", "kv_cache_tokens": "{:,.0f}", "start_s": "{:.0f}"}, na_rep="")
-                  .set_caption(f"What each server loaded and chose, from its log: quantization, GEMM kernel, attention backend (FlashAttention version), async scheduling, weights and KV memory in GiB ({label})"))
+            _show(table(kv, [Col("run_id", "Record", kind="code"), Col("arm", "Arm", kind="code"), Col("kv_cache_tokens", "KV cache (tokens)", kind="int"),
+                             Col("kv_change_pct", "Change (%)", decimals=2, signed=True), Col("kv_noise_pct", "Baseline spread (%)", decimals=2),
+                             Col("larger_than_noise", "Beyond the spread", kind="bool")],
+                        caption=f"GPU KV cache size per arm, from the server logs{_tag(label)}", collapsed=True,
+                        summary=f"KV cache size per arm and record ({len(kv)} rows)"))
+        out = A.outcomes(d)
+        out["error"] = out["error"].where(out["error"] != "", None)
+        _show(table(out, [Col("run_id", "Record", kind="code"), Col("server", "Server", kind="code"), Col("start_s", "Start (s)", kind="int"),
+                          Col("points", "Points", kind="int"), Col("ok", "Ok", kind="int"), Col("outcome", "Outcome"), Col("error", "First error")],
+                    caption=f"Servers: points run and ok, the first failure{_tag(label)}", collapsed=True,
+                    summary=f"Every server's outcome ({len(out)} servers)"))
+        for t in server_tables(page, d):
+            _show(t)
         provenance(EXPERIMENT, d.run_id)
     if not page.views:
         print("No run record yet.")
@@ -218,8 +305,10 @@ def show_chunked(page: Page) -> None:
         ch = cmp[cmp.workload.str.startswith("long") & cmp.arm.isin(["no-chunked-prefill", "mnbt-512", "mnbt-2048"])] if len(cmp) else cmp
         if len(ch):
             t = ch.pivot_table(index=["run_id", "arm", "workload"], columns="metric", values="delta_pct", sort=False).reset_index()
-            _show(t.style.hide(axis="index").format("{:+.1f}", subset=[c for c in t.columns if c in A.METRICS])
-                  .set_caption(f"Chunked prefill and token budget, Δ% vs baseline on long prompts ({label})"))
+            cols = [Col("arm", "Arm", kind="code")] + [Col(m, f"Δ {A.METRICS[m][0]} (%)", decimals=1, signed=True) for m in A.METRICS if m in t.columns]
+            cols += [Col("run_id", "Record", kind="code")]
+            _show(table(t, cols, caption=f"Chunked prefill and token budget on the {' / '.join(dict.fromkeys(t.workload))} workload: change against the baseline{_tag(label)}",
+                        collapsed=False))
             provenance(EXPERIMENT, ch.run_id)
             shown = True
     gaps = A.chunked_prefill_gaps(page.gpu)
@@ -229,8 +318,9 @@ def show_chunked(page: Page) -> None:
         print("No chunked-prefill arm in the records shown.")
 
 
-def show_speculation(page: Page) -> list:
-    """The speculation tables per view; returns the (label, table) pairs shown, for :func:`show_transfer`."""
+def show_speculation(page: Page) -> None:
+    """The speculation tables per view: acceptance, throughput, speedup and its share of the ceiling
+    (:func:`llmstudy.chapters.vllm_features.analysis.spec_transfer`), then every repeat (collapsed)."""
     from llmstudy.core.book import provenance
 
     spec_rows = []
@@ -238,16 +328,22 @@ def show_speculation(page: Page) -> list:
         sp = A.speculation(d)
         if len(sp):
             spec_rows.append((label, sp))
-            _show(sp.style.hide(axis="index").format({"acceptance_rate_pct": "{:.1f}", "acceptance_length": "{:.2f}", "baseline_tok_s": "{:,.0f}", "spec_tok_s": "{:,.0f}",
-                                                      "speedup": "{:.2f}", "baseline_itl_ms": "{:.2f}", "spec_itl_ms": "{:.2f}", "noise_pct": "{:.1f}", "mean_output_len": "{:.0f}"})
-                  .set_caption(f"n-gram speculation against the same model without it ({label})"))
+            sp = sp.assign(speedup_text=[("" if b else "≈ ") + f"{x:.2f}× (±{n:.0f}%)" for x, b, n in zip(sp.speedup, sp.larger_than_noise, sp.noise_pct)],
+                           tok_s=[f"{b:,.0f} → {a:,.0f}" for b, a in zip(sp.baseline_tok_s, sp.spec_tok_s)],
+                           share=[100 * A.spec_transfer(L, x)["efficiency"] for L, x in zip(sp.acceptance_length, sp.speedup)])
+            _show(table(sp, [Col("arm", "Arm", kind="code"), Col("workload", "Workload"), Col("acceptance_rate_pct", "Accepted (%)", decimals=0),
+                             Col("acceptance_length", "Tokens per step (ceiling)", decimals=2), Col("tok_s", "Tokens/s, without → with", kind="text", align="right"),
+                             Col("speedup_text", "Speedup (noise)", kind="text", align="right"), Col("share", "Share of the ceiling (%)", decimals=0)],
+                        caption=f"n-gram speculation against the same model without it; ≈: within the noise{_tag(label)}", collapsed=False))
             rep = A.by_repeat(d[d.sweep == "text"])
-            _show(rep.drop(columns=["run_id"]).style.hide(axis="index").format("{:,.0f}", subset=[c for c in rep.columns if c.endswith(("_r0", "_r1"))])
-                  .set_caption(f"Every repeat of the spec group, in run order (r0 follows the warm-up): throughput tokens/s, mean TTFT ms ({label})"))
+            cols = [Col("server", "Server", kind="code"), Col("workload", "Workload")]
+            cols += [Col(c, f"{'Throughput (tokens/s)' if c.startswith('output') else 'Mean TTFT (ms)'}, repeat {int(c[-1]) + 1}", kind="int")
+                     for c in rep.columns if c.endswith(("_r0", "_r1"))]
+            _show(table(rep, cols, caption=f"Every repeat of the spec group in run order; repeat 1 follows the warm-up{_tag(label)}", collapsed=True,
+                        summary=f"Every repeat of the spec group ({len(rep)} rows)"))
             provenance(EXPERIMENT, d.run_id)
     if not spec_rows:
         print("No speculative-decoding record yet: no acceptance rate or speedup to report.")
-    return spec_rows
 
 
 def show_transfer(page: Page) -> None:
@@ -260,7 +356,7 @@ def show_transfer(page: Page) -> None:
     lines = []
     for r in sp.itertuples():
         t = A.spec_transfer(r.acceptance_length, r.speedup)
-        lines.append(f"* {r.workload}: acceptance {r.acceptance_rate_pct:.0f}% of drafted tokens, {r.acceptance_length:.2f} tokens per step "
+        lines.append(f"* {r.arm}, {r.workload}: acceptance {r.acceptance_rate_pct:.0f}% of drafted tokens, {r.acceptance_length:.2f} tokens per step "
                      f"(the ceiling); measured speedup {r.speedup:.2f}× ({'larger than' if r.larger_than_noise else 'within'} the noise, ±{r.noise_pct:.0f}%), "
                      f"{100 * t['efficiency']:.0f}% of the ceiling")
     _md(f"Measured ({label}):\n\n" + "\n".join(lines))
