@@ -99,8 +99,8 @@ def _numeric(col: Col, values) -> bool:
         return True
     if col.kind in ("text", "code", "bool"):
         return False
-    present = [v for v in values if not _is_missing(v)]
-    return bool(present) and all(isinstance(getattr(v, "item", lambda: v)(), Real) and not isinstance(v, bool) for v in present)
+    present = [v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v for v in values if not _is_missing(v)]
+    return bool(present) and all(isinstance(v, Real) and not isinstance(v, bool) for v in present)
 
 
 class Table:

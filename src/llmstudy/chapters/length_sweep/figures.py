@@ -222,11 +222,12 @@ def runs_table(r: Records) -> None:
         return
     counts = r.res.assign(outcome=r.res.outcome.where(r.res.outcome.isin(["ok", "refused"]), "failed")).groupby(["run_id", "outcome"]).size().unstack(fill_value=0)
     counts = counts.reindex(columns=["ok", "refused", "failed"], fill_value=0)
-    sweeps = r.res.groupby("run_id").sweep.agg(lambda s: ", ".join(sorted(set(s))))
+    sweeps = r.res.groupby("run_id").sweep.agg(lambda s: ", ".join(sorted({"io": "lengths"}.get(x, x) for x in set(s))))
     info = r.info.set_index("run_id").join(counts).join(sweeps).reset_index()
     info = info.assign(minutes=info.sweep_wall_s / 60, override=info.VLLM_ALLOW_LONG_MAX_MODEL_LEN.map(lambda v: {"1": "yes", "not recorded": "not recorded"}.get(str(v), "no")))
     _show(table(info, [Col("run_id", "Run", kind="code"), Col("sweep", "Sweeps"), Col("ok", "Points ok", kind="int", missing="0"),
                        Col("refused", "Refused", kind="int", missing="0"), Col("failed", "Failed", kind="int", missing="0"),
-                       Col("override", "VLLM_ALLOW_LONG_MAX_MODEL_LEN"), Col("minutes", "GPU time (min)", kind="int")],
-                caption=f"The run records this page shows (GPU: {', '.join(sorted(set(info.gpu)))}; vLLM {', '.join(sorted(set(info.vllm.astype(str))))})"))
+                       Col("override", "Override set"), Col("minutes", "GPU time (min)", kind="int")],
+                caption=f"The run records this page shows (GPU: {', '.join(sorted(set(info.gpu)))}; vLLM {', '.join(sorted(set(info.vllm.astype(str))))}; "
+                        "override: VLLM_ALLOW_LONG_MAX_MODEL_LEN=1)"))
     provenance(EXPERIMENT, ids(r.res))

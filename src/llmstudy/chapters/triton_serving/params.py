@@ -25,6 +25,8 @@ PARAMS: dict[str, Param] = {
     "adapters": Param(list, [0, 1, 8], "distinct LoRA adapters in flight for the adapter sweep (0 = base model)", item=int),
     "lora_r": Param(int, 4, "rank of the synthetic adapters of the adapter sweep (the article's r)", check=positive),
     "lora_max_tokens": Param(int, 32, "greedy tokens per answer in the LoRA check", check=positive),
+    "lora_weights": Param(str, "", "lora part: the real checkpoint folder the adapters were trained on (Gemma-3-270m)"),
+    "lora_adapters": Param(list, [], "lora part: NAME=PATH of each peft adapter", item=str),
     "run_id": Param(str, "", "run id of a new record (run mode; default: a timestamp)"),
 }
 
@@ -38,4 +40,22 @@ def check(p: dict) -> dict:
     bad = [a for a in p["adapters"] if isinstance(a, bool) or not isinstance(a, int) or a < 0]
     if bad:
         raise ValueError(f"adapters must be integers >= 0, got {bad}")
+    if p["mode"] == "run" and p["part"] == "lora":
+        if not p["lora_weights"] or not p["lora_adapters"]:
+            raise ValueError("part=lora needs lora_weights (a checkpoint folder) and lora_adapters (NAME=PATH ...)")
+        bad = [a for a in p["lora_adapters"] if "=" not in a]
+        if bad:
+            raise ValueError(f"lora_adapters must be NAME=PATH, got {bad}")
     return p
+
+
+def run(p: dict) -> str:
+    """Run mode from validated parameters (the notebook's and the CLI's one entry): the new record's path."""
+    from llmstudy.chapters.triton_serving import run as R
+    from llmstudy.core.records import new_run_id
+
+    p = check(p)
+    rid = p["run_id"] or new_run_id(p["part"])
+    if p["part"] == "lora":
+        return str(R.lora_check(p, rid, p["lora_weights"], dict(a.split("=", 1) for a in p["lora_adapters"])))
+    return str(R.bench(p, rid))

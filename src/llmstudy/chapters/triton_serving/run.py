@@ -263,7 +263,7 @@ def bench(p: dict, run_id: str, root: Path | None = None, deadline_s: float = 56
                                 for k in p["adapters"]:
                                     if c != 16 and len(p["concurrency"]) > 1:
                                         continue
-                                    keys = dict(server=server, tool="vllm-bench" if server == "vllm" else "llmstudy-client", streaming=True, concurrency=c, adapters=k)
+                                    keys = dict(server=server, lora_enabled=lora, tool="vllm-bench" if server == "vllm" else "llmstudy-client", streaming=True, concurrency=c, adapters=k)
                                     names = list(ad)[:k]
                                     if server == "vllm":
                                         _point(rows, errors, keys, raw / tag, vllm_bench, srv.base_url, model_dir, w, raw / tag, f"c{c}-a{k}", names)
@@ -274,20 +274,20 @@ def bench(p: dict, run_id: str, root: Path | None = None, deadline_s: float = 56
                                 errors.append({"server": server, "concurrency": c, "outcome": "skipped", "error": "call deadline"})
                                 continue
                             if server == "vllm":
-                                keys = dict(server=server, tool="vllm-bench", streaming=True, concurrency=c, adapters=0)
+                                keys = dict(server=server, lora_enabled=lora, tool="vllm-bench", streaming=True, concurrency=c, adapters=0)
                                 _point(rows, errors, keys, raw / tag, vllm_bench, srv.base_url, model_dir, w, raw / tag, f"c{c}")
                                 if has_genai_perf():
-                                    keys = dict(server=server, tool="genai-perf", streaming=True, concurrency=c, adapters=0)
+                                    keys = dict(server=server, lora_enabled=lora, tool="genai-perf", streaming=True, concurrency=c, adapters=0)
                                     _point(rows, errors, keys, None, genai_perf_openai, srv.base_url, model_dir, model_dir, c, n, p["input_len"], p["output_len"], raw / tag / f"gp-c{c}", prompts(n))
                             else:
                                 TC.generate(srv.base_url, prompts(1, 99)[0], 8, True, None, True)  # warm-up
-                                keys = dict(server=server, tool="llmstudy-client", streaming=True, concurrency=c, adapters=0)
+                                keys = dict(server=server, lora_enabled=lora, tool="llmstudy-client", streaming=True, concurrency=c, adapters=0)
                                 _point(rows, errors, keys, raw / tag, triton_load, srv.base_url, prompts(n), p["output_len"], c, True)
                                 if c == 16:
-                                    keys = dict(server=server, tool="llmstudy-client", streaming=False, concurrency=c, adapters=0)
+                                    keys = dict(server=server, lora_enabled=lora, tool="llmstudy-client", streaming=False, concurrency=c, adapters=0)
                                     _point(rows, errors, keys, raw / tag, triton_load, srv.base_url, prompts(n), p["output_len"], c, False)
                                 if has_genai_perf():
-                                    keys = dict(server=server, tool="genai-perf", streaming=True, concurrency=c, adapters=0)
+                                    keys = dict(server=server, lora_enabled=lora, tool="genai-perf", streaming=True, concurrency=c, adapters=0)
                                     _point(rows, errors, keys, None, genai_perf_triton, srv.grpc_port, model_dir, raw / tag / f"gp-c{c}", c, n, p["input_len"], p["output_len"], prompts(n))
                         if server == "triton":
                             try:
@@ -416,21 +416,24 @@ def main(argv=None) -> int:
     ap.add_argument("--deadline-s", type=float, default=560)
     ap.add_argument("--servers", nargs="+", default=["vllm", "triton"])
     ap.add_argument("--adapters-only", action="store_true")
-    ap.add_argument("--weights", default="", help="lora part: the real checkpoint folder (Gemma-3-270m)")
-    ap.add_argument("--adapter", action="append", default=[], help="lora part: NAME=PATH of a peft adapter (repeat)")
+    ap.add_argument("--weights", default="", help="lora part: the real checkpoint folder (same as --lora-weights)")
+    ap.add_argument("--adapter", action="append", default=[], help="lora part: NAME=PATH of a peft adapter (repeat; adds to --lora-adapters)")
     ap.add_argument("--lora-sources", nargs="+", default=["vllm-openai", "triton"], choices=["vllm-openai", "triton"],
                     help="lora part: the served paths compared with peft in this call")
     a = ap.parse_args(argv)
     try:  # bad input stops here, named, before any GPU work
-        p = check(P.validate(PARAMS, {**P.from_args(PARAMS, a), "mode": "run"}))
+        v = P.from_args(PARAMS, a)
+        v["lora_weights"] = a.weights or v["lora_weights"]
+        v["lora_adapters"] = list(v["lora_adapters"]) + a.adapter
+        p = check(P.validate(PARAMS, {**v, "mode": "run"}))
     except ValueError as e:
         ap.error(str(e))
     if not p["run_id"]:
         ap.error("--run-id is required in run mode")
     root = Path(a.root) if a.root else None
     if p["part"] == "lora":
-        ad = dict(x.split("=", 1) for x in a.adapter)
-        path = lora_check(p, p["run_id"], a.weights, ad, root, tuple(a.lora_sources))
+        ad = dict(x.split("=", 1) for x in p["lora_adapters"])
+        path = lora_check(p, p["run_id"], p["lora_weights"], ad, root, tuple(a.lora_sources))
     else:
         path = bench(p, p["run_id"], root, a.deadline_s, tuple(a.servers), a.adapters_only)
     print(f"record: {path}")

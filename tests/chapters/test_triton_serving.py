@@ -1,0 +1,85 @@
+"""The Triton chapter: its parameters, its run mode's refusals, and its numbers against the H200 records."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import llmstudy.chapters.triton_serving as ch
+from llmstudy.chapters.triton_serving import analysis as A
+from llmstudy.chapters.triton_serving import run as R
+from llmstudy.chapters.triton_serving import statements as S
+from llmstudy.core import params as P
+from tests.conftest import ROOT, execute_chapter, thin_code
+
+NB = ROOT / "notebooks" / "triton_serving.ipynb"
+
+
+def test_notebook_parameters_are_the_spec():
+    assert P.notebook_mismatches(NB, ch.PARAMS) == []
+
+
+def test_vllm_lora_rank_is_rounded_to_a_value_vllm_accepts():
+    assert [R.vllm_max_lora_rank(r) for r in (1, 4, 8, 9, 64)] == [1, 8, 8, 16, 64]
+    with pytest.raises(ValueError, match="exceeds"):
+        R.vllm_max_lora_rank(1024)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--concurrency", "1", "128"], "below the largest concurrency 128"),
+    (["--input-len", "4000", "--output-len", "256"], "exceeds max_model_len=4096"),
+    (["--model", "no-such-model"], "unknown model 'no-such-model'"),
+    (["--part", "lora"], "part=lora needs lora_weights"),
+    (["--adapters", "-1"], "adapters must be integers >= 0"),
+])
+def test_bad_input_is_refused_before_any_gpu_work(args, message):
+    p = subprocess.run([sys.executable, "-m", "llmstudy.chapters.triton_serving.run", "--run-id", "x", *args],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 2 and message in p.stderr, p.stderr[-2000:]
+
+
+def test_lora_enabled_is_recovered_for_records_without_the_key():
+    pts = A.bench_points()
+    v16 = pts[(pts.server == "vllm") & (pts.tool == "vllm-bench") & (pts.concurrency == 16)].sort_values(["lora_enabled", "adapters"])
+    assert list(zip(v16.lora_enabled, v16.adapters)) == [(False, 0), (True, 0), (True, 1), (True, 8)]
+    assert round(v16.output_token_throughput.iloc[0], 1) == 2376.7  # plain server
+    assert round(v16.output_token_throughput.iloc[1], 1) == 2305.8  # --enable-lora, no adapter in the batch
+
+
+def test_h200_statements_are_the_records_numbers():
+    s = S.statements(model="llama-2-7b")
+    assert s["gpu"] == "NVIDIA H200"
+    assert (s["triton_tput_cmax"], s["vllm_tput_cmax"], s["ratio_cmax"]) == ("5,841", "4,997", "1.17")
+    assert (s["triton_tput_c1"], s["vllm_tput_c1"], s["ratio_c1"]) == ("213", "210", "1.01")
+    assert (s["itl_base"], s["itl_1"], s["itl_n"], s["n_adapters"]) == ("6.13", "8.63", "10.51", "8")
+    assert (s["first_wave_ttft"], s["later_ttft"]) == ("2,586", "315")
+    assert (s["adapter_equal"], s["adapter_total"], s["base_equal"], s["base_total"], s["as_base"]) == ("22", "32", "10", "16", "2")
+    assert (s["stream_equal"], s["stream_n"], s["tv_equal"], s["tv_n"]) == ("24", "24", "20", "24")
+
+
+def test_lora_reference_is_deterministic_and_streaming_changes_nothing():
+    ans = A.lora_answers()
+    peft = {r: g.set_index(["adapter", "prompt_id"]).text for r, g in ans[ans.source == "peft"].groupby("run_id")}
+    assert len(peft) == 2
+    a, b = peft.values()
+    assert (a == b).all()  # two calls, two processes: the same greedy answers
+    sc = A.served_consistency(ans)
+    assert sc["triton_stream_equal"] == sc["triton_n"] == 24
+
+
+def test_a_fork_gets_no_other_models_numbers():
+    s = S.statements(model="mistral-7b-v0.3")
+    assert "ratio_cmax" not in s and "itl_n" not in s
+    text = S.sentences(s, "Mistral-7B-v0.3", "CMD")["answer"]
+    assert "not measured for Mistral-7B-v0.3" in text and "CMD" in text and "5,841" not in text
+
+
+@pytest.mark.slow
+def test_notebook_executes_and_glues_the_records_numbers(tmp_path):
+    text, glue, nb = execute_chapter("triton_serving", tmp_path)
+    assert "5,841 vs 4,997 tokens/s at 64 (1.17×)" in glue["answer"]
+    assert "22 of 32 adapter answers" in glue["lora_answer"]
+    assert "Traceback" not in text
+    assert thin_code(nb, 90)
