@@ -54,6 +54,9 @@ def _config_inited(app: Sphinx, config) -> None:
     static = Path(app.outdir).parent / "llmstudy-static"
     static.mkdir(parents=True, exist_ok=True)
     (static / "llmstudy.css").write_text(css())
+    from llmstudy.calc import bundle  # the calculators' code and measured cases, fresh on every build
+
+    bundle.write(static / "calc" / "gen")
     config.html_static_path = [*config.html_static_path, str(static)]
     _theme_options(config, s["version"], root)
 
