@@ -280,7 +280,10 @@ def load_runs(experiment: str, root: Path | None = None, strict: bool = True) ->
 
 
 def run_model(rec: Record) -> str | None:
-    """The model a record measured (its ``model`` parameter), or None when the experiment has no model parameter."""
+    """The model a record measured: its ``served_model`` (a record whose ``model`` parameter is not what it served,
+    e.g. the Triton chapter's LoRA part), else its ``model`` parameter; None when the experiment has no model."""
+    if isinstance(rec.manifest.get("served_model"), str):
+        return rec.manifest["served_model"]
     params = rec.manifest.get("parameters") or {}
     return params.get("model") if isinstance(params, dict) else None
 
@@ -289,6 +292,8 @@ def run_models(rec: Record) -> list[str]:
     """Every model a record measured, by name: its ``model`` parameter (a model folder's path becomes the folder's
     name) and the ``model`` of each of its ``gpu_configs`` (the context-limits records); sorted, without repeats."""
     params = rec.manifest.get("parameters") or {}
+    if isinstance(rec.manifest.get("served_model"), str):
+        return [Path(rec.manifest["served_model"]).name]
     if not isinstance(params, dict):
         return []
     found = [params.get("model")]

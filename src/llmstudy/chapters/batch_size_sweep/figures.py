@@ -71,7 +71,7 @@ def key_figure(r: Records) -> None:
     for value, label in ((A["triton_tok_s"], "article: Triton + TensorRT-LLM, int4, max_batch_size 16"),
                          (A["vllm_gptq_tok_s"], "article: vLLM 0.11, GPTQ 4-bit, max_num_seqs 16")):
         ax.scatter([16], [value], marker="D", s=60, facecolors="none", edgecolors="#555555", lw=1.5, zorder=5)
-        ax.annotate(label, (16, value), xytext=(-8, 0), textcoords="offset points", ha="right", va="center", fontsize=8.5, color="#333333")
+        ax.annotate(label, (16, value), xytext=(8, 0), textcoords="offset points", ha="left", va="center", fontsize=8.5, color="#333333")
     SP.log2_axis(ax, d.concurrency)
     ax.set_xlim(right=d.concurrency.max() * 3.2)  # room for the line labels
     ax.set_ylim(0, None)

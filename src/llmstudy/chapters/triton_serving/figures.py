@@ -23,11 +23,12 @@ def throughput_and_ttft(points: pd.DataFrame, published: pd.DataFrame | None = N
         ax2.plot(g.concurrency, g.time_to_first_token_avg, styles.get(tool, "-"), marker="o", color=col, label=label)
     if published is not None and len(published):
         pub = published[published.metric == "output_token_throughput"]
+        pub = pub[pd.to_numeric(pub.concurrency, errors="coerce").notna()]
         for _, r in pub.iterrows():
-            if pd.notna(r.concurrency):
-                ax1.scatter([float(r.concurrency)], [float(r.value)], marker="*", s=140, color="#555555", zorder=5)
-                ax1.annotate(f"article: {r.server.split(' (')[0]} {float(r.value):,.0f}", (float(r.concurrency), float(r.value)),
-                             textcoords="offset points", xytext=(6, -12), fontsize=8.5, color="#555555")
+            ax1.scatter([float(r.concurrency)], [float(r.value)], marker="*", s=140, color="#555555", zorder=5)
+        for _, r in pub.sort_values("concurrency").groupby("server").tail(1).iterrows():  # one label per published series
+            ax1.annotate(f"article: {r.server.split(' (')[0]}, {float(r.value):,.0f}", (float(r.concurrency), float(r.value)),
+                         textcoords="offset points", xytext=(6, -4), fontsize=8.5, color="#555555")
     for ax, title, unit in ((ax1, "Output throughput", "tokens/s"), (ax2, "Mean time to first token", "ms")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrency (requests in flight)")

@@ -403,6 +403,7 @@ def lora_check(p: dict, run_id: str, model_dir: str, adapters: dict[str, str], r
         rec.write_table(pd.DataFrame(errors), "outcomes")
         rec.write_json(prompts, "prompts.json")
         rec.extra["part"] = "lora"
+        rec.extra["served_model"] = Path(model_dir).name  # what this part served (parameters.model is the bench part's)
         log(df.groupby(["source", "adapter"]).equal_to_peft.mean().to_string())
     return rec.final
 

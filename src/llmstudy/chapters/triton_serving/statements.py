@@ -159,7 +159,7 @@ def sentences(s: dict[str, str], model_title: str, command: str) -> dict[str, st
         out["adapters_answer"] = "Adapters in flight: not measured yet."
     if "vllm_tools_tput" in s:
         out["tools_answer"] = (
-            f"Against vLLM's server, genai-perf and `vllm bench serve` agree on throughput within {s['vllm_tools_tput']} % "
+            f"Against vLLM's server, genai-perf and vllm bench serve agree on throughput within {s['vllm_tools_tput']} % "
             f"and on mean TTFT within a factor {s['vllm_tools_ttft_lo']}–{s['vllm_tools_ttft_hi']}. Against Triton, this "
             f"study's Python HTTP client reads a mean TTFT {s['triton_client_ttft_x']}× genai-perf's at "
             f"{s['triton_client_ttft_c']} in flight and up to {s['triton_client_tput_gap']} % less throughput: the two agree "
