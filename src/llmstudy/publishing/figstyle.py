@@ -32,6 +32,7 @@ def setup() -> None:
     """Matplotlib/seaborn defaults for the book, and SVG output in notebooks."""
     import matplotlib as mpl
 
+    cjk = _cjk_font()
     mpl.rcParams.update({
         "figure.figsize": (WIDTH_IN, 4.8),
         "figure.dpi": 110,
@@ -48,7 +49,7 @@ def setup() -> None:
         "legend.frameon": False,
         "font.size": 10.5,
         "svg.fonttype": "none",  # text stays text in the SVG (searchable, crisp)
-        "font.family": ["DejaVu Sans", "Noto Sans CJK JP", "sans-serif"],
+        "font.family": ["DejaVu Sans", *([cjk] if cjk else []), "sans-serif"],
     })
     try:
         from matplotlib_inline.backend_inline import set_matplotlib_formats
@@ -56,6 +57,21 @@ def setup() -> None:
         set_matplotlib_formats("svg")
     except ImportError:  # pragma: no cover - outside IPython
         pass
+
+
+def _cjk_font() -> str | None:
+    """"Noto Sans CJK JP" where it is installed (Japanese labels), else None. matplotlib's font cache is rebuilt once
+    when the font is on disk but not in the cache (the fonts were installed after matplotlib first ran)."""
+    from matplotlib import font_manager as fm
+
+    name = "Noto Sans CJK JP"
+    if any(f.name == name for f in fm.fontManager.ttflist):
+        return name
+    if any("NotoSansCJK" in p for p in fm.findSystemFonts()):
+        fm.fontManager = fm._load_fontmanager(try_read_cache=False)
+        if any(f.name == name for f in fm.fontManager.ttflist):
+            return name
+    return None
 
 
 def ref_line(ax, y=None, x=None, label: str = "", color: str = "#555555", style: str = "--") -> None:

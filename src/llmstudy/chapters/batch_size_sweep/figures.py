@@ -163,6 +163,9 @@ def server_facts(r: Records) -> None:
         return
     srv = r.table("servers")[["run_id", "server", "start_s"]]
     facts = r.logs.merge(srv, on=["run_id", "server"], how="left").sort_values(["run_id", "max_num_seqs"])
+    for col in ("weights_gib", "available_kv_gib"):  # a CPU server logs no weights/KV memory: shown as "—"
+        if col not in facts:
+            facts[col] = float("nan")
     _show(table(facts, [Col("max_num_seqs", "max_num_seqs", kind="int"), Col("start_s", "Start to healthy (s)", kind="int"),
                         Col("weights_gib", "Weights (GiB)", decimals=2), Col("available_kv_gib", "KV cache (GiB)", decimals=2),
                         Col("kv_cache_tokens", "KV cache (tokens)", kind="int"), Col("max_running", "Most running", kind="int"),

@@ -228,6 +228,6 @@ def runs_table(r: Records) -> None:
     _show(table(info, [Col("run_id", "Run", kind="code"), Col("sweep", "Sweeps"), Col("ok", "Points ok", kind="int", missing="0"),
                        Col("refused", "Refused", kind="int", missing="0"), Col("failed", "Failed", kind="int", missing="0"),
                        Col("override", "Override set"), Col("minutes", "GPU time (min)", kind="int")],
-                caption=f"The run records this page shows (GPU: {', '.join(sorted(set(info.gpu)))}; vLLM {', '.join(sorted(set(info.vllm.astype(str))))}; "
+                caption=f"The run records this page shows (GPU: {', '.join(sorted(set(info.gpu.dropna().astype(str))))}; vLLM {', '.join(sorted(set(info.vllm.dropna().astype(str))))}; "
                         "override: VLLM_ALLOW_LONG_MAX_MODEL_LEN=1)"))
     provenance(EXPERIMENT, ids(r.res))
