@@ -12,7 +12,7 @@ from llmstudy.publishing import figstyle
 def throughput_and_ttft(points: pd.DataFrame, published: pd.DataFrame | None = None):
     """Output tokens/s and mean TTFT against concurrency: each server by each tool (streaming, base model), with the
     article's published Triton/TensorRT-LLM and vLLM 0.11 points (H100 PCIe, 4-bit weights) as labelled markers."""
-    base = points[(points.adapters == 0) & points.streaming.astype(bool)]
+    base = points[(points.adapters == 0) & points.streaming.astype(bool) & ~points.lora_enabled.astype(bool)]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(figstyle.WIDTH_IN, 4.4))
     styles = {"vllm-bench": "-", "llmstudy-client": "-", "genai-perf": "--"}
     for (server, tool), g in base.groupby(["server", "tool"], sort=True):
@@ -35,6 +35,13 @@ def throughput_and_ttft(points: pd.DataFrame, published: pd.DataFrame | None = N
         ax.set_ylabel(unit)
         ax.set_title(title)
     ax2.set_yscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    fmt = FuncFormatter(lambda v, _: f"{v:,.0f}")
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_formatter(fmt)
+    ax2.yaxis.set_major_formatter(fmt)
+    ax2.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if str(int(v))[0] in "25" else ""))
     handles, labels = ax1.get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
     return fig
