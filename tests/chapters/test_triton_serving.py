@@ -83,3 +83,42 @@ def test_notebook_executes_and_glues_the_records_numbers(tmp_path):
     assert "22 of 32 adapter answers" in glue["lora_answer"]
     assert "Traceback" not in text
     assert thin_code(nb, 90)
+
+
+def test_gpu_monitor_samples_nothing_without_nvml_and_never_fails(monkeypatch):
+    import builtins
+
+    from llmstudy.serving.gpumon import GpuMonitor
+
+    real = builtins.__import__
+
+    def no_nvml(name, *a, **k):
+        if name == "pynvml":
+            raise ImportError("no pynvml here")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_nvml)
+    with GpuMonitor(interval_s=0.01) as mon:
+        pass
+    assert mon.samples == [] and mon.summary() == {"nvml_error": "NVML unavailable: ImportError: no pynvml here"}
+
+
+def test_a_point_gets_gpu_rows_when_sampled_and_keeps_failures(monkeypatch):
+    import pandas as pd
+
+    from llmstudy.serving import gpumon, loadgen
+
+    class Fake(gpumon.GpuMonitor):
+        def __enter__(self):
+            self.samples = [{"t_s": 0.0, "util_pct": 50.0, "mem_util_pct": 10.0, "power_w": 300.0, "mem_used_gib": 10.0},
+                            {"t_s": 0.25, "util_pct": 100.0, "mem_util_pct": 20.0, "power_w": 500.0, "mem_used_gib": 12.0}]
+            return self
+
+    monkeypatch.setattr(gpumon, "GpuMonitor", Fake)
+    rows, errors = [], []
+    metrics = pd.DataFrame([("output_token_throughput", "value", 100.0, "tokens/s")], columns=loadgen.METRIC_COLUMNS)
+    R._point(rows, errors, {"server": "x"}, None, lambda: (None, metrics))
+    got = rows[0].set_index("metric").value
+    assert got["gpu_util_pct_mean"] == 75.0 and got["gpu_power_w_max"] == 500.0 and got["output_token_throughput"] == 100.0
+    R._point(rows, errors, {"server": "y"}, None, lambda: 1 / 0)
+    assert errors == [{"server": "y", "outcome": "failed", "error": "ZeroDivisionError: division by zero"}]

@@ -196,11 +196,18 @@ def has_genai_perf() -> bool:
 
 # --- parts -----------------------------------------------------------------------------------------------------------
 def _point(rows: list, errors: list, keys: dict, raw_dir: Path | None, fn, *args):
-    """Run one measurement ``fn(*args)`` -> (per-request rows or None, tidy metrics); its metrics get ``keys``; a
-    failure is recorded as the point's outcome, never raised."""
+    """Run one measurement ``fn(*args)`` -> (per-request rows or None, tidy metrics); its metrics get ``keys`` and the
+    GPU's utilisation and power sampled by NVML meanwhile (rows ``gpu_*``, stat "value"); a failure is recorded as the
+    point's outcome, never raised."""
+    from llmstudy.serving.gpumon import GpuMonitor
+
     t0 = time.monotonic()
     try:
-        req, metrics = fn(*args)
+        with GpuMonitor() as mon:
+            req, metrics = fn(*args)
+        gpu = [(k, "value", float(v), "") for k, v in mon.summary().items() if k.startswith("gpu_")]
+        if gpu:
+            metrics = pd.concat([metrics, pd.DataFrame(gpu, columns=loadgen.METRIC_COLUMNS)], ignore_index=True)
         rows.append(metrics.assign(**keys, outcome="ok"))
         if raw_dir is not None and req is not None and len(req):
             raw_dir.mkdir(parents=True, exist_ok=True)
