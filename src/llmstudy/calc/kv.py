@@ -23,8 +23,8 @@ MHA/GQA, MoE under any expert naming, sliding-window and chunked hybrids, multim
 planner cannot be exact for (an architecture outside :data:`ARCHITECTURES`, one missing from the version's model
 registry, a checkpoint format it does not model) raises :class:`NotModelledError` naming what is not modelled.
 
-Weights per GPU are computed from the architecture: the transformers model of the config is built on the meta
-device (:mod:`llmstudy.core.models`). For each tensor the planner knows whether vLLM shards it across tensor-parallel
+Weights per GPU are computed from the architecture: every tensor of the config as transformers names it
+(:mod:`llmstudy.calc.tensors`, proven equal to the meta-device model for every shipped config). For each tensor the planner knows whether vLLM shards it across tensor-parallel
 ranks, replicates it, or pads it, and which precision it is stored in. Three inputs are properties of a running
 system: the activation peak, the non-torch memory and the CUDA-graph estimate. Each has a named default estimate
 (``estimate_*``; the activation peak follows the version's model runner, :func:`model_runner`), and a measured value

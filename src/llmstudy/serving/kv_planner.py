@@ -1,38 +1,8 @@
 """KV-cache capacity planner: what vLLM logs as "GPU KV cache size", and the longest context that starts.
 
-The planner repeats vLLM's own startup arithmetic for one deployment (model config, GPU, parallelism, weight and
-KV precision, scheduler limits). The rules are written per vLLM version. Code references are in
-``../shared/notes/vllm-kv-cache.md`` (beside the checkout) and in the comments below.
-
-1. **Budget.** ``gpu_memory_utilization x total``, the version's default when not given (0.8.3: 0.9; 0.25.0: 0.92).
-   vLLM 0.25 rounds it up with ``math.ceil`` (``vllm/v1/worker/utils.py: request_memory``).
-2. **Non-KV memory.** weights + activation peak of the profiling run + non-torch memory, and in 0.21 and later the
-   CUDA-graph estimate. vLLM 0.8.3 measures non-torch memory on the whole device, so the CUDA context counts.
-   vLLM 0.25 counts only what grew after its init snapshot (``gpu_worker.py: determine_available_memory``).
-3. **Blocks.** Available memory // (page size x layers in the largest KV group), then the minimum over ranks.
-   A page is ``block x`` :func:`kv_bytes_per_token_layer`: K and V of the rank's KV heads, or for MLA
-   (DeepSeek-V2/V3) one latent of ``kv_lora_rank + qk_rope_head_dim`` that every rank holds whole.
-4. **Logged tokens.** 0.8.3: ``num_blocks x block_size``. 0.21 and later:
-   ``int(num_blocks / blocks_per_request x max_model_len)`` (``kv_cache_utils.py: get_kv_cache_capacity``).
-   With the hybrid KV manager, chunked-local and sliding-window layers need fewer blocks per request.
-5. **Startup check.** One request of ``max_model_len`` must fit. The largest length that passes is found by the
-   same binary search vLLM uses to suggest a length (``estimate_max_model_len``).
-
-The architecture comes from the validated config, layer by layer (:func:`llmstudy.core.models.describe`): dense
-MHA/GQA, MoE under any expert naming, sliding-window and chunked hybrids, multimodal ``text_config``, MLA. A model the
-planner cannot be exact for (an architecture outside :data:`ARCHITECTURES`, one missing from the version's model
-registry, a checkpoint format it does not model) raises :class:`NotModelledError` naming what is not modelled.
-
-Weights per GPU are computed from the architecture: every tensor of the config as transformers names it
-(:mod:`llmstudy.calc.tensors`, proven equal to the meta-device model for every shipped config). For each tensor the planner knows whether vLLM shards it across tensor-parallel
-ranks, replicates it, or pads it, and which precision it is stored in. Three inputs are properties of a running
-system: the activation peak, the non-torch memory and the CUDA-graph estimate. Each has a named default estimate
-(``estimate_*``; the activation peak follows the version's model runner, :func:`model_runner`), and a measured value
-overrides it. Every plan reports which of its inputs were measured. On the seven one-GPU H200 records of models it
-was not fitted on (``data/runs/context_limits/h200x1-g``, ``-g2``) the estimates land within 0.6% of vLLM's tokens.
-
-The planner itself lives in :mod:`llmstudy.calc.kv` (standard library only: the same code runs in the book's browser
-calculator); this module re-exports it and adds the pandas tables.
+The planner itself (its rules per vLLM version, sources and defaults) lives in :mod:`llmstudy.calc.kv`, standard
+library only, so the same code runs in the book's browser calculator; read its docstring. This module re-exports it
+and adds the pandas tables.
 """
 
 from __future__ import annotations

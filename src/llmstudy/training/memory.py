@@ -1,29 +1,8 @@
 """Fine-tuning memory accounting: a component model of GPU memory for full fine-tuning, LoRA and QLoRA.
 
-The model follows what the software actually allocates (transformers + peft + trl + bitsandbytes, as pinned in
-``envs/gpu-finetune.txt``), not a rule of thumb:
-
-* **weights** - every parameter in the load dtype; QLoRA stores ``nn.Linear`` weights as NF4 (4 bits) plus the
-  quantization constants (one fp32 absmax per 64 weights, or with double quantization one byte per 64 weights and
-  one fp32 per 256 blocks) and keeps embeddings, norms and the output head in bf16. LoRA adapters are extra
-  weights: fp32 under LoRA (peft up-casts adapters), bf16 under QLoRA (trl casts them, following the paper).
-* **gradients** - one per trainable parameter, in that parameter's dtype.
-* **optimizer** - torch AdamW keeps two moments in the parameter's dtype; bitsandbytes 8-bit AdamW keeps two uint8
-  moments plus one fp32 absmax per 256 values for tensors of at least 4096 values, two fp32 moments below that;
-  the *paged* variant allocates the moments of tensors of at least 1e5 values in CUDA managed memory, outside the
-  PyTorch allocator (reported separately: ``optimizer (paged)``).
-* **activations** - per token per layer in the compute dtype; with gradient checkpointing only each layer's input
-  is kept, plus one layer's activations while it is recomputed.
-* **temporary** - the loss head, the largest dequantized weight under QLoRA, and the cuBLAS workspace. The loss
-  head is trl's fused one by default (``loss_head="fused"``: trl >= 1.x SFTTrainer, which this study trains with,
-  scores tokens through one bf16 logits tile of at most 4,096 tokens x 32,768 vocabulary entries); ``"full"`` is a
-  model's own loss (bf16 logits, an fp32 copy and its gradient for every token), as the article's older trl did.
-
-The article's rules are special cases: 12 bytes/param (fp16 weights + fp16 grads + two fp32 moments), ZeRO's 16
-(mixed precision with an fp32 master copy), LoRA's "2x + extras" and QLoRA's "0.7x + extras".
-
-The arithmetic lives in :mod:`llmstudy.calc.memory` (standard library only: the same code runs in the book's browser
-calculator); this module re-exports it and adds the pandas tables, the comparison with measured runs and the figure.
+The model (what each component counts and why, and the article's rules as its special cases) lives in
+:mod:`llmstudy.calc.memory`, standard library only, so the same code runs in the book's browser calculator; read its
+docstring. This module re-exports it and adds the pandas tables, the comparison with measured runs and the figure.
 """
 
 from __future__ import annotations
