@@ -277,6 +277,16 @@ def test_client_reads_sse_and_errors_and_the_load_lands_in_loadgens_schema(stand
     assert m["inter_token_latency", "avg"] == pytest.approx(20, abs=15)
 
 
+def test_load_with_several_adapters_and_exact_output_lengths(stand_in):
+    """A list of adapter names is cycled over the requests (one unknown name fails exactly its requests); with
+    ``output_len`` the output length is the known one, not the number of chunks."""
+    req, met = C.run_load(stand_in, ["t3"] * 6, 4, concurrency=3, stream=False, lora_name=["a", "nope", "b"], output_len=4)
+    assert list(req["ok"]) == [True, False, True] * 2
+    assert list(req["output_sequence_length"]) == [4, 0, 4] * 2  # one chunk each (not streamed), four tokens
+    m = met.set_index(["metric", "stat"])["value"]
+    assert m["completed_requests", "value"] == 4 and m["failed_requests", "value"] == 2
+
+
 def test_genai_perf_command_shapes_every_variable_input_it_sends(tmp_path):
     cmd = C.genai_perf_command("127.0.0.1:8001", "/tok", tmp_path, 4, 40, 512, 256, streaming=True, lora_name="persona", tools_bin="/tools/bin")
     assert cmd[:3] == ["/tools/bin/genai-perf", "profile", "-m"] and cmd[3] == "ensemble"

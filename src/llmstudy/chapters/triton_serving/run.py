@@ -23,7 +23,6 @@ import random
 import subprocess
 import sys
 import sysconfig
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -124,31 +123,10 @@ def synthetic_adapters(model_dir: str, dest: Path, n: int, r: int, targets=LORA_
 
 # --- clients ---------------------------------------------------------------------------------------------------------
 def triton_load(base_url: str, prompts: list[str], max_tokens: int, concurrency: int, stream: bool, lora_names: list[str] | None = None):
-    """Like :func:`llmstudy.serving.triton.client.run_load` with request ``i`` on adapter ``lora_names[i % n]``
-    (several adapters in one batch); output lengths are exact (ignore_eos), so they are not re-tokenised."""
-    results: list = [None] * len(prompts)
-    nxt, lock = {"i": 0}, threading.Lock()
-
-    def worker():
-        while True:
-            with lock:
-                i = nxt["i"]
-                nxt["i"] += 1
-            if i >= len(prompts):
-                return
-            name = lora_names[i % len(lora_names)] if lora_names else None
-            results[i] = TC.generate(base_url, prompts[i], max_tokens, stream, name, True)
-
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(concurrency, len(prompts)))]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    rows = [TC.request_row(i, t, float("nan"), max_tokens if t.ok else 0) for i, t in enumerate(results)]
-    req = pd.DataFrame(rows).drop(columns=["text"])
-    ends = [t.start + t.times[-1] for t in results if t.ok]
-    duration = (max(ends) - min(t.start for t in results)) if ends else float("nan")
-    return req, loadgen.metrics_from_requests(req, duration)
+    """:func:`llmstudy.serving.triton.client.run_load` with request ``i`` on adapter ``lora_names[i % n]`` (several
+    adapters in one batch); output lengths are exact (ignore_eos), so they are not re-tokenised."""
+    req, metrics = TC.run_load(base_url, prompts, max_tokens, concurrency, stream, lora_names or None, True, output_len=max_tokens)
+    return req.drop(columns=["text"]), metrics
 
 
 def vllm_bench(base_url: str, model_dir: str, w: loadgen.Workload, out_dir: Path, tag: str, lora_modules: list[str] | None = None, timeout_s: float = 400):

@@ -126,10 +126,14 @@ def request_row(i: int, t: Timed, input_len: int, output_len: int) -> dict:
 
 
 def run_load(base_url: str, prompts: list[str], max_tokens: int, concurrency: int, stream: bool = True,
-             lora_name: str | None = None, ignore_eos: bool = True, tokenizer=None, model: str = "ensemble",
-             timeout_s: float = 300):
+             lora_name: str | list[str] | None = None, ignore_eos: bool = True, tokenizer=None, model: str = "ensemble",
+             timeout_s: float = 300, output_len: int | None = None):
     """Send every prompt with ``concurrency`` in flight; returns (per-request rows, tidy metrics) in
-    :mod:`llmstudy.serving.loadgen`'s schema (benchmark duration = last response - first request)."""
+    :mod:`llmstudy.serving.loadgen`'s schema (benchmark duration = last response - first request).
+
+    ``lora_name``: one adapter for every request, or a list: request ``i`` uses ``lora_name[i % len]`` (several
+    adapters in one batch). Output tokens per request: ``output_len`` where the length is known exactly (ignore_eos),
+    else the text re-tokenised with ``tokenizer``, else the number of streamed chunks."""
     import pandas as pd
 
     from llmstudy.serving import loadgen
@@ -147,7 +151,8 @@ def run_load(base_url: str, prompts: list[str], max_tokens: int, concurrency: in
                 nxt["i"] += 1
             if i >= len(prompts):
                 return
-            results[i] = generate(base_url, prompts[i], max_tokens, stream, lora_name, ignore_eos, model, timeout_s)
+            name = lora_name[i % len(lora_name)] if isinstance(lora_name, list) else lora_name
+            results[i] = generate(base_url, prompts[i], max_tokens, stream, name, ignore_eos, model, timeout_s)
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(concurrency, len(prompts)))]
     for th in threads:
@@ -156,7 +161,9 @@ def run_load(base_url: str, prompts: list[str], max_tokens: int, concurrency: in
         th.join()
     rows = []
     for i, (p, t) in enumerate(zip(prompts, results, strict=True)):
-        if tokenizer is not None:
+        if output_len is not None:
+            n_in, n_out = (len(tokenizer(p)["input_ids"]) if tokenizer is not None else float("nan")), (output_len if t.ok else 0)
+        elif tokenizer is not None:
             n_in, n_out = len(tokenizer(p)["input_ids"]), len(tokenizer(t.text, add_special_tokens=False)["input_ids"]) if t.ok else 0
         else:
             n_in, n_out = float("nan"), len(t.chunks)
