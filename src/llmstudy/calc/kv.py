@@ -96,8 +96,9 @@ VERSIONS: dict[str, VersionRules] = {
     # 0.8.3: FullAttentionSpec for every layer (llama4.py builds Attention(per_layer_sliding_window=None)),
     # tokens = num_blocks * block_size (kv_cache_utils.py:545-596), CUDA graphs captured after the KV cache.
     # Sampler: PyTorch top-k/top-p sorts the vocabulary when FlashInfer is absent (pip install vllm does not
-    # bring it): bf16 logits 2 + fp32 logits 4 + sorted values 4 + int64 indices 8 + probs 4 + scatter out 4 + mask 1.
-    "0.8.3": VersionRules("0.8.3", None, False, False, False, True, 27, 0.9),  # engine/arg_utils.py: 0.90
+    # bring it). Measured (data/runs/context_limits/h200x1-v083-a, -d; 1024 and 256 rows of a 202,048 vocabulary):
+    # 38 live bytes per (row, vocab) element at the dummy sampler's peak, the bf16 logits included.
+    "0.8.3": VersionRules("0.8.3", None, False, False, False, True, 38, 0.9),  # engine/arg_utils.py: 0.90
     # 0.25.0: hybrid manager on for chunked-local attention (envs.py VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE
     # default "1"), tokens from concurrency, CUDA-graph estimate subtracted (gpu_worker.py:519-523), ceil budget.
     # Sampler: Triton top-k/top-p for >= 8 rows (no sort): bf16 logits 2 + fp32 4 + probs 4 + exponential noise 4.
@@ -136,6 +137,30 @@ DEFAULT_NON_TORCH_TP1 = round(0.22 * GiB)
 DEFAULT_NON_TORCH_TP = 768 * MiB  # plus NCCL communicator buffers, allocated at the first collective
 DEFAULT_CUDA_CONTEXT = 512 * MiB  # CUDA context + NCCL init, counted only where the whole device is measured (0.8.3)
 DEFAULT_CUDAGRAPH = 1 * GiB  # placeholder for vLLM's CUDA-graph estimate (0.21+, graphs on): measure it
+
+# vLLM 0.8.3 (V1 engine), each term read inside the engine by llmstudy.serving.vllm_probe on one H200
+# (data/runs/context_limits/h200x1-v083-a .. -e: Llama 4 shapes with 12 or 24 layers, text and multimodal, bf16, online
+# FP8 and the FP8 checkpoint, eager and graphs, max_num_seqs 1024/256/64).
+CUBLAS_WORKSPACE = 32 * MiB  # torch 2.6's cuBLAS workspace on Hopper (4096 KiB x 8), allocated by the first GEMM of the profile
+V083_OUTSIDE_TORCH = 720_175_104  # device memory torch did not allocate after the profile run: CUDA context + libraries (all 11 runs)
+# memory the caching allocator holds but could not release (reserved - allocated after empty_cache), which 0.8.3 counts as
+# non-torch: a few tens of MB after a bf16 or FP8-checkpoint load; after online FP8 (--quantization fp8 on bf16 weights)
+# the freed bf16 originals leave 1,536,658,944 B at 12 layers and 1,787,901,440 B at 24 (a fixed part + one per layer)
+V083_ALLOCATOR_CACHED = {"text": 26_753_024, "multimodal": 50_718_208}
+V083_FP8_ONLINE_CACHED = (1_285_416_448, 20_936_875)  # (fixed, per decoder layer) at TP=1
+# the model runner's buffers alive before the profile run (gpu_model_runner.py __init__): inputs_embeds (hidden x
+# max_num_batched_tokens, bf16), input ids + positions (4 + 8 bytes per token) and per request the block table
+# (4 bytes x ceil(max_model_len / 16)) plus ~28 bytes of sampling state
+V083_BUFFER_BYTES_PER_TOKEN, V083_BUFFER_BYTES_PER_REQUEST = 12, 28
+# Llama 4's vision tower in the profile run (4 dummy images of 17 tiles at max_num_batched_tokens 8192): the encoder
+# outputs and pixel values kept while the decoder runs, and the encoder pass's own peak, per image (TP=1)
+LLAMA4_ENCODER_HELD_PER_IMAGE = 31_746_816
+LLAMA4_ENCODER_PEAK_PER_IMAGE = 454_151_936
+# vLLM 0.8.3's Llama 4 vision tower allocates this much more than the checkpoint's vision and projector tensors (the
+# multimodal minus the text-only load, less the planner's tensors: 56,692,224 B for Scout, 57,050,624 B for Maverick; not
+# attributed to a tensor yet). Taken as replicated on every rank.
+LLAMA4_VISION_EXTRA_083 = 56_692_224
+LLAMA4_IMAGE_TOKENS = 2467  # (max_patches 16 + 1) x (144 + 1) + 2 (mllama4.py get_mm_max_tokens_per_item)
 
 
 class NotModelledError(ValueError):
@@ -514,6 +539,9 @@ def weight_rows(dep: Deployment) -> list[tuple]:
     for s in range(dep.pp):  # cos/sin caches (see _rope_caches), one set per stage
         for n, b in f["rope_caches"]:
             rows.append(("rotary_emb.cos_sin_cache", "rope cache", -1, s, "bf16" if b == 2 else "fp32", n, float(b * n)))
+    if dep.vllm_version == "0.8.3" and f["multimodal"] and f["architecture"] == "Llama4ForConditionalGeneration":
+        rows.append(("vision_model (vLLM 0.8.3, beyond the checkpoint's tensors)", "vision", -1, 0, "bf16", 0,
+                     float(LLAMA4_VISION_EXTRA_083)))
     return rows
 
 
@@ -667,14 +695,61 @@ def estimate_activation_peak(dep: Deployment) -> int:
         sampler = rows * (vocab // dep.tp) * 2 + rows * f["vocab"] * 4 + (b + rows) * f["hidden"] * 2
         return int(max(forward, sampler) + encoder_cache)
     forward = b * _forward_bytes_per_token(f, dep.tp)
+    if dep.vllm_version == "0.8.3":
+        return _activation_peak_083(dep, f, forward)
     sampler = rows * f["vocab"] * dep.rules.sampler_bytes_per_logit + rows * (vocab // dep.tp) * 2 + rows * f["hidden"] * 2
     return int(max(forward, sampler) + encoder_cache)
 
 
+def runner_buffers_083(dep: Deployment) -> int:
+    """vLLM 0.8.3's persistent model-runner buffers, allocated before the profile run (bytes per GPU)."""
+    f = model_facts(dep.model, dep.text_only)
+    b, rows = dep.batched_tokens, dep.num_seqs
+    blocks = -(-dep.model_len // BLOCK_SIZE)
+    return b * (2 * f["hidden"] + V083_BUFFER_BYTES_PER_TOKEN) + rows * (4 * blocks + V083_BUFFER_BYTES_PER_REQUEST)
+
+
+def _activation_peak_083(dep: Deployment, f: dict, forward: int) -> int:
+    """0.8.3's allocated peak above the weights: the runner's buffers, then the largest of the profile's stages, which
+    run in order and keep the multimodal encoder's outputs alive (``gpu_model_runner.py: profile_run``, lines 1506-1581).
+    The sampler's rows see the whole vocabulary on every tensor-parallel rank (the logits are all-gathered)."""
+    rows = min(dep.num_seqs, dep.batched_tokens)
+    sampler = rows * (f["vocab"] * dep.rules.sampler_bytes_per_logit + 2 * f["hidden"]) + CUBLAS_WORKSPACE
+    held = encoder = 0
+    if f["multimodal"]:
+        if f["architecture"] == "Llama4ForConditionalGeneration":
+            images = min(-(-max(dep.batched_tokens, LLAMA4_IMAGE_TOKENS) // LLAMA4_IMAGE_TOKENS), dep.num_seqs)
+            held = images * LLAMA4_ENCODER_HELD_PER_IMAGE
+            encoder = images * LLAMA4_ENCODER_PEAK_PER_IMAGE // dep.tp + CUBLAS_WORKSPACE
+        else:  # not measured: the encoder cache of one batch of embeddings
+            held = dep.batched_tokens * f["hidden"] * 2
+    return int(runner_buffers_083(dep) + max(forward + held, encoder, sampler + held))
+
+
 def estimate_non_torch(dep: Deployment) -> int:
     """Default estimate of memory outside the torch allocator that vLLM subtracts."""
+    if dep.vllm_version == "0.8.3":
+        return non_torch_083(dep)
     base = DEFAULT_NON_TORCH_TP if dep.tp * dep.pp > 1 else DEFAULT_NON_TORCH_TP1
     return base + (DEFAULT_CUDA_CONTEXT if dep.rules.counts_cuda_context else 0)
+
+
+def non_torch_083(dep: Deployment) -> int:
+    """What vLLM 0.8.3 counts as non-torch memory on one GPU: everything on the device that torch has not allocated.
+
+    Measured at TP=1 (:data:`V083_OUTSIDE_TORCH`, :data:`V083_ALLOCATOR_CACHED`, :data:`V083_FP8_ONLINE_CACHED`).
+    Extrapolated beyond one GPU, not measured: NCCL's communicator memory at TP/PP > 1 is the growth vLLM 0.25 measured
+    on 4 and 8 H200s with NVLink SHARP off (``DEFAULT_NON_TORCH_TP - DEFAULT_NON_TORCH_TP1``), and the allocator's
+    unreleased memory after online FP8 is taken to shrink with the shards (/ TP).
+    """
+    f = model_facts(dep.model, dep.text_only)
+    out = V083_OUTSIDE_TORCH + V083_ALLOCATOR_CACHED["multimodal" if f["multimodal"] else "text"]
+    if dep.weights == "fp8-online":
+        fixed, per_layer = V083_FP8_ONLINE_CACHED
+        out += (fixed + per_layer * f["layers"] // dep.pp) // dep.tp
+    if dep.tp * dep.pp > 1:
+        out += DEFAULT_NON_TORCH_TP - DEFAULT_NON_TORCH_TP1
+    return int(out)
 
 
 def estimate_cudagraph(dep: Deployment) -> int:

@@ -274,12 +274,58 @@ def is_llama4(model: str) -> bool:
     return raw.get("model_type") == "llama4" or any(a.startswith("Llama4") for a in raw.get("architectures") or ())
 
 
+def is_v083(results: pd.DataFrame) -> pd.Series:
+    """Rows measured with vLLM 0.8.3 (the article's version; issue 23's one-GPU term measurements)."""
+    logged = results["vllm_version"].astype(str).eq("0.8.3") if "vllm_version" in results else pd.Series(False, index=results.index)
+    # a configuration that never started logged no version: its definition says which vLLM it was for
+    planned = results["config"].map(lambda c: getattr(GPU_CONFIGS.get(c), "vllm_version", None) == "0.8.3") if "config" in results else False
+    return logged | planned
+
+
 def llama4_rows(results: pd.DataFrame) -> pd.DataFrame:
-    """The rows of the study's Llama 4 configurations (the article's models); other families are compared apart."""
+    """The rows of the study's Llama 4 configurations (the article's models) served by vLLM 0.25; other families and
+    the vLLM 0.8.3 term measurements (:func:`v083_table`) are compared apart."""
     if not len(results):
         return results
     llama = {m for m in results.model.dropna().unique() if _known_llama4(m)}
-    return results[results.model.isin(llama)].reset_index(drop=True)
+    return results[results.model.isin(llama) & ~is_v083(results)].reset_index(drop=True)
+
+
+V083_TERMS = (  # (column of the table, probe key(s) summed, the planner's Plan attribute or function)
+    ("weights", ("weights_allocated",), "weights_bytes"),
+    ("buffers + activation peak", ("activation_peak", "torch_at_profile", "-weights_allocated"), "activation_peak_bytes"),
+    ("non-torch", ("non_torch",), "non_torch_bytes"),
+    ("KV cache", ("available",), "available_kv_bytes"),
+)
+
+
+def v083_table(results: pd.DataFrame) -> pd.DataFrame:
+    """vLLM 0.8.3's measured servers against the planner's 0.8.3 rules: logged KV tokens, and each memory term as the
+    engine measured it (``probe_*`` columns, :mod:`llmstudy.serving.vllm_probe`) beside the planner's (GiB per GPU)."""
+    rows = []
+    v = without_superseded_skips(results[is_v083(results)]) if len(results) else results
+    for _, r in v.iterrows():
+        row = r.to_dict()
+        dep = row_deployment(row)
+        p = plan(dep) if dep is not None else None
+        ok = row.get("outcome") == "ok" and pd.notna(row.get("kv_cache_tokens"))
+        out = {"run_id": row.get("run_id"), "config": row["config"], "model": row["model"], "weights_format": row["weights"],
+               "multimodal": not bool(row.get("text_only", True)), "enforce_eager": bool(row.get("enforce_eager")),
+               "max_num_seqs": dep.num_seqs if dep else None, "outcome": row.get("outcome"),
+               "logged KV tokens": int(row["kv_cache_tokens"]) if ok else None,
+               "planned KV tokens": p.kv_cache_tokens if p else None}
+        out["error %"] = 100 * (out["planned KV tokens"] - out["logged KV tokens"]) / out["logged KV tokens"] if ok and p else None
+        for name, keys, attr in V083_TERMS:
+            vals = [row.get(f"probe_{k.lstrip('-')}") for k in keys]
+            meas = None if any(x is None or pd.isna(x) for x in vals) else sum(-x if k.startswith("-") else x for k, x in zip(keys, vals))
+            out[f"{name}: measured GiB"] = meas / GiB if meas is not None else None
+            out[f"{name}: planner GiB"] = getattr(p, attr) / GiB if p else None
+        for k in ("sampler_peak", "encoder_peak", "encoder_held", "forward_peak", "allocator_cached", "outside_torch", "graphs_used",
+                  "warmup_used"):
+            x = row.get(f"probe_{k}")
+            out[f"{k} GiB"] = x / GiB if x is not None and pd.notna(x) else None
+        rows.append(out)
+    return pd.DataFrame(rows)
 
 
 def _known_llama4(model: str) -> bool:

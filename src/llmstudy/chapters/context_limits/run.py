@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from llmstudy.chapters.context_limits.published import MAVERICK, MAVERICK_FP8, SCOUT
+from llmstudy.serving import vllm_probe
 from llmstudy.serving.budget import Budget
 from llmstudy.serving.kv_planner import (
     EXPERIMENT,
@@ -25,6 +26,8 @@ from llmstudy.serving.logs import classify_failure as _classify_failure
 from llmstudy.serving.logs import memory_lines, parse_memory_log  # noqa: F401
 from llmstudy.serving.model_dir import prepare_model_dir as _prepare_model_dir
 from llmstudy.serving.model_dir import server_config as _server_config
+
+SCOUT_12L, SCOUT_24L, MAVERICK_FP8_6L = f"{SCOUT}-12l", f"{SCOUT}-24l", f"{MAVERICK_FP8}-6l"  # fewer layers, same shapes (vLLM 0.8.3 terms, one GPU)
 
 # --- Run mode: measure on a 4-GPU machine -------------------------------------------------------------------------
 
@@ -52,6 +55,10 @@ class GpuConfig:
     gpus: int | None = None  # the number of GPUs (= TP) the configuration is meant for; None: any
 
     vllm_version: str = "0.25.0"
+    # False: the full multimodal model (Llama 4: Llama4ForConditionalGeneration with its vision tower), as the article
+    # served it; True: its language model alone (text_config as ...ForCausalLM)
+    text_only: bool = True
+    max_num_seqs: int | None = None  # None: the version's default (1024 on an H100/H200 API server)
 
     @property
     def utilization(self) -> float:
@@ -67,7 +74,8 @@ class GpuConfig:
         """The planner's deployment for this configuration on ``num_gpus`` GPUs (default: the count it is meant for, else 4)."""
         return Deployment(model=self.model, gpu="h200", num_gpus=num_gpus or self.default_gpus, weights=self.weights, kv_dtype=self.kv_dtype,
                           gpu_memory_utilization=self.utilization, max_model_len=self.max_model_len, vllm_version=self.vllm_version,
-                          hybrid_kv=self.hybrid_kv, enforce_eager=self.enforce_eager, text_only=True, **measured)
+                          hybrid_kv=self.hybrid_kv, enforce_eager=self.enforce_eager, text_only=self.text_only,
+                          max_num_seqs=self.max_num_seqs, **measured)
 
     def server_args(self, num_gpus: int | None = None) -> list[str]:
         num_gpus = num_gpus or self.default_gpus
@@ -77,9 +85,16 @@ class GpuConfig:
         args += ["--disable-custom-all-reduce", "--kv-cache-dtype", self.kv_dtype]
         if self.enforce_eager:
             args.append("--enforce-eager")
+        if self.max_num_seqs:
+            args += ["--max-num-seqs", str(self.max_num_seqs)]
         if self.weights == "fp8-online":
             args += ["--quantization", "fp8"]
         return args
+
+    @property
+    def probed(self) -> bool:
+        """vLLM 0.8.3 logs too few memory terms: its servers run with the in-process probe (llmstudy.serving.vllm_probe)."""
+        return self.vllm_version == "0.8.3"
 
     def server_env(self) -> dict:
         env = dict(SERVER_ENV)
@@ -115,6 +130,21 @@ GPU_CONFIGS: dict[str, GpuConfig] = {c.name: c for c in (
     *(GpuConfig(f"tp1-{m}", m, "bf16", "default", max_model_len=4096, est_start_s=est, gpus=1) for m, est in (
         ("qwen3-8b", 75), ("mistral-7b-v0.3", 75), ("gemma-2-9b", 80), ("gemma-3-12b-it", 80), ("qwen3-30b-a3b", 100),
         ("deepseek-v2-lite", 90), ("mixtral-8x7b", 130))),
+    # vLLM 0.8.3 (issue 23) on one H200 with the emulated H100 80GB budget: Llama 4's per-layer shapes, vocabulary and
+    # vision tower with fewer layers (data/models/*-12l, *-6l), so one GPU holds about what one GPU of the article's
+    # deployments held. Text model and full multimodal model, bf16 and online FP8, eager and the defaults (graphs).
+    *(GpuConfig(f"v083-{name}{'-eager' if eager else ''}", model, weights, "h100", max_model_len=16_384, enforce_eager=eager,
+                est_start_s=est + (0 if eager else 90), gpus=1, vllm_version="0.8.3", text_only=text)
+      for eager in (True, False)
+      for name, model, weights, text, est in (
+          ("scout12-text-bf16", SCOUT_12L, "bf16", True, 90), ("scout12-mm-bf16", SCOUT_12L, "bf16", False, 100),
+          ("scout12-mm-fp8", SCOUT_12L, "fp8-online", False, 110), ("maverick6-mm-fp8", MAVERICK_FP8_6L, "fp8-checkpoint", False, 110))),
+    # the sampler's rows: max_num_seqs 256 and 64 instead of 1024 (the profiling sampler runs one row per request)
+    *(GpuConfig(f"v083-scout12-text-bf16-eager-seqs{n}", SCOUT_12L, "bf16", "h100", max_model_len=16_384, est_start_s=70, gpus=1,
+                vllm_version="0.8.3", max_num_seqs=n) for n in (256, 64)),
+    # online FP8 with 12 and 24 layers: does the allocator's unreleased memory grow with the layers quantized at load?
+    *(GpuConfig(f"v083-scout{n}-text-fp8-eager", model, "fp8-online", "h100", max_model_len=16_384, est_start_s=70, gpus=1,
+                vllm_version="0.8.3") for n, model in ((12, SCOUT_12L), (24, SCOUT_24L))),
 )}
 # Device calls of <= 10 minutes each (server starts take 70-120 s in eager mode on 4xH200): a-c on 4 GPUs, d-e on 8.
 CALLS = {
@@ -125,6 +155,12 @@ CALLS = {
     "d": ("tp8-scout-bf16-h100-1200k", "tp8-scout-fp8-h100-1500k", "tp8-maverick-fp8-h100-430k", "tp8-maverick-bf16-h100"),
     "e": ("tp8-scout-bf16-h200-3600k", "tp8-scout-fp8-h200-3600k", "tp8-maverick-fp8-h200-1000k", "tp8-maverick-bf16-h200-1000k"),
     # 1 GPU (nvidia-h200): seven families at vLLM's default utilization, Mixtral (93 GiB of weights) last
+    # 1 GPU, vLLM 0.8.3 (issue 23): eager first (the memory terms without compile or graphs), then vLLM's defaults
+    "v1": ("v083-scout12-text-bf16-eager", "v083-scout12-mm-bf16-eager", "v083-scout12-mm-fp8-eager", "v083-maverick6-mm-fp8-eager"),
+    "v2": ("v083-scout12-mm-fp8", "v083-scout12-mm-bf16", "v083-maverick6-mm-fp8", "v083-scout12-text-bf16"),
+    # the sampler's rows (max_num_seqs 256, 64) and online FP8 at 12 and 24 layers
+    "v3": ("v083-scout12-text-bf16-eager-seqs256", "v083-scout12-text-bf16-eager-seqs64"),
+    "v4": ("v083-scout12-text-fp8-eager", "v083-scout24-text-fp8-eager"),
     "g": ("tp1-qwen3-8b", "tp1-mistral-7b-v0.3", "tp1-gemma-2-9b", "tp1-gemma-3-12b-it", "tp1-qwen3-30b-a3b", "tp1-deepseek-v2-lite",
           "tp1-mixtral-8x7b"),
 }
@@ -158,14 +194,15 @@ def resolve_configs(names) -> list[GpuConfig]:
     return out
 
 
-def server_config(model: str) -> dict:
-    """The text-only config.json a vLLM server loads for a model (Llama 4: its text_config as Llama4ForCausalLM)."""
-    return _server_config(model, text_only=True)
+def server_config(model: str, text_only: bool = True) -> dict:
+    """The config.json a vLLM server loads for a model (text-only: Llama 4's text_config as Llama4ForCausalLM)."""
+    return _server_config(model, text_only=text_only)
 
 
-def prepare_model_dir(model: str, dest: Path) -> Path:
-    """A folder vLLM can serve with --load-format dummy: config.json + a synthetic tokenizer of the exact vocabulary."""
-    return _prepare_model_dir(model, dest, text_only=True)
+def prepare_model_dir(model: str, dest: Path, text_only: bool = True) -> Path:
+    """A folder vLLM can serve with --load-format dummy: config.json + a synthetic tokenizer of the exact vocabulary
+    (and, for the full multimodal model, the processor files its profiling run needs)."""
+    return _prepare_model_dir(model, dest, text_only=text_only)
 
 
 def classify_failure(log_tail: str) -> str:
@@ -204,7 +241,8 @@ def measure_ttft(base_url: str, n_tokens: int, vocab: int, max_tokens: int = 16,
             "output_tokens": usage.get("completion_tokens"), "ttft_s": ttft, "total_s": total, "chunks": chunks}
 
 
-def _row(cfg: GpuConfig, num_gpus: int, outcome: str, error: str | None, facts: dict, mem: dict, start_s: float | None) -> dict:
+def _row(cfg: GpuConfig, num_gpus: int, outcome: str, error: str | None, facts: dict, mem: dict, start_s: float | None,
+         probe_file: Path | None = None) -> dict:
     try:
         dep = cfg.deployment(num_gpus)
         p = plan(dep)
@@ -219,6 +257,11 @@ def _row(cfg: GpuConfig, num_gpus: int, outcome: str, error: str | None, facts: 
         row[k] = facts.get(k)
     for k in _MEM_PATTERNS:
         row[k] = mem.get(k)
+    if cfg.probed:  # vLLM 0.8.3's terms as its engine process saw them (bytes); absent events leave the columns empty
+        row["text_only"] = cfg.text_only
+        measured = vllm_probe.terms(vllm_probe.read_events(probe_file)) if probe_file else {}
+        for k in vllm_probe.TERMS:
+            row[f"probe_{k}"] = measured.get(k)
     if p is None:
         row.update({"pred_outcome": "not modelled" if not_modelled.startswith("NotModelledError") else "planner error",
                     "pred_error": not_modelled})
@@ -276,12 +319,17 @@ def run_experiment(configs=("a",), run_id: str = "", root=None, num_gpus: int | 
             if left < cfg.est_start_s:
                 rows.append(_row(cfg, num_gpus, "skipped", f"{left:.0f} s left < {cfg.est_start_s} s estimated start", {}, {}, None))
                 continue
-            model_dir = prepare_model_dir(cfg.model, work / f"{Path(cfg.model).name}-text")
+            model_dir = prepare_model_dir(cfg.model, work / f"{Path(cfg.model).name}-{'text' if cfg.text_only else 'mm'}", cfg.text_only)
             log_path = rec.dir / "logs" / f"{cfg.name}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
+            env = cfg.server_env()
+            probe_file = rec.dir / "raw" / f"{cfg.name}.probe.jsonl"
+            if cfg.probed:
+                probe_file.parent.mkdir(parents=True, exist_ok=True)
+                env.update(vllm_probe.server_env(probe_file, work / "probe-site"))
             t0 = time.monotonic()
             try:
-                with VLLMServer(model=str(model_dir), args=cfg.server_args(num_gpus), port=port, env=cfg.server_env(),
+                with VLLMServer(model=str(model_dir), args=cfg.server_args(num_gpus), port=port, env=env,
                                 log_path=log_path, start_timeout_s=max(60, int(left - 20))) as srv:
                     start_s = time.monotonic() - t0
                     vocab = model_facts(cfg.model, True)["vocab"]
@@ -300,14 +348,14 @@ def run_experiment(configs=("a",), run_id: str = "", root=None, num_gpus: int | 
                     text = srv.log_text()
                     facts = dict(srv.facts)
                     facts.update({k: v for k, v in _facts(text).items() if k not in facts})
-                    rows.append(_row(cfg, num_gpus, "ok", None, facts, parse_memory_log(text), start_s))
+                    rows.append(_row(cfg, num_gpus, "ok", None, facts, parse_memory_log(text), start_s, probe_file))
                     rec.write_json({"facts": facts, "memory": parse_memory_log(text), "memory_lines": memory_lines(text)}, f"raw/{cfg.name}.json")
             except ServerStartError as e:
                 tail = getattr(e, "log_tail", "") or ""
                 text = log_path.read_text(errors="replace") if log_path.exists() else tail
                 outcome = classify_failure(text[-20000:] or tail) if (text or tail) else (getattr(e, "outcome", None) or "error")
                 rows.append(_row(cfg, num_gpus, outcome, f"{e}\n{tail}".strip()[-2000:],
-                                 _facts(text), parse_memory_log(text), None))
+                                 _facts(text), parse_memory_log(text), None, probe_file))
             tqdm.write(f"{cfg.name}: {rows[-1]['outcome']}, logged {rows[-1]['kv_cache_tokens']} tokens (planner {rows[-1].get('pred_kv_cache_tokens') or rows[-1]['pred_outcome']})")
         rec.write_table(pd.DataFrame(rows))
         rec.write_table(pd.DataFrame(req_rows), "requests")

@@ -25,6 +25,7 @@ from llmstudy.chapters.context_limits.analysis import (
     model_name,
     model_plan,
     published_vs_measured,
+    v083_table,
     weight_formats,
     without_superseded_skips,
 )
@@ -130,6 +131,11 @@ class Chapter:
     def runs(self) -> pd.DataFrame:
         """The Llama 4 records' rows."""
         return llama4_rows(self.records)
+
+    @cached_property
+    def v083(self) -> pd.DataFrame:
+        """vLLM 0.8.3's one-GPU term measurements against the planner's 0.8.3 rules."""
+        return v083_table(self.records)
 
     @cached_property
     def cmp(self) -> pd.DataFrame:
