@@ -250,7 +250,7 @@ def test_maverick_fp8_checkpoint_keeps_everything_but_routed_experts_in_bf16():
 def test_token_formula_0_8_3_is_blocks_times_block_size():
     p = K.plan(K.Deployment(model=SCOUT, gpu="h100-80gb", num_gpus=8, vllm_version="0.8.3", max_model_len=1_000_000))
     assert p.bytes_per_block == 48 * 8_192 and p.num_blocks == p.available_kv_bytes // 393_216
-    assert p.kv_cache_tokens == p.num_blocks * 16 and p.max_model_len_that_starts == p.num_blocks * 16
+    assert p.kv_cache_tokens == p.num_blocks * 16  # the startup check's longest length: tests/chapters/test_context_limits.py
 
 
 def test_token_formula_0_25_hybrid_uses_four_groups_and_concurrency():

@@ -30,6 +30,9 @@ system: the activation peak, the non-torch memory and the CUDA-graph estimate. E
 (``estimate_*``; the activation peak follows the version's model runner, :func:`model_runner`), and a measured value
 overrides it. Every plan reports which of its inputs were measured. On the seven one-GPU H200 records of models it
 was not fitted on (``data/runs/context_limits/h200x1-g``, ``-g2``) the estimates land within 0.6% of vLLM's tokens.
+The vLLM 0.8.3 rules follow the terms its engine measured on one H200 (``h200x1-v083-a`` .. ``-e``, read by
+:mod:`llmstudy.serving.vllm_probe`): within 0.4% on the 11 servers whose profile peak is the sampler's; beyond one GPU
+they are extrapolated (:func:`non_torch_083`).
 """
 
 from __future__ import annotations
@@ -808,9 +811,14 @@ def plan_notes(dep: Deployment) -> tuple[str, ...]:
     """What a plan for this deployment estimates beyond what the records validated."""
     f = model_facts(dep.model, dep.text_only)
     out = []
-    if f["multimodal"] and dep.activation_peak_bytes is None:
+    llama4_083 = dep.vllm_version == "0.8.3" and f["architecture"] == "Llama4ForConditionalGeneration"
+    if f["multimodal"] and dep.activation_peak_bytes is None and not llama4_083:
         out.append("the vision encoder's share of the profiling run (dummy images, encoder cache) is a rough estimate, not "
                    "measured on any record: plan the language model alone (text_only) for the validated estimates")
+    if dep.vllm_version == "0.8.3" and dep.tp * dep.pp > 1 and dep.non_torch_bytes is None:
+        out.append("vLLM 0.8.3 beyond one GPU is extrapolated: NCCL's memory at TP/PP > 1 is taken from vLLM 0.25.0's 4- and "
+                   "8-GPU runs with NVLink SHARP off; NCCL's NVLink SHARP buffers (its default on H100/H200 SXM with more than "
+                   "two GPUs) are not modelled and would lower the KV cache further")
     return tuple(out)
 
 
@@ -842,12 +850,19 @@ def _fits(dep: Deployment, avail: int, model_len: int) -> bool:
 def largest_model_len(dep: Deployment, avail: int) -> int:
     """The largest max_model_len that passes the startup check (vLLM's binary search, capped by the model's maximum)."""
     hi = model_facts(dep.model, dep.text_only)["max_position_embeddings"]
-    if avail <= 0 or not _fits(dep, avail, 1):
+    # 0.8.3 allocates each request's block table (4 bytes per block of max_model_len) before profiling: a shorter
+    # max_model_len leaves that much more for the KV cache (when the activation peak is the planner's own estimate)
+    per_block_row = 4 * dep.num_seqs if dep.vllm_version == "0.8.3" and dep.activation_peak_bytes is None else 0
+
+    def avail_at(n: int) -> int:
+        return avail + per_block_row * (-(-dep.model_len // BLOCK_SIZE) - -(-n // BLOCK_SIZE))
+
+    if avail_at(1) <= 0 or not _fits(dep, avail_at(1), 1):
         return 0
     lo, best = 1, 1
     while lo <= hi:
         mid = (lo + hi) // 2
-        if _fits(dep, avail, mid):
+        if _fits(dep, avail_at(mid), mid):
             best, lo = mid, mid + 1
         else:
             hi = mid - 1

@@ -71,6 +71,27 @@ def article_table(ch: Chapter):
     return t, {"computed": "the planner (vLLM 0.8.3 rules, model configs in data/models/)", "published": ARTICLE_SOURCE}
 
 
+def v083_table(ch: Chapter):
+    """vLLM 0.8.3's one-GPU servers: logged KV tokens against the planner's 0.8.3 rules, and the memory terms the engine
+    measured (probe) beside the planner's."""
+    t = ch.v083.copy()
+    if not len(t):
+        return None, {"experiment": "context_limits", "computed": "no vLLM 0.8.3 record yet (llmstudy capacity --run v1 v2 v3 v4, vLLM 0.8.3 staged)"}
+    t["what"] = [
+        f"{'Scout' if 'scout' in m else 'Maverick'} {m.split('-')[-1]} {'multimodal' if mm else 'text'}, "
+        f"{PRECISION_LABEL[w]}{' (online)' if w == 'fp8-online' else ''}, {'eager' if eager else 'graphs'}"
+        f"{'' if seqs == 1024 else f', max_num_seqs {seqs}'}"
+        for m, mm, w, eager, seqs in zip(t.model, t.multimodal, t.weights_format, t.enforce_eager, t.max_num_seqs)]
+    cols = [Col("what", "Server (one H200, H100 80GB budget)", kind="text"), Col("logged KV tokens", "vLLM logged (tokens)", kind="int"),
+            Col("planned KV tokens", "Planner (tokens)", kind="int"), Col("error %", "Error %", kind="float", decimals=2, signed=True),
+            Col("buffers + activation peak: measured GiB", "Buffers + profile peak (GiB)", kind="float", decimals=2),
+            Col("buffers + activation peak: planner GiB", "… planner", kind="float", decimals=2),
+            Col("non-torch: measured GiB", "Non-torch (GiB)", kind="float", decimals=2), Col("non-torch: planner GiB", "… planner", kind="float", decimals=2)]
+    tab = table(t, cols, caption="vLLM 0.8.3 measured (MEASURED, dummy weights, Llama 4 shapes with fewer layers) against the "
+                "planner's 0.8.3 rules (PREDICTION)", collapsed=False)
+    return tab, {"experiment": "context_limits", "run_ids": sorted(set(t.run_id)), "computed": "the planner (vLLM 0.8.3 rules)"}
+
+
 def blog_table(ch: Chapter):
     b = ch.blog.copy()
     b["cell"] = b.model + ", " + b.hardware

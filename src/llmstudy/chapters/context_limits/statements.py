@@ -357,6 +357,61 @@ def _named(ch: Chapter) -> str:
     return ch.title + ("" if ch.name in ch.title else f" ({ch.name})")  # glued as plain text: no markdown
 
 
+def _v083_statements(ch: Chapter) -> dict[str, str]:
+    """The vLLM 0.8.3 section: what its servers logged on one H200, the terms behind it, and the article's cells."""
+    t = ch.v083
+    out: dict[str, str] = {}
+    if not len(t) or t["logged KV tokens"].isna().all():
+        none = "No vLLM 0.8.3 server has been measured yet: the 0.8.3 numbers on this page are predictions."
+        return {**{k: none for k in ("v083_summary", "v083_terms", "v083_oom", "v083_cells")}, "v083_err": "n/a", "v083_n": "0"}
+    ok = t[t["logged KV tokens"].notna()]
+    samp = ok[ok.max_num_seqs >= 256]
+    runs = ", ".join(sorted(set(ok.run_id)))
+    out["v083_err"], out["v083_n"] = f"{samp['error %'].abs().max():.2f}", str(len(samp))
+    out["v083_summary"] = (
+        f"All {len(ok)} vLLM 0.8.3 servers started (run records {runs}), and the planner's 0.8.3 rules below reproduce "
+        f"their KV-cache token figures:")
+    one = ok[(ok.max_num_seqs == 1024)]
+    text = one[~one.multimodal & (one.weights_format == "bf16")].iloc[0]
+    mm = one[one.multimodal & (one.weights_format == "bf16")].iloc[0]
+    fp8 = one[~one.multimodal & (one.weights_format == "fp8-online")].sort_values("weights: measured GiB")
+    s256 = ok[ok.max_num_seqs == 256]
+    out["v083_terms"] = (
+        f"The profile's peak is the dummy sampler: {text['sampler_peak GiB']:.2f} GiB above the weights and buffers for 1,024 requests "
+        f"over Llama 4's 202,048-entry vocabulary"
+        + (f" and {s256['sampler_peak GiB'].iloc[0]:.2f} GiB for 256" if len(s256) else "")
+        + f", 38 bytes per (request, vocabulary entry), where the old rule assumed 27. The vision tower's pass peaks lower "
+        f"({mm['encoder_peak GiB']:.2f} GiB), but its outputs ({mm['encoder_held GiB']:.2f} GiB) stay alive through the sampler. "
+        f"Everything torch did not allocate counts as non-torch memory in 0.8.3: {text['outside_torch GiB']:.2f} GiB of CUDA "
+        f"context and libraries on every server, and, after online FP8 quantization, the bf16 originals the allocator "
+        f"could not hand back: {fp8['allocator_cached GiB'].iloc[0]:.2f} GiB with 12 layers and "
+        f"{fp8['allocator_cached GiB'].iloc[-1]:.2f} GiB with 24. CUDA graphs (about {one['graphs_used GiB'].max():.2f} GiB) "
+        f"and the sampler's warm-up come after the KV cache, outside the budget.")
+    art = ch.art
+    dep = Deployment(model=SCOUT, gpu="h100-80gb", num_gpus=4, weights="bf16", vllm_version="0.8.3", max_model_len=200_000)
+    from llmstudy.serving.kv_planner import BLOCK_SIZE as BLOCK
+    from llmstudy.serving.kv_planner import plan
+    p = plan(dep)
+    kv_tok = p.kv_cache_tokens if p.outcome != "oom" else 0
+    margin = kv_tok - 200_000
+    verdict = ("A start at the 200,000 the article used for its other 4-GPU Scout command is refused: vLLM 0.8.3 stops when "
+               "one max_model_len request does not fit the KV cache." if margin < 0 else
+               f"200,000 tokens, the length the article used for its other 4-GPU Scout command, fit by only {margin:,} tokens "
+               f"({margin * p.bytes_per_block / BLOCK / GiB:.2f} GiB). Any per-GPU memory that four GPUs add and one GPU cannot "
+               f"show tips it into a refusal: NCCL's NVLink SHARP buffers, on by default on H100 SXM with more than two GPUs "
+               f"and switched off on our machines, are one such term (not measured here).")
+    out["v083_oom"] = (
+        f"Scout 4×BF16 on H100 80GB at max_model_len 200,000 (the article's OOM cell), with these rules: weights "
+        f"{p.weights_bytes / GiB:.1f} GiB, runner buffers and profile peak {p.activation_peak_bytes / GiB:.1f} GiB, non-torch "
+        f"{p.non_torch_bytes / GiB:.1f} GiB (NCCL at TP=4 extrapolated) leave {max(p.available_kv_bytes, 0) / GiB:.1f} GiB of "
+        f"the {p.budget_bytes / GiB:.1f} GiB budget for the KV cache, {kv_tok:,} tokens. {verdict}")
+    cells = art[art["at max_model_len"].notna()]
+    out["v083_cells"] = "; ".join(
+        f"{m} {g}×{pr} at {int(at):,}: {fmt(tok)} tokens" for m, g, pr, at, tok in
+        zip(cells.model, cells.GPUs, cells.precision, cells["at max_model_len"], cells["planner: logged KV tokens"]))
+    return out
+
+
 def statements(records, model: str = SCOUT, requests: pd.DataFrame | None = None, **params) -> dict[str, str]:
     """Every glued value of the page (key -> text), from the records and the page's model and plan parameters.
 
@@ -365,6 +420,7 @@ def statements(records, model: str = SCOUT, requests: pd.DataFrame | None = None
     """
     ch = records if isinstance(records, Chapter) else chapter(records, requests, model=model, **params)
     out = _llama4_statements(ch)
+    out.update(_v083_statements(ch))
     llama4_answer = _answer(ch, out)  # before the Llama 4 values are marked as such for another model's page
     if not ch.llama4_page:
         for k in _UNNAMED:
