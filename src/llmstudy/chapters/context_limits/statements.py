@@ -369,8 +369,7 @@ def _v083_statements(ch: Chapter) -> dict[str, str]:
     runs = ", ".join(sorted(set(ok.run_id)))
     out["v083_err"], out["v083_n"] = f"{samp['error %'].abs().max():.2f}", str(len(samp))
     out["v083_summary"] = (
-        f"All {len(ok)} vLLM 0.8.3 servers started (run records {runs}), and the planner's 0.8.3 rules below reproduce "
-        f"their KV-cache token figures:")
+        f"All {len(ok)} vLLM 0.8.3 servers started (run records {runs}).")
     one = ok[(ok.max_num_seqs == 1024)]
     text = one[~one.multimodal & (one.weights_format == "bf16")].iloc[0]
     mm = one[one.multimodal & (one.weights_format == "bf16")].iloc[0]
