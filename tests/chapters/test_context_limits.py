@@ -799,5 +799,6 @@ def test_v083_servers_and_the_planners_083_rules():
 
 
 def test_v083_rows_stay_out_of_the_025_comparison():
-    runs = C.chapter().runs
-    assert len(runs) and not runs.config.str.startswith("v083-").any()
+    ch = C.chapter()
+    assert len(ch.runs) and not ch.runs.config.str.startswith("v083-").any()
+    assert len(ch.family) and not ch.family.config.str.startswith("v083-").any()  # nor into "other model families"

@@ -399,7 +399,8 @@ def family_comparison(cmp: pd.DataFrame) -> pd.DataFrame:
     """Planner vs vLLM on model families other than Llama 4 (``compare_runs`` rows): logged and planned tokens."""
     if not len(cmp):
         return pd.DataFrame(columns=FAMILY_COLUMNS)
-    other = cmp[~cmp.model.isin(set(llama4_rows(cmp).model))]
+    llama = {m for m in cmp.model.dropna().unique() if _known_llama4(m)}
+    other = cmp[~cmp.model.isin(llama) & ~is_v083(cmp)]  # vLLM 0.8.3's Llama 4 servers have a section of their own
     rows = []
     for r in other.itertuples():
         ok = r.outcome == "ok" and pd.notna(r.kv_cache_tokens)
