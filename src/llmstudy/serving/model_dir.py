@@ -132,19 +132,15 @@ def llama4_tokenizer(vocab: int):
     :func:`llmstudy.training.finetune.synthetic_tokenizer` ("t<id>" words, its long unknown token at 0) with Llama 4's
     special tokens at their real ids, each one token wherever it stands in a text; ``<|begin_of_text|>`` is prepended
     when special tokens are added, as the real tokenizer does."""
-    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors
+    from tokenizers import AddedToken, processors
 
-    from llmstudy.training.finetune import UNK_TOKEN
+    from llmstudy.training.finetune import synthetic_word_level
 
     specials = llama4_token_ids()
     if vocab < LLAMA4_SPECIAL_TOKENS_START + len(specials):
         raise ValueError(f"vocab_size {vocab} cannot hold Llama 4's special tokens (ids up to "
                          f"{LLAMA4_SPECIAL_TOKENS_START + len(specials) - 1})")
-    words = {UNK_TOKEN: 0, "<s>": 1, "</s>": 2}
-    words.update({f"t{i}": i for i in range(3, vocab) if not LLAMA4_SPECIAL_TOKENS_START <= i < LLAMA4_SPECIAL_TOKENS_START + len(specials)})
-    words.update(specials)
-    tok = Tokenizer(models.WordLevel(vocab=words, unk_token=UNK_TOKEN))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = synthetic_word_level(vocab, specials)
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in LLAMA4_SPECIAL_TOKENS])
     bos_id = specials[LLAMA4_BOS]
     tok.post_processor = processors.TemplateProcessing(single=f"{LLAMA4_BOS} $A", pair=f"{LLAMA4_BOS}:0 $A:0 {LLAMA4_BOS}:1 $B:1",

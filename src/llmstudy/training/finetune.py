@@ -56,16 +56,25 @@ def synthetic_tokenizer(vocab_size: int):
     with "<unk>" the bound was one character short per token ("t31999 " is 7 characters, the longest token 6) and
     vLLM answered 400 Bad Request to long prompts that fit the context.
     """
-    from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
+    return PreTrainedTokenizerFast(
+        tokenizer_object=synthetic_word_level(vocab_size), bos_token="<s>", eos_token="</s>", unk_token=UNK_TOKEN, pad_token="</s>"
+    )
+
+
+def synthetic_word_level(vocab_size: int, specials: dict[str, int] | None = None):
+    """The ``tokenizers.Tokenizer`` behind :func:`synthetic_tokenizer`: UNK_TOKEN=0, <s>=1, </s>=2 and "t<id>" for every
+    other id, split on whitespace; ``specials`` (token -> id) take their ids instead of the "t<id>" words."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    taken = set((specials or {}).values())
     vocab = {UNK_TOKEN: 0, "<s>": 1, "</s>": 2}
-    vocab.update({f"t{i}": i for i in range(3, vocab_size)})
+    vocab.update({f"t{i}": i for i in range(3, vocab_size) if i not in taken})
+    vocab.update(specials or {})
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token=UNK_TOKEN, pad_token="</s>"
-    )
+    return tok
 
 
 def synthetic_prompt_completion(n: int, seq_len: int, vocab_size: int, prompt_fraction: float = 0.4, seed: int = 42):
