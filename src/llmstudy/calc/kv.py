@@ -542,7 +542,7 @@ def weight_rows(dep: Deployment) -> list[tuple]:
     for s in range(dep.pp):  # cos/sin caches (see _rope_caches), one set per stage
         for n, b in f["rope_caches"]:
             rows.append(("rotary_emb.cos_sin_cache", "rope cache", -1, s, "bf16" if b == 2 else "fp32", n, float(b * n)))
-    if dep.vllm_version == "0.8.3" and f["multimodal"] and f["architecture"] == "Llama4ForConditionalGeneration":
+    if _llama4_multimodal_083(dep, f):
         rows.append(("vision_model (vLLM 0.8.3, beyond the checkpoint's tensors)", "vision", -1, 0, "bf16", 0,
                      float(LLAMA4_VISION_EXTRA_083)))
     return rows
@@ -704,11 +704,17 @@ def estimate_activation_peak(dep: Deployment) -> int:
     return int(max(forward, sampler) + encoder_cache)
 
 
-def runner_buffers_083(dep: Deployment) -> int:
-    """vLLM 0.8.3's persistent model-runner buffers, allocated before the profile run (bytes per GPU)."""
+def _llama4_multimodal_083(dep: Deployment, f: dict) -> bool:
+    """Whether the measured vLLM 0.8.3 Llama 4 vision-tower terms apply (the full multimodal model under 0.8.3 rules)."""
+    return dep.vllm_version == "0.8.3" and f["multimodal"] and f["architecture"] == "Llama4ForConditionalGeneration"
+
+
+def runner_buffers_083(dep: Deployment, model_len: int | None = None) -> int:
+    """vLLM 0.8.3's persistent model-runner buffers, allocated before the profile run (bytes per GPU), for the
+    deployment's max_model_len or the one given (the block table grows with it)."""
     f = model_facts(dep.model, dep.text_only)
     b, rows = dep.batched_tokens, dep.num_seqs
-    blocks = -(-dep.model_len // BLOCK_SIZE)
+    blocks = -(-(model_len or dep.model_len) // BLOCK_SIZE)
     return b * (2 * f["hidden"] + V083_BUFFER_BYTES_PER_TOKEN) + rows * (4 * blocks + V083_BUFFER_BYTES_PER_REQUEST)
 
 
@@ -720,7 +726,7 @@ def _activation_peak_083(dep: Deployment, f: dict, forward: int) -> int:
     sampler = rows * (f["vocab"] * dep.rules.sampler_bytes_per_logit + 2 * f["hidden"]) + CUBLAS_WORKSPACE
     held = encoder = 0
     if f["multimodal"]:
-        if f["architecture"] == "Llama4ForConditionalGeneration":
+        if _llama4_multimodal_083(dep, f):
             images = min(-(-max(dep.batched_tokens, LLAMA4_IMAGE_TOKENS) // LLAMA4_IMAGE_TOKENS), dep.num_seqs)
             held = images * LLAMA4_ENCODER_HELD_PER_IMAGE
             encoder = images * LLAMA4_ENCODER_PEAK_PER_IMAGE // dep.tp + CUBLAS_WORKSPACE
@@ -811,8 +817,7 @@ def plan_notes(dep: Deployment) -> tuple[str, ...]:
     """What a plan for this deployment estimates beyond what the records validated."""
     f = model_facts(dep.model, dep.text_only)
     out = []
-    llama4_083 = dep.vllm_version == "0.8.3" and f["architecture"] == "Llama4ForConditionalGeneration"
-    if f["multimodal"] and dep.activation_peak_bytes is None and not llama4_083:
+    if f["multimodal"] and dep.activation_peak_bytes is None and not _llama4_multimodal_083(dep, f):
         out.append("the vision encoder's share of the profiling run (dummy images, encoder cache) is a rough estimate, not "
                    "measured on any record: plan the language model alone (text_only) for the validated estimates")
     if dep.vllm_version == "0.8.3" and dep.tp * dep.pp > 1 and dep.non_torch_bytes is None:
@@ -850,12 +855,12 @@ def _fits(dep: Deployment, avail: int, model_len: int) -> bool:
 def largest_model_len(dep: Deployment, avail: int) -> int:
     """The largest max_model_len that passes the startup check (vLLM's binary search, capped by the model's maximum)."""
     hi = model_facts(dep.model, dep.text_only)["max_position_embeddings"]
-    # 0.8.3 allocates each request's block table (4 bytes per block of max_model_len) before profiling: a shorter
-    # max_model_len leaves that much more for the KV cache (when the activation peak is the planner's own estimate)
-    per_block_row = 4 * dep.num_seqs if dep.vllm_version == "0.8.3" and dep.activation_peak_bytes is None else 0
+    # 0.8.3 allocates each request's block table before profiling (runner_buffers_083): a shorter max_model_len
+    # leaves that much more for the KV cache (when the activation peak is the planner's own estimate)
+    at_len = runner_buffers_083(dep) if dep.vllm_version == "0.8.3" and dep.activation_peak_bytes is None else None
 
     def avail_at(n: int) -> int:
-        return avail + per_block_row * (-(-dep.model_len // BLOCK_SIZE) - -(-n // BLOCK_SIZE))
+        return avail if at_len is None else avail + at_len - runner_buffers_083(dep, n)
 
     if avail_at(1) <= 0 or not _fits(dep, avail_at(1), 1):
         return 0
