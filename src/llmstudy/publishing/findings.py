@@ -159,7 +159,8 @@ def _context() -> Finding:
     from llmstudy.chapters import context_limits as cap
     from llmstudy.publishing import claims as C
 
-    s = cap.statements(cap.chapter())
+    ch = cap.chapter()
+    s = cap.statements(ch)
     v = C.get("planner_within_1pct_of_vllm").evaluate()
     return Finding(
         "context", "context_limits", "How long a context can Llama 4 take?",
@@ -168,8 +169,7 @@ def _context() -> Finding:
         "On vLLM {v083}, the article's version, it is within {err083}% of {n083} one-GPU servers whose every memory term was measured.",
         {"err": s["meas_max_err"], "n": s["meas_n"], "repro": s["pvm_reproduced"], "version": serving_vllm(),
          "v083": "0.8.3", "err083": s["v083_err"], "n083": s["v083_n"]},
-        runs=v.runs + _runs("context_limits", sorted(set(cap.chapter().v083.get("run_id", [])))), claim="planner_within_1pct_of_vllm",
-        status=v.status)
+        runs=v.runs + _runs("context_limits", ch.v083.get("run_id", [])), claim="planner_within_1pct_of_vllm", status=v.status)
 
 
 def _features() -> Finding:

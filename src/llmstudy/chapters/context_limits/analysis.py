@@ -291,12 +291,18 @@ def llama4_rows(results: pd.DataFrame) -> pd.DataFrame:
     return results[results.model.isin(llama) & ~is_v083(results)].reset_index(drop=True)
 
 
-V083_TERMS = (  # (column of the table, probe key(s) summed, the planner's Plan attribute or function)
-    ("weights", ("weights_allocated",), "weights_bytes"),
-    ("buffers + activation peak", ("activation_peak", "torch_at_profile", "-weights_allocated"), "activation_peak_bytes"),
-    ("non-torch", ("non_torch",), "non_torch_bytes"),
-    ("KV cache", ("available",), "available_kv_bytes"),
+V083_TERMS = (  # (column of the table, the probe's term, a probe term subtracted from it or None, the planner's Plan attribute)
+    ("weights", "weights_allocated", None, "weights_bytes"),
+    ("buffers + activation peak", "profile_peak", "weights_allocated", "activation_peak_bytes"),  # the torch peak above the weights
+    ("non-torch", "non_torch", None, "non_torch_bytes"),
+    ("KV cache", "available", None, "available_kv_bytes"),
 )
+
+
+def _probe_gib(row: dict, key: str | None) -> float | None:
+    """A record row's probe term in GiB (``probe_<key>``); None when not measured, 0 for no key."""
+    x = row.get(f"probe_{key}") if key else 0
+    return x / GiB if x is not None and pd.notna(x) else None
 
 
 def v083_table(results: pd.DataFrame) -> pd.DataFrame:
@@ -315,15 +321,13 @@ def v083_table(results: pd.DataFrame) -> pd.DataFrame:
                "logged KV tokens": int(row["kv_cache_tokens"]) if ok else None,
                "planned KV tokens": p.kv_cache_tokens if p else None}
         out["error %"] = 100 * (out["planned KV tokens"] - out["logged KV tokens"]) / out["logged KV tokens"] if ok and p else None
-        for name, keys, attr in V083_TERMS:
-            vals = [row.get(f"probe_{k.lstrip('-')}") for k in keys]
-            meas = None if any(x is None or pd.isna(x) for x in vals) else sum(-x if k.startswith("-") else x for k, x in zip(keys, vals))
-            out[f"{name}: measured GiB"] = meas / GiB if meas is not None else None
+        for name, key, minus, attr in V083_TERMS:
+            meas, sub = _probe_gib(row, key), _probe_gib(row, minus)
+            out[f"{name}: measured GiB"] = meas - sub if meas is not None and sub is not None else None
             out[f"{name}: planner GiB"] = getattr(p, attr) / GiB if p else None
         for k in ("sampler_peak", "encoder_peak", "encoder_held", "forward_peak", "allocator_cached", "outside_torch", "graphs_used",
                   "warmup_used"):
-            x = row.get(f"probe_{k}")
-            out[f"{k} GiB"] = x / GiB if x is not None and pd.notna(x) else None
+            out[f"{k} GiB"] = _probe_gib(row, k)
         rows.append(out)
     return pd.DataFrame(rows)
 

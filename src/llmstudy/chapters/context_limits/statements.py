@@ -38,7 +38,7 @@ from llmstudy.chapters.context_limits.published import (
     hardware_label,
     version_effect,
 )
-from llmstudy.serving.kv_planner import PRECISION_LABEL, Deployment, GiB, Plan
+from llmstudy.serving.kv_planner import BLOCK_SIZE, PRECISION_LABEL, Deployment, GiB, Plan, plan
 
 
 def fmt(v) -> str:
@@ -388,15 +388,13 @@ def _v083_statements(ch: Chapter) -> dict[str, str]:
         f"and the sampler's warm-up come after the KV cache, outside the budget.")
     art = ch.art
     dep = Deployment(model=SCOUT, gpu="h100-80gb", num_gpus=4, weights="bf16", vllm_version="0.8.3", max_model_len=200_000)
-    from llmstudy.serving.kv_planner import BLOCK_SIZE as BLOCK
-    from llmstudy.serving.kv_planner import plan
     p = plan(dep)
     kv_tok = p.kv_cache_tokens if p.outcome != "oom" else 0
     margin = kv_tok - 200_000
     verdict = ("A start at the 200,000 the article used for its other 4-GPU Scout command is refused: vLLM 0.8.3 stops when "
                "one max_model_len request does not fit the KV cache." if margin < 0 else
                f"200,000 tokens, the length the article used for its other 4-GPU Scout command, fit by only {margin:,} tokens "
-               f"({margin * p.bytes_per_block / BLOCK / GiB:.2f} GiB). Any per-GPU memory that four GPUs add and one GPU cannot "
+               f"({margin * p.bytes_per_block / BLOCK_SIZE / GiB:.2f} GiB). Any per-GPU memory that four GPUs add and one GPU cannot "
                f"show tips it into a refusal: NCCL's NVLink SHARP buffers, on by default on H100 SXM with more than two GPUs "
                f"and switched off on our machines, are one such term (not measured here).")
     out["v083_oom"] = (
