@@ -11,8 +11,8 @@
 #   DEVICE (run tool, back to back; the machine forgets /root/stash after ~30 s idle):
 #     carry [".stageK", ...]: bash scripts/device_vllm083.sh stash  (any number of .stage folders per call, <= 64 MiB)
 #     then: bash scripts/device_vllm083.sh install && bash scripts/device_vllm083.sh run RUN_ID CONFIGS [DEADLINE_S]
-# `run` is scripts/device_context_limits.sh's measurement with vLLM 0.8.3 first on PYTHONPATH and the memory probe
-# (llmstudy.serving.vllm_probe) in every server; it writes $OUT/RUN_ID.tar.gz (data/runs/context_limits/RUN_ID).
+# `run` calls scripts/device_context_limits.sh with vLLM 0.8.3 first on PYTHONPATH (every 0.8.3 server runs with the
+# memory probe, llmstudy.serving.vllm_probe); it writes $OUT/RUN_ID.tar.gz (data/runs/context_limits/RUN_ID).
 set -uo pipefail
 STASH=${STASH:-/root/stash}
 SITE=${SITE:-/tmp/site}
@@ -81,19 +81,13 @@ print("\n".join(libs))
 EOF
 }
 
-run() {  # device: RUN_ID CONFIGS [DEADLINE_S]
-  local run_id=$1 configs=$2 deadline=${3:-540}
-  export PYTHONPATH="$here/src:$SITE" LLMSTUDY_ROOT="$here" LLMSTUDY_CACHE="$here/.v083-models" PYTHONUNBUFFERED=1
-  export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 VLLM_USE_FLASHINFER_SAMPLER=0
-  export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-  mkdir -p "$LLMSTUDY_CACHE"
-  nvidia-smi --query-gpu=index,name,memory.total,memory.used,driver_version --format=csv | tee "$OUT/nvidia-smi-$run_id.txt"
-  python3 -m llmstudy.cli capacity --run ${configs//,/ } --run-id "$run_id" --root /root/runs --deadline-s "$deadline" 2>&1 \
-    | grep -v "DEBUG" | tee "$OUT/log-$run_id.txt"
-  local rec=/root/runs/context_limits/$run_id
-  cp "$OUT/log-$run_id.txt" "$rec/logs/console-$run_id.txt"; cp "$OUT/nvidia-smi-$run_id.txt" "$rec/logs/"
-  tar -czf "$OUT/$run_id.tar.gz" -C /root/runs/context_limits "$run_id"
-  ls -la "$OUT"
+run() {  # device: RUN_ID CONFIGS [DEADLINE_S] -> scripts/device_context_limits.sh with vLLM 0.8.3 first on PYTHONPATH
+  # (it prepends src/; model folders come from the carried .v083-models via STAGE_ADD; 0.8.3 servers get the probe
+  # from llmstudy.chapters.context_limits.run itself)
+  export PYTHONPATH="$SITE" STAGE_ADD="$here/.v083-models"
+  export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1
+  mkdir -p "$STAGE_ADD"
+  cd "$here" && bash scripts/device_context_limits.sh "$@"
 }
 
 cmd=${1:-}; shift || true
