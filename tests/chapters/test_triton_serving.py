@@ -93,14 +93,47 @@ def test_gpu_monitor_samples_nothing_without_nvml_and_never_fails(monkeypatch):
     real = builtins.__import__
 
     def no_nvml(name, *a, **k):
-        if name == "pynvml":
-            raise ImportError("no pynvml here")
+        if name in ("pynvml", "vllm.third_party"):
+            raise ImportError(f"no {name} here")
         return real(name, *a, **k)
 
     monkeypatch.setattr(builtins, "__import__", no_nvml)
     with GpuMonitor(interval_s=0.01) as mon:
         pass
-    assert mon.samples == [] and mon.summary() == {"nvml_error": "NVML unavailable: ImportError: no pynvml here"}
+    assert mon.samples == [] and mon.summary() == {"nvml_error": "NVML unavailable: ImportError: no vllm.third_party here"}
+
+
+def test_gpu_monitor_falls_back_to_the_nvml_bindings_vllm_ships(monkeypatch):
+    """The lent GPU's image has no nvidia-ml-py; vLLM's own copy of the bindings is used instead."""
+    import builtins
+    import sys
+    import types
+
+    from llmstudy.serving.gpumon import GpuMonitor
+
+    real = builtins.__import__
+
+    def no_pynvml(name, *a, **k):
+        if name == "pynvml":
+            raise ImportError("no pynvml here")
+        return real(name, *a, **k)
+
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None, nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetUtilizationRates=lambda h: types.SimpleNamespace(gpu=80, memory=30),
+        nvmlDeviceGetPowerUsage=lambda h: 412_500, nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(used=3 * 2**30))
+    vllm = types.ModuleType("vllm")
+    third = types.ModuleType("vllm.third_party")
+    third.pynvml = fake
+    vllm.third_party = third
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.third_party", third)
+    monkeypatch.setattr(builtins, "__import__", no_pynvml)
+    with GpuMonitor(interval_s=0.01) as mon:
+        while not mon.samples:
+            pass
+    s = mon.summary()
+    assert s["gpu_util_pct_mean"] == 80.0 and s["gpu_power_w_max"] == 412.5 and s["gpu_mem_used_gib_max"] == 3.0
 
 
 def test_a_point_gets_gpu_rows_when_sampled_and_keeps_failures(monkeypatch):

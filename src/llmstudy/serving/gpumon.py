@@ -7,6 +7,16 @@ import threading
 import time
 
 
+def _nvml():
+    """The NVML bindings: ``pynvml`` (nvidia-ml-py) where installed, else the copy vLLM ships
+    (``vllm.third_party.pynvml``), which a serving machine has even when nvidia-ml-py is not installed."""
+    try:
+        import pynvml
+    except ImportError:
+        from vllm.third_party import pynvml
+    return pynvml
+
+
 class GpuMonitor:
     """``with GpuMonitor(interval_s=0.25) as mon: ...`` then ``mon.summary()`` (means and maxima over the samples) and
     ``mon.samples`` (t_s, util_pct, mem_util_pct, power_w, mem_used_gib)."""
@@ -20,8 +30,7 @@ class GpuMonitor:
 
     def __enter__(self) -> GpuMonitor:
         try:
-            import pynvml
-
+            pynvml = _nvml()
             pynvml.nvmlInit()
             self._nv, self._h = pynvml, pynvml.nvmlDeviceGetHandleByIndex(self.index)
         except Exception as e:  # noqa: BLE001 - no NVML: nothing sampled, the reason kept

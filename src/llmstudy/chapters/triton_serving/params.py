@@ -19,7 +19,7 @@ PARAMS: dict[str, Param] = {
     "concurrency": Param(list, [1, 4, 16, 64], "client concurrencies per server", check=positive_ints, item=int),
     "max_num_seqs": Param(int, 64, "vLLM max_num_seqs of both servers (at least the largest concurrency)", check=positive),
     "max_model_len": Param(int, 4096, "vLLM max_model_len of both servers", check=positive),
-    "dtype": Param(str, "bfloat16", "vLLM dtype of both servers (float32 on a CPU without bf16)", choices=("bfloat16", "float16", "float32")),
+    "dtype": Param(str, "bfloat16", "dtype of both servers and, in the lora part, of peft's reference (float32 on a CPU without bf16, or for a LoRA check free of bf16 near-ties)", choices=("bfloat16", "float16", "float32")),
     "enforce_eager": Param(bool, False, "vLLM --enforce-eager on both servers (no CUDA graphs / compile; CPU rehearsals)"),
     "max_batch_size": Param(int, _T.max_batch_size, "Triton max_batch_size of the ensemble's models (the article's value)", check=positive),
     "adapters": Param(list, [0, 1, 8], "distinct LoRA adapters in flight for the adapter sweep (0 = base model)", item=int),

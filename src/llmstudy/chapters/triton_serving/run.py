@@ -35,19 +35,8 @@ from llmstudy.core.records import RunWriter
 from llmstudy.serving import loadgen
 from llmstudy.serving.servers import VLLMServer
 from llmstudy.serving.triton import client as TC
-from llmstudy.serving.triton.repository import write_repository
+from llmstudy.serving.triton.repository import vllm_max_lora_rank, write_repository
 from llmstudy.serving.triton.server import WheelTritonServer
-
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's MaxLoRARanks (vllm/config/lora.py, 0.25 and 0.32)
-
-
-def vllm_max_lora_rank(r: int) -> int:
-    """The smallest ``--max-lora-rank`` vLLM accepts that holds rank ``r`` (it takes only these values: 4 is refused)."""
-    for v in VLLM_LORA_RANKS:
-        if v >= r:
-            return v
-    raise ValueError(f"LoRA rank {r} exceeds vLLM's largest max_lora_rank {VLLM_LORA_RANKS[-1]}")
-
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -234,9 +223,8 @@ def bench(p: dict, run_id: str, root: Path | None = None, deadline_s: float = 56
                             args += ["--enable-lora", "--max-loras", len(ad), "--max-lora-rank", vllm_max_lora_rank(p["lora_r"]), "--lora-modules", *[f"{k}={v}" for k, v in ad.items()]]
                         srv = VLLMServer(model_dir, args, log_path=rec.dir / "logs" / f"{tag}.log", start_timeout_s=min(600, left() - 30))
                     else:
-                        ea = {**engine, "max_lora_rank": vllm_max_lora_rank(p["lora_r"])} if ad else engine
                         repo = write_repository(work / f"repo-{tag}", model_dir, engine="vllm", adapters=ad, max_batch_size=p["max_batch_size"],
-                                                engine_args=ea, site_packages=site_packages())
+                                                engine_args=engine, site_packages=site_packages())
                         srv = WheelTritonServer(repo, log_path=rec.dir / "logs" / f"{tag}.log", start_timeout_s=min(600, left() - 30))
                     with srv:
                         facts.append({"server": tag, "start_s": srv.start_s, **{k: v for k, v in srv.facts.items() if isinstance(v, (int, float, str))}})
@@ -245,9 +233,19 @@ def bench(p: dict, run_id: str, root: Path | None = None, deadline_s: float = 56
                             n = loadgen.prompts_for(c, p["max_num_seqs"])
                             w = loadgen.Workload(p["input_len"], p["output_len"], c, n, warmups=min(c, 4))
                             if lora:
+                                if c != 16 and len(p["concurrency"]) > 1:
+                                    continue
+                                for k in sorted({k for k in p["adapters"] if k}):  # untimed: one full wave per adapter count
+                                    t0 = time.monotonic()
+                                    try:
+                                        if server == "vllm":
+                                            vllm_bench(srv.base_url, model_dir, loadgen.Workload(p["input_len"], 8, c, c, warmups=0), raw / tag / "warmup", f"c{c}-a{k}", list(ad)[:k])
+                                        else:
+                                            triton_load(srv.base_url, prompts(c, 7), 8, c, True, list(ad)[:k])
+                                        log(f"  warm-up, {c} requests on {k} adapter(s): {time.monotonic() - t0:.1f} s")
+                                    except Exception as e:  # noqa: BLE001 - the points below then say what failed
+                                        log(f"  warm-up with {k} adapter(s) failed: {e}")
                                 for k in p["adapters"]:
-                                    if c != 16 and len(p["concurrency"]) > 1:
-                                        continue
                                     keys = dict(server=server, lora_enabled=lora, tool="vllm-bench" if server == "vllm" else "llmstudy-client", streaming=True, concurrency=c, adapters=k)
                                     names = list(ad)[:k]
                                     if server == "vllm":
@@ -293,8 +291,9 @@ class _Skipped(Exception):
     pass
 
 
-def peft_answers(model_dir: str, adapters: dict[str, str], prompts: list[str], max_tokens: int) -> list[dict]:
-    """Greedy answers from transformers + peft on this GPU (bf16): the reference the served answers must equal."""
+def peft_answers(model_dir: str, adapters: dict[str, str], prompts: list[str], max_tokens: int, dtype: str = "bfloat16") -> list[dict]:
+    """Greedy answers from transformers + peft on this GPU in ``dtype`` (float32 matmuls without TF32, torch's
+    default and vLLM's): the reference the served answers must equal."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -305,7 +304,7 @@ def peft_answers(model_dir: str, adapters: dict[str, str], prompts: list[str], m
     tok = AutoTokenizer.from_pretrained(model_dir)
     out = []
     for name in ["", *adapters]:
-        base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).to(dev).eval()
+        base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(dev).eval()
         model = PeftModel.from_pretrained(base, adapters[name]).eval() if name else base
         for i, text in enumerate(prompts):
             ids = tok(text, return_tensors="pt").to(dev)
@@ -338,14 +337,15 @@ def lora_check(p: dict, run_id: str, model_dir: str, adapters: dict[str, str], r
                    run_id=run_id, root=root, keep_failed=True) as rec:
         rows, errors = [], []
         log("peft answers")
-        rows += peft_answers(model_dir, adapters, prompts, n)
+        rows += peft_answers(model_dir, adapters, prompts, n, p["dtype"])
         r = max(int(json.loads((Path(a) / "adapter_config.json").read_text())["r"]) for a in adapters.values())
         log("vLLM OpenAI server")
         try:
             if "vllm-openai" not in sources:
                 raise _Skipped("not asked for in this call (--lora-sources)")
-            args = ["--dtype", "bfloat16", "--max-model-len", 2048, "--enable-lora", "--max-loras", len(adapters), "--max-lora-rank", vllm_max_lora_rank(r),
+            args = ["--dtype", p["dtype"], "--max-model-len", 2048, "--enable-lora", "--max-loras", len(adapters), "--max-lora-rank", vllm_max_lora_rank(r),
                     "--lora-modules", *[f"{k}={v}" for k, v in adapters.items()], "--gpu-memory-utilization", 0.5]
+            args += ["--enforce-eager"] if p["enforce_eager"] else []
             with VLLMServer(model_dir, args, log_path=rec.dir / "logs" / "vllm-openai.log", served_name="base") as srv:
                 import urllib.request
 
@@ -366,7 +366,7 @@ def lora_check(p: dict, run_id: str, model_dir: str, adapters: dict[str, str], r
             if "triton" not in sources:
                 raise _Skipped("not asked for in this call (--lora-sources)")
             repo = write_repository(work / "repo-lora", model_dir, engine="vllm", adapters=adapters, max_batch_size=p["max_batch_size"],
-                                    engine_args={"dtype": "bfloat16", "max_model_len": 2048, "gpu_memory_utilization": 0.5, "max_lora_rank": vllm_max_lora_rank(r)},
+                                    engine_args={"dtype": p["dtype"], "max_model_len": 2048, "gpu_memory_utilization": 0.5, "enforce_eager": p["enforce_eager"]},
                                     site_packages=site_packages())
             with WheelTritonServer(repo, log_path=rec.dir / "logs" / "triton.log", start_timeout_s=600) as srv:
                 for name in ["", *adapters]:

@@ -25,6 +25,15 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 SRC_DIR = Path(__file__).resolve().parents[3]  # the folder holding the llmstudy package
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vllm.config.lora.MaxLoRARanks (0.11 through 0.32)
+
+
+def vllm_max_lora_rank(r: int) -> int:
+    """The smallest ``--max-lora-rank`` vLLM accepts that holds rank ``r`` (it takes only these values: 4 is refused)."""
+    for v in VLLM_LORA_RANKS:
+        if v >= r:
+            return v
+    raise ValueError(f"LoRA rank {r} exceeds vLLM's largest max_lora_rank {VLLM_LORA_RANKS[-1]}")
+
 # ensemble inputs: (name, Triton type, optional); all dims [-1] per batch item
 ENSEMBLE_INPUTS = [
     ("text_input", "TYPE_STRING", False),
@@ -128,7 +137,7 @@ def engine_arguments(engine: str, model_dir: str, tokenizer_dir: str, adapters: 
             ea.setdefault("max_loras", len(adapters))
             ranks = [r for r in (_lora_rank(a[1]) for a in adapters) if r]
             if ranks:  # vLLM accepts only these values (its MaxLoRARanks): the smallest that holds every adapter
-                ea.setdefault("max_lora_rank", next((v for v in VLLM_LORA_RANKS if v >= max(ranks)), max(ranks)))
+                ea.setdefault("max_lora_rank", vllm_max_lora_rank(max(ranks)))
     return ea
 
 
