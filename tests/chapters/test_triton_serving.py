@@ -41,32 +41,70 @@ def test_bad_input_is_refused_before_any_gpu_work(args, message):
 
 
 def test_lora_enabled_is_recovered_for_records_without_the_key():
-    pts = A.bench_points()
+    pts = A.bench_points(latest=False)
+    pts = pts[pts.run_id == "h200-bench-vllm"]  # written before the lora_enabled key
     v16 = pts[(pts.server == "vllm") & (pts.tool == "vllm-bench") & (pts.concurrency == 16)].sort_values(["lora_enabled", "adapters"])
     assert list(zip(v16.lora_enabled, v16.adapters)) == [(False, 0), (True, 0), (True, 1), (True, 8)]
     assert round(v16.output_token_throughput.iloc[0], 1) == 2376.7  # plain server
     assert round(v16.output_token_throughput.iloc[1], 1) == 2305.8  # --enable-lora, no adapter in the batch
 
 
+def test_a_later_record_supersedes_a_point_and_the_repeat_is_kept():
+    pts = A.bench_points(model="llama-2-7b")
+    assert set(pts.run_id) == {"h200-bench-triton-2", "h200-bench-vllm-2"}
+    assert not pts.duplicated(A.POINT).any()
+    rep = A.repeats(model="llama-2-7b")
+    base = rep[rep.adapters == 0]
+    assert len(base) == 18 and round((base.tput_ratio - 1).abs().max() * 100, 1) == 1.7
+    one = rep[(rep.server == "vllm") & (rep.adapters == 1)].iloc[0]
+    assert (round(one.tput_first), round(one.tput_last)) == (1121, 1884)  # without, then with the adapter warm-up
+
+
 def test_h200_statements_are_the_records_numbers():
     s = S.statements(model="llama-2-7b")
-    assert s["gpu"] == "NVIDIA H200"
-    assert (s["triton_tput_cmax"], s["vllm_tput_cmax"], s["ratio_cmax"]) == ("5,841", "4,997", "1.17")
-    assert (s["triton_tput_c1"], s["vllm_tput_c1"], s["ratio_c1"]) == ("213", "210", "1.01")
-    assert (s["itl_base"], s["itl_1"], s["itl_n"], s["n_adapters"]) == ("6.13", "8.63", "10.51", "8")
-    assert (s["first_wave_ttft"], s["later_ttft"]) == ("2,586", "315")
-    assert (s["adapter_equal"], s["adapter_total"], s["base_equal"], s["base_total"], s["as_base"]) == ("22", "32", "10", "16", "2")
-    assert (s["stream_equal"], s["stream_n"], s["tv_equal"], s["tv_n"]) == ("24", "24", "20", "24")
+    assert s["gpu"] == "NVIDIA H200" and s["bench_runs"] == "h200-bench-triton-2, h200-bench-vllm-2"
+    assert (s["triton_tput_cmax"], s["vllm_tput_cmax"], s["ratio_cmax"]) == ("5,842", "5,063", "1.15")
+    assert (s["triton_tput_c1"], s["vllm_tput_c1"], s["ratio_c1"]) == ("214", "213", "1.00")
+    assert (s["ad_vllm_itl_base"], s["ad_vllm_itl_1"], s["ad_vllm_itl_n"], s["ad_vllm_n"]) == ("6.13", "7.74", "10.45", "8")
+    assert (s["ad_triton_tput_1"], s["ad_triton_tput_n"], s["ad_triton_base_tput"]) == ("1,752", "1,360", "2,308")
+    assert (s["first_wave_old"], s["first_wave_new"], s["warmup_a1_s"]) == ("2,586", "113", "16.1")
+    assert (s["nvml_power_lo"], s["nvml_power_hi"], s["nvml_max_triton"], s["nvml_max_vllm"]) == ("415", "628", "705", "700")
+    assert s["lora_run"] == "h200-lora-bf16-margins"
+    assert (s["adapter_equal"], s["adapter_total"], s["base_equal"], s["base_total"], s["as_base"]) == ("22", "32", "10", "16", "3")
+    assert (s["stream_equal"], s["stream_n"], s["tv_equal"], s["tv_n"]) == ("24", "24", "21", "24")
+    assert (s["peft_fp32_equal"], s["peft_fp32_n"], s["self_flip"], s["self_n"]) == ("17", "24", "5", "24")
+    assert (s["div_n"], s["div_ties"], s["div_tie_max"], s["div_fp32_max"]) == ("9", "8", "0.31", "0.19")
+    assert s["fp32_refusal"] == "assert inputs.dtype in [torch.float16, torch.bfloat16] (vllm/lora/ops/triton_ops/lora_shrink_op.py:177)"
 
 
 def test_lora_reference_is_deterministic_and_streaming_changes_nothing():
     ans = A.lora_answers()
+    dtype = {r.run_id: A._dtype(r) for r in A.records(part="lora")}
     peft = {r: g.set_index(["adapter", "prompt_id"]).text for r, g in ans[ans.source == "peft"].groupby("run_id")}
-    assert len(peft) == 2
-    a, b = peft.values()
-    assert (a == b).all()  # two calls, two processes: the same greedy answers
-    sc = A.served_consistency(ans)
+    bf16 = [t for r, t in peft.items() if dtype[r] == "bfloat16"]
+    assert len(bf16) == 3 and all((t == bf16[0]).all() for t in bf16)  # three calls on two machines: the same answers
+    fp32 = peft["h200-lora-fp32"]
+    assert (fp32 == bf16[0]).sum() == 17  # float32 changes 7 of 24 greedy answers
+    sc = A.served_consistency(A.lora_record().table("answers"))
     assert sc["triton_stream_equal"] == sc["triton_n"] == 24
+
+
+def test_divergences_are_at_peft_near_ties_but_one():
+    dv = A.divergences()
+    assert len(dv) == 9 and dv.near_tie.sum() == 8
+    assert (dv[dv.near_tie].margin_at <= 0.3125).all()
+    other = dv[~dv.near_tie].iloc[0]
+    assert (other.adapter, int(other.prompt_id), int(other.diverge_at)) == ("qlora", 6, 6)
+    fp32 = A.refusals()
+    assert list(fp32[fp32.dtype == "float32"].source) == ["vllm-openai", "triton"]
+
+
+def test_gpu_table_keeps_nvml_rows_of_the_new_records_only():
+    gw = A.gpu_while_serving(A.bench_points(model="llama-2-7b"))
+    cl = gw[(gw.tool == "llmstudy-client") & ~gw.lora_enabled.astype(bool)]
+    assert list(cl.concurrency) == [1, 4, 16, 64]
+    assert [round(x) for x in cl.gpu_power_w_mean] == [415, 379, 467, 628]
+    assert set(gw.run_id) == {"h200-bench-triton-2", "h200-bench-vllm-2"}
 
 
 def test_a_fork_gets_no_other_models_numbers():
@@ -79,8 +117,10 @@ def test_a_fork_gets_no_other_models_numbers():
 @pytest.mark.slow
 def test_notebook_executes_and_glues_the_records_numbers(tmp_path):
     text, glue, nb = execute_chapter("triton_serving", tmp_path)
-    assert "5,841 vs 4,997 tokens/s at 64 (1.17×)" in glue["answer"]
-    assert "22 of 32 adapter answers" in glue["lora_answer"]
+    assert "5,842 vs 5,063 tokens/s at 64 (1.15×)" in glue["answer"]
+    assert "22 of 32 adapter answers" in glue["lora_answer"] and "8 of the 9 distinct divergences" in glue["lora_answer"]
+    assert "lora_shrink_op.py:177" in glue["lora_answer"] and "628 W at 64" in glue["gpu_answer"]
+    assert "within 1.7 %" in glue["repeat_answer"]
     assert "Traceback" not in text
     assert thin_code(nb, 90)
 

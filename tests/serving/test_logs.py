@@ -132,3 +132,16 @@ def test_the_hfserve_tag_is_the_launchers():
     from llmstudy.serving import hfserve
 
     assert L.HFSERVE_TAG == hfserve.TAG  # hfserve runs under the engine's Python and imports nothing from llmstudy
+
+
+def test_failure_reason_names_a_python_assert_and_where_it_is():
+    from llmstudy.serving.logs import failure_reason
+
+    log = """(EngineCore pid=1) ERROR 12-03 18:44:52 [core.py:1231]   File "/tmp/site/vllm/lora/ops/triton_ops/lora_shrink_op.py", line 177, in _lora_shrink
+(EngineCore pid=1) ERROR 12-03 18:44:52 [core.py:1231]     assert inputs.dtype in [torch.float16, torch.bfloat16]
+(EngineCore pid=1) ERROR 12-03 18:44:52 [core.py:1231]            ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+(EngineCore pid=1) ERROR 12-03 18:44:52 [core.py:1231] AssertionError
+(APIServer pid=2) RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}
+"""
+    assert failure_reason(log) == "assert inputs.dtype in [torch.float16, torch.bfloat16] (vllm/lora/ops/triton_ops/lora_shrink_op.py:177)"
+    assert failure_reason(log.replace("    assert", "    x = 1 #")).startswith("RuntimeError: Engine core initialization failed")

@@ -187,6 +187,8 @@ _TIMEOUT = re.compile(r"[Tt]imed? ?out|timeout")
 _FAILURE_RES = (
     re.compile(r"Value error, (.*?)(?: \[type=|$)"),
     re.compile(r"Assertion `(.*?)` failed"),
+    # a Python assert in the engine: its statement and where it is (the traceback's last frame), before AssertionError
+    re.compile(r'File "[^"]*?((?:vllm|sglang|transformers|torch)/[^"]+)", line (\d+), in \w+\n[^\n]*?(assert [^\n]+?)\s*\n(?:[^\n]*\^+\s*\n)?[^\n]*AssertionError'),
     re.compile(r"(CUDA out of memory.*|torch\.OutOfMemoryError.*)"),
     re.compile(r"(CUDA error: .*)"),
     re.compile(r"((?:ValueError|RuntimeError|ModuleNotFoundError|ImportError): .*)"),
@@ -212,6 +214,8 @@ def failure_reason(text: str) -> str:
     """The first log line that says why the engine refused or died (validation error, device assert, OOM), else ''."""
     for rx in _FAILURE_RES:
         m = rx.search(text)
+        if m and m.lastindex == 3:  # a Python assert: "assert ... (file:line)"
+            return f"{m.group(3).strip()} ({m.group(1)}:{m.group(2)})"
         if m:
             return m.group(1).strip()
     return ""

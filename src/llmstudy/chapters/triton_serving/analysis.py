@@ -27,10 +27,15 @@ def records(root=None, part: str | None = None) -> list:
     return [r for r in recs if part is None or r.manifest.get("part", r.manifest.get("parameters", {}).get("part")) == part]
 
 
-def bench_points(root=None, model: str | None = None) -> pd.DataFrame:
+POINT = ["server", "lora_enabled", "tool", "streaming", "concurrency", "adapters"]  # a point, whichever record measured it
+
+
+def bench_points(root=None, model: str | None = None, latest: bool = True) -> pd.DataFrame:
     """One row per measured point (wide: ``time_to_first_token_avg``, ``output_token_throughput``, ...), of the
-    records that served ``model`` (all records when None)."""
+    records that served ``model`` (all records when None). With ``latest`` a point measured again by a later record
+    is that record's (the earlier measurement stays in its record and in :func:`repeats`)."""
     frames = []
+    order = {}
     for r in records(root, "bench"):
         if model is not None and r.manifest.get("parameters", {}).get("model") != model:
             continue
@@ -42,10 +47,46 @@ def bench_points(root=None, model: str | None = None) -> pd.DataFrame:
             continue
         df = with_lora_enabled(df.assign(gpu=r.gpu_name()))
         frames.append(df[df.get("outcome", "ok") == "ok"] if "outcome" in df else df)
+        order[r.run_id] = len(order)
     if not frames:
         return pd.DataFrame(columns=KEYS)
-    tidy = pd.concat(frames, ignore_index=True)
-    return loadgen.wide(tidy, KEYS).sort_values(["server", "tool", "adapters", "streaming", "concurrency"]).reset_index(drop=True)
+    w = loadgen.wide(pd.concat(frames, ignore_index=True), KEYS)
+    if latest:
+        w = w.assign(_o=w.run_id.map(order)).sort_values("_o").drop_duplicates(POINT, keep="last").drop(columns="_o")
+    return w.sort_values(["server", "tool", "adapters", "streaming", "concurrency"]).reset_index(drop=True)
+
+
+def repeats(root=None, model: str | None = None) -> pd.DataFrame:
+    """Points measured by more than one record: the first and the last measurement's throughput and mean TTFT, and
+    the last relative to the first (the run-to-run spread of one server on the same kind of GPU)."""
+    allp = bench_points(root, model, latest=False)
+    rows = []
+    for key, g in allp.groupby(POINT):
+        if g.run_id.nunique() < 2:
+            continue
+        order = [r.run_id for r in records(root, "bench")]
+        g = g.assign(_o=g.run_id.map(order.index)).sort_values("_o")
+        a, b = g.iloc[0], g.iloc[-1]
+        rows.append({**dict(zip(POINT, key)), "first_run": a.run_id, "last_run": b.run_id,
+                     "tput_first": a.output_token_throughput, "tput_last": b.output_token_throughput,
+                     "tput_ratio": b.output_token_throughput / a.output_token_throughput,
+                     "ttft_first": a.time_to_first_token_avg, "ttft_last": b.time_to_first_token_avg})
+    return pd.DataFrame(rows)
+
+
+GPU_COLUMNS = ["gpu_util_pct_mean", "gpu_power_w_mean", "gpu_power_w_max", "gpu_mem_used_gib_max"]
+
+
+def gpu_while_serving(points: pd.DataFrame) -> pd.DataFrame:
+    """Streaming points with NVML samples (utilisation and power over the point, rows ``gpu_*``): per server, tool,
+    adapters and concurrency. A point's window includes its tool's own start-up (genai-perf and ``vllm bench serve``
+    load a tokenizer and build prompts first; the study's client gets its prompts before the window), so only the
+    client's means are the load alone; the maxima are comparable across tools."""
+    if points.empty or "gpu_power_w_max" not in points:
+        return pd.DataFrame()
+    g = points[points.gpu_power_w_max.notna() & points.streaming.astype(bool)]
+    cols = ["run_id", "server", "tool", "lora_enabled", "adapters", "concurrency", *GPU_COLUMNS, "output_token_throughput"]
+    return g[cols].sort_values(["server", "tool", "lora_enabled", "adapters", "concurrency"]).reset_index(drop=True)
 
 
 def with_lora_enabled(tidy: pd.DataFrame) -> pd.DataFrame:
@@ -172,3 +213,100 @@ def served_consistency(answers: pd.DataFrame) -> dict:
     common = tr.index.intersection(vo.index)
     return {"triton_stream_equal": int((tr == ts.reindex(tr.index)).sum()), "triton_n": len(tr),
             "triton_vs_openai_equal": int((tr[common] == vo[common]).sum()), "triton_vs_openai_n": len(common)}
+
+
+# --- the LoRA check across records: which record answers, peft in float32, the engine's refusal, the divergences --------
+SERVED = ("vllm-openai", "triton", "triton-stream")
+
+
+def _dtype(r) -> str:
+    return r.manifest.get("parameters", {}).get("dtype", "bfloat16")
+
+
+def lora_record(root=None, dtype: str = "bfloat16"):
+    """The newest ``lora`` record in ``dtype`` whose answers include every served path (None when there is none)."""
+    best = None
+    for r in records(root, "lora"):
+        try:
+            a = r.table("answers")
+        except RecordError:
+            continue
+        if _dtype(r) == dtype and set(SERVED) <= set(a.source):
+            best = r
+    return best
+
+
+def peft_precision(root=None) -> dict:
+    """peft's own greedy answers in bf16 (the newest complete bf16 record) against peft's in float32 (the newest
+    float32 record): how many of the same prompts give the same answer, and each served path's count against the
+    float32 answers. Empty when either record is missing."""
+    b = lora_record(root)
+    f = [r for r in records(root, "lora") if _dtype(r) == "float32"]
+    if b is None or not f:
+        return {}
+    fa = f[-1].table("answers")
+    ref = fa[fa.source == "peft"].set_index(["adapter", "prompt_id"]).text
+    ba = b.table("answers")
+    out = {"fp32_run": f[-1].run_id, "bf16_run": b.run_id}
+    for src in ("peft", *SERVED):
+        s = ba[ba.source == src].set_index(["adapter", "prompt_id"]).text
+        common = s.index.intersection(ref.index)
+        out[src] = (int((s[common] == ref[common]).sum()), len(common))
+    return out
+
+
+def refusals(root=None) -> pd.DataFrame:
+    """Served paths that failed in a ``lora`` record, with the record's dtype and the line of the server's log that
+    says why (:func:`llmstudy.serving.logs.failure_reason`)."""
+    from llmstudy.serving.logs import failure_reason
+
+    log_of = {"vllm-openai": "vllm-openai.log", "triton": "triton.log"}
+    rows = []
+    for r in records(root, "lora"):
+        try:
+            o = r.table("outcomes")
+        except RecordError:
+            continue
+        for x in o[o.get("outcome", pd.Series(dtype=str)) == "failed"].itertuples(index=False) if len(o) else []:
+            f = r.path / "logs" / log_of.get(x.source, "")
+            why = failure_reason(f.read_text(errors="replace")) if f.is_file() else ""
+            rows.append({"run_id": r.run_id, "dtype": _dtype(r), "source": x.source, "reason": why or str(x.error)})
+    return pd.DataFrame(rows, columns=["run_id", "dtype", "source", "reason"])
+
+
+NEAR_TIE = 4  # a divergence is at a near-tie when peft's margin there is below a quarter of the answer's median margin
+
+
+def divergences(root=None) -> pd.DataFrame:
+    """Each distinct divergence of the newest complete bf16 ``lora`` record (``divergence.csv``), the served paths
+    that share it joined: where the answer leaves peft's, peft's margin there (bf16 and float32), the answer's median
+    margin, and ``near_tie`` (margin below 1/:data:`NEAR_TIE` of that median)."""
+    r = lora_record(root)
+    if r is None:
+        return pd.DataFrame()
+    try:
+        d = r.table("divergence")
+    except RecordError:
+        return pd.DataFrame()
+    d = d[d.diverge_at.notna()]
+    if d.empty:
+        return d
+    keys = ["adapter", "prompt_id", "diverge_at", "ref_token", "margin_at", "margin_fp32_at", "median_margin", "rank_at"]
+    g = d.groupby(keys, dropna=False).source.agg(lambda s: ", ".join(sorted(s))).reset_index()
+    g["near_tie"] = g.margin_at < g.median_margin / NEAR_TIE
+    g["run_id"] = r.run_id
+    return g.sort_values(["adapter", "prompt_id"]).reset_index(drop=True)
+
+
+def self_consistency(root=None) -> tuple[int, int] | None:
+    """(answers whose peft teacher-forced pass picks another token than peft's own generate somewhere, answers): peft
+    against itself, in one forward pass instead of token by token with a KV cache."""
+    r = lora_record(root)
+    if r is None:
+        return None
+    try:
+        d = r.table("divergence")
+    except RecordError:
+        return None
+    u = d.drop_duplicates(["adapter", "prompt_id"])
+    return int((~u.ref_top1_ok.astype(bool)).sum()), len(u)

@@ -291,9 +291,11 @@ class _Skipped(Exception):
     pass
 
 
-def peft_answers(model_dir: str, adapters: dict[str, str], prompts: list[str], max_tokens: int, dtype: str = "bfloat16") -> list[dict]:
+def peft_answers(model_dir: str, adapters: dict[str, str], prompts: list[str], max_tokens: int,
+                 dtype: str = "bfloat16") -> tuple[list[dict], dict[tuple[str, int], list[int]]]:
     """Greedy answers from transformers + peft on this GPU in ``dtype`` (float32 matmuls without TF32, torch's
-    default and vLLM's): the reference the served answers must equal."""
+    default and vLLM's): the reference the served answers must equal. Returns the answer rows and peft's generated
+    token ids per ``(adapter or "base", prompt index)``."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -302,7 +304,7 @@ def peft_answers(model_dir: str, adapters: dict[str, str], prompts: list[str], m
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     tok = AutoTokenizer.from_pretrained(model_dir)
-    out = []
+    out, ref_ids = [], {}
     for name in ["", *adapters]:
         base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(dev).eval()
         model = PeftModel.from_pretrained(base, adapters[name]).eval() if name else base
@@ -311,10 +313,11 @@ def peft_answers(model_dir: str, adapters: dict[str, str], prompts: list[str], m
             with torch.no_grad():
                 gen = model.generate(**ids, do_sample=False, max_new_tokens=max_tokens, pad_token_id=tok.pad_token_id or tok.eos_token_id)
             new = gen[0, ids["input_ids"].shape[1]:].tolist()
+            ref_ids[(name or "base", i)] = new
             out.append({"adapter": name or "base", "prompt_id": i, "source": "peft", "text": completion_text(tok, ids["input_ids"][0].tolist(), new), "tokens": len(new)})
         del model, base
         torch.cuda.empty_cache() if dev == "cuda" else None
-    return out
+    return out, ref_ids
 
 
 def lora_check(p: dict, run_id: str, model_dir: str, adapters: dict[str, str], root: Path | None = None,
@@ -337,7 +340,8 @@ def lora_check(p: dict, run_id: str, model_dir: str, adapters: dict[str, str], r
                    run_id=run_id, root=root, keep_failed=True) as rec:
         rows, errors = [], []
         log("peft answers")
-        rows += peft_answers(model_dir, adapters, prompts, n, p["dtype"])
+        peft_rows, ref_ids = peft_answers(model_dir, adapters, prompts, n, p["dtype"])
+        rows += peft_rows
         r = max(int(json.loads((Path(a) / "adapter_config.json").read_text())["r"]) for a in adapters.values())
         log("vLLM OpenAI server")
         try:
@@ -384,9 +388,17 @@ def lora_check(p: dict, run_id: str, model_dir: str, adapters: dict[str, str], r
         df = pd.DataFrame(rows)
         ref = df[df.source == "peft"].set_index(["adapter", "prompt_id"]).text
         df["equal_to_peft"] = [t == ref.get((a, i)) for a, i, t in zip(df.adapter, df.prompt_id, df.text)]
+        try:  # where each served answer left peft's: peft's own top-2 margin there (a near-tie flips bf16 greedy decoding)
+            from llmstudy.chapters.triton_serving.divergence import divergence_table
+            log("divergence margins")
+            rec.write_table(divergence_table(model_dir, adapters, prompts, df, ref_ids, p["dtype"]), "divergence")
+        except Exception as e:  # noqa: BLE001 - the answers stay recorded; the margins' failure is an outcome
+            errors.append({"source": "divergence", "outcome": "failed", "error": f"{type(e).__name__}: {str(e)[-1500:]}"})
+            log(f"  divergence FAILED {e}")
         rec.write_table(df, "answers")
         rec.write_table(pd.DataFrame(errors), "outcomes")
         rec.write_json(prompts, "prompts.json")
+        rec.write_json({f"{a}/{i}": ids for (a, i), ids in ref_ids.items()}, "peft_ids.json")
         rec.extra["part"] = "lora"
         rec.extra["served_model"] = Path(model_dir).name  # what this part served (parameters.model is the bench part's)
         log(df.groupby(["source", "adapter"]).equal_to_peft.mean().to_string())

@@ -45,6 +45,17 @@ def first_wave(run_id: str, tag: str, concurrency: int) -> tuple[float, float] |
     return None
 
 
+def warmup_seconds(run_id: str) -> dict[int, float]:
+    """The untimed warm-up waves a bench record's console log reports: {adapters: seconds}."""
+    import re
+
+    out = {}
+    for f in sorted((runs_dir() / "triton_serving" / run_id / "logs").glob("console-*.txt")):
+        for k, sec in re.findall(r"warm-up, \d+ requests on (\d+) adapter\(s\): ([\d.]+) s", f.read_text(errors="replace")):
+            out[int(k)] = float(sec)
+    return out
+
+
 def statements(root=None, model: str | None = None) -> dict[str, str]:
     """Every glued value of the page; a missing record leaves its keys out (the page then says what is missing).
     ``model``: only the bench records that served it (a fork's page)."""
@@ -81,39 +92,87 @@ def statements(root=None, model: str | None = None) -> dict[str, str]:
             out["triton_client_ttft_c"] = _f(worst.concurrency)
             out["triton_client_tput_gap"] = f"{(1 - 1 / t.throughput_ratio.max()) * 100:.0f}"
     sw = A.adapter_sweep(pts)
-    if len(sw):
-        b = sw[sw.adapters == 0].iloc[0]
-        out["lora_server_base_tput"] = _f(b.output_token_throughput)
-        out["plain_server_tput"] = _f(b.throughput_without_lora)
-        out["lora_enable_cost"] = f"{(1 - b.output_token_throughput / b.throughput_without_lora) * 100:.0f}"
-        one, many = sw[sw.adapters == 1], sw[sw.adapters == sw.adapters.max()]
-        if len(one) and len(many):
-            out["itl_base"] = f"{b.itl_avg:.2f}"
-            out["itl_1"], out["itl_n"] = f"{one.iloc[0].itl_avg:.2f}", f"{many.iloc[0].itl_avg:.2f}"
-            out["itl_1_pct"] = f"{(one.iloc[0].itl_relative_to_base - 1) * 100:.0f}"
-            out["itl_n_pct"] = f"{(many.iloc[0].itl_relative_to_base - 1) * 100:.0f}"
-            out["n_adapters"] = str(int(many.iloc[0].adapters))
-            out["tput_1"], out["tput_n"] = _f(one.iloc[0].output_token_throughput), _f(many.iloc[0].output_token_throughput)
-            rid = pts[pts.adapters > 0].run_id.iloc[0]
-            out["c_adapters"] = str(int(b.concurrency))
-            fw = first_wave(rid, f"c{int(b.concurrency)}-a1", int(b.concurrency))
-            if fw:
-                out["first_wave_ttft"], out["later_ttft"] = _f(fw[0]), _f(fw[1])
-    ans = A.lora_answers(root)
-    ag = A.lora_agreement(ans)
-    if len(ag):
+    for server, g in sw.groupby("server") if len(sw) else []:
+        b = g[g.adapters == 0]
+        one, many = g[g.adapters == 1], g[g.adapters == g.adapters.max()]
+        if b.empty or one.empty or many.iloc[0].adapters < 2:
+            continue
+        b, one, many = b.iloc[0], one.iloc[0], many.iloc[0]
+        k = f"ad_{server}_"
+        out[k + "c"], out[k + "n"] = _f(b.concurrency), str(int(many.adapters))
+        out[k + "base_tput"], out[k + "plain_tput"] = _f(b.output_token_throughput), _f(b.throughput_without_lora)
+        out[k + "enable_cost"] = f"{(1 - b.output_token_throughput / b.throughput_without_lora) * 100:.0f}"
+        out[k + "tput_1"], out[k + "tput_n"] = _f(one.output_token_throughput), _f(many.output_token_throughput)
+        out[k + "itl_base"], out[k + "itl_1"], out[k + "itl_n"] = f"{b.itl_avg:.2f}", f"{one.itl_avg:.2f}", f"{many.itl_avg:.2f}"
+        out[k + "itl_1_pct"] = f"{(one.itl_relative_to_base - 1) * 100:.0f}"
+        out[k + "itl_n_pct"] = f"{(many.itl_relative_to_base - 1) * 100:.0f}"
+        out[k + "tput_1_pct"] = f"{(1 - one.relative_to_base) * 100:.0f}"
+        out[k + "tput_n_pct"] = f"{(1 - many.relative_to_base) * 100:.0f}"
+    rep = A.repeats(root, model)
+    if len(rep):
+        base = rep[rep.adapters == 0]
+        out["repeat_n"] = str(len(base))
+        out["repeat_max_pct"] = f"{(base.tput_ratio - 1).abs().max() * 100:.1f}"
+        out["repeat_runs"] = ", ".join(sorted(set(rep.first_run) | set(rep.last_run)))
+        one = rep[(rep.server == "vllm") & (rep.adapters == 1)]
+        if len(one):
+            o = one.iloc[0]
+            out["repeat_a1_first"], out["repeat_a1_last"] = _f(o.tput_first), _f(o.tput_last)
+            fw_old = first_wave(o.first_run, f"c{int(o.concurrency)}-a1", int(o.concurrency))
+            fw_new = first_wave(o.last_run, f"c{int(o.concurrency)}-a1", int(o.concurrency))
+            if fw_old and fw_new:
+                out["first_wave_old"], out["first_wave_new"] = _f(fw_old[0]), _f(fw_new[0])
+            wu = warmup_seconds(o.last_run)
+            if wu:
+                out["warmup_a1_s"] = f"{wu[1]:.1f}"
+    gw = A.gpu_while_serving(pts)
+    cl = gw[(gw.tool == "llmstudy-client") & ~gw.lora_enabled.astype(bool) & (gw.adapters == 0)] if len(gw) else gw
+    if len(cl) >= 2:
+        lo, hi = cl.iloc[0], cl.iloc[-1]
+        out["nvml_util_lo"], out["nvml_util_hi"] = f"{cl.gpu_util_pct_mean.min():.0f}", f"{cl.gpu_util_pct_mean.max():.0f}"
+        out["nvml_power_c_lo"], out["nvml_power_lo"] = _f(lo.concurrency), _f(lo.gpu_power_w_mean)
+        out["nvml_power_c_hi"], out["nvml_power_hi"] = _f(hi.concurrency), _f(hi.gpu_power_w_mean)
+        top = gw[gw.concurrency == hi.concurrency].groupby("server").gpu_power_w_max.max()
+        if {"triton", "vllm"} <= set(top.index):
+            out["nvml_max_triton"], out["nvml_max_vllm"] = _f(top["triton"]), _f(top["vllm"])
+    lr = A.lora_record(root)
+    if lr is not None:
+        ag = A.lora_agreement(lr.table("answers").assign(run_id=lr.run_id))
         served = ag[ag.source.isin(["vllm-openai", "triton"])]
-        out["lora_runs"] = ", ".join(sorted(ag.run_id.unique()))
-        out["lora_equal"] = str(int(served.equal.sum()))
-        out["lora_total"] = str(int(served.prompts.sum()))
+        out["lora_run"] = lr.run_id
+        out["lora_equal"], out["lora_total"] = str(int(served.equal.sum())), str(int(served.prompts.sum()))
         base = served[served.adapter == "base"]
         out["base_equal"], out["base_total"] = str(int(base.equal.sum())), str(int(base.prompts.sum()))
         ad = served[served.adapter != "base"]
         out["adapter_equal"], out["adapter_total"] = str(int(ad.equal.sum())), str(int(ad.prompts.sum()))
         out["as_base"] = str(int(ad.equal_to_base_answer.sum()))
-        sc = A.served_consistency(ans)
+        sc = A.served_consistency(lr.table("answers"))
         out["stream_equal"], out["stream_n"] = str(sc["triton_stream_equal"]), str(sc["triton_n"])
         out["tv_equal"], out["tv_n"] = str(sc["triton_vs_openai_equal"]), str(sc["triton_vs_openai_n"])
+        pp = A.peft_precision(root)
+        if pp:
+            out["fp32_run"] = pp["fp32_run"]
+            out["peft_fp32_equal"], out["peft_fp32_n"] = map(str, pp["peft"])
+            out["openai_fp32_equal"] = str(pp["vllm-openai"][0])
+            out["triton_fp32_equal"] = str(pp["triton"][0])
+        rf = A.refusals(root)
+        rf = rf[rf.dtype == "float32"]
+        if len(rf):
+            out["fp32_refusal"] = rf.reason.iloc[-1]
+            out["fp32_refused_paths"] = str(rf.source.nunique())
+        dv = A.divergences(root)
+        if len(dv):
+            ties = dv[dv.near_tie]
+            out["div_n"], out["div_ties"] = str(len(dv)), str(len(ties))
+            out["div_tie_max"] = f"{ties.margin_at.max():.2f}" if len(ties) else ""
+            out["div_median_lo"], out["div_median_hi"] = f"{ties.median_margin.min():.1f}", f"{ties.median_margin.max():.1f}"
+            out["div_fp32_max"] = f"{ties.margin_fp32_at.max():.2f}" if len(ties) else ""
+            other = dv[~dv.near_tie]
+            out["div_others"] = "; ".join(f"{r.adapter} prompt {int(r.prompt_id)} (margin {r.margin_at:.2f} at token {int(r.diverge_at)}, "
+                                          f"answer median {r.median_margin:.2f})" for r in other.itertuples())
+        sf = A.self_consistency(root)
+        if sf:
+            out["self_flip"], out["self_n"] = map(str, sf)
     return out
 
 
@@ -135,28 +194,72 @@ def sentences(s: dict[str, str], model_title: str, command: str) -> dict[str, st
     else:
         out["answer"] = "Triton with a vLLM engine: " + not_measured(model_title, command)
     if "lora_equal" in s:
-        out["lora_answer"] = (
-            f"The adapters trained in the LoRA-vs-QLoRA chapter, served per request, gave greedy answers equal to peft's for "
-            f"{s['adapter_equal']} of {s['adapter_total']} adapter answers (vLLM's OpenAI server and Triton together), and "
-            f"the base model without any adapter for {s['base_equal']} of {s['base_total']}: the served engine and peft "
-            f"part ways at near-ties of a bf16 model as often without an adapter as with one. The adapters are applied: "
-            f"only {s['as_base']} of the {s['adapter_total']} served adapter answers equal the base model's answer. Triton's "
-            f"streamed and whole answers are identical ({s['stream_equal']} of {s['stream_n']}), and Triton equals vLLM's "
-            f"OpenAI server for {s['tv_equal']} of {s['tv_n']}.")
+        text = (
+            f"The adapters trained in the LoRA-vs-QLoRA chapter, served per request in bf16, are applied (only {s['as_base']} of "
+            f"{s['adapter_total']} served adapter answers equal the base model's answer) and give greedy answers equal to peft's "
+            f"(bf16, same GPU) for {s['adapter_equal']} of {s['adapter_total']} adapter answers, vLLM's OpenAI server and Triton "
+            f"together; the base model without an adapter agrees about as often, {s['base_equal']} of {s['base_total']}, so the "
+            f"differences are the engines' bf16 arithmetic, not the adapters.")
+        if "div_n" in s:
+            text += (
+                f" Where they part, peft itself was at a near-tie: {s['div_ties']} of the {s['div_n']} distinct divergences fall "
+                f"where peft's two best tokens are at most {s['div_tie_max']} logits apart (a quarter or less of the answer's "
+                f"median margin, {s['div_median_lo']}–{s['div_median_hi']}), and at most {s['div_fp32_max']} apart with the "
+                f"same weights in float32.")
+            if s.get("div_others"):
+                text += (f" Not at a near-tie by this measure: {s['div_others']}. Comparing text can place a divergence one "
+                         f"token late, where a served token begins with the characters of peft's, and a margin there is then "
+                         f"no evidence either way.")
+        if "self_flip" in s:
+            text += (f" peft disagrees with itself as readily: re-scoring its own answer in one forward pass picks another "
+                     f"token somewhere in {s['self_flip']} of {s['self_n']} answers.")
+        if "peft_fp32_equal" in s:
+            text += (f" And peft in float32 gives the same answer as peft in bf16 for only {s['peft_fp32_equal']} of "
+                     f"{s['peft_fp32_n']} prompts.")
+        if "fp32_refusal" in s:
+            text += (f" An exact check in float32 cannot be made with vLLM 0.25.0: both served paths refused to start "
+                     f"with float32 and LoRA ({s['fp32_refusal']}: its LoRA kernels take fp16 or bf16 only).")
+        text += (f" Triton's streamed and whole answers are identical ({s['stream_equal']} of {s['stream_n']}), and Triton "
+                 f"equals vLLM's OpenAI server for {s['tv_equal']} of {s['tv_n']}.")
+        out["lora_answer"] = text
     else:
         out["lora_answer"] = "Served adapters against peft: not measured yet (`bash scripts/device_triton_serving.sh lora RUN_ID`)."
-    if "itl_n_pct" in s:
-        first = (f" The first wave of {s['c_adapters']} requests on one adapter waited {s['first_wave_ttft']} ms for its first token "
-                 f"(later requests {s['later_ttft']} ms): a one-time cost of the first full batch with an adapter (most "
-                 f"likely kernel preparation for the new shape; the few warm-up requests did not reach it), so the whole-point throughput ({s['tput_1']} tokens/s with one "
-                 f"adapter, {s['tput_n']} with {s['n_adapters']}) understates the steady state.") if "first_wave_ttft" in s else ""
-        out["adapters_answer"] = (
-            f"Enabling LoRA costs base-model requests about {s['lora_enable_cost']} % ({s['lora_server_base_tput']} vs "
-            f"{s['plain_server_tput']} tokens/s at {s['c_adapters']} in flight). With adapters in the batch, each decoding step is slower: "
-            f"mean inter-token latency {s['itl_base']} ms without an adapter, {s['itl_1']} ms with one adapter "
-            f"(+{s['itl_1_pct']} %) and {s['itl_n']} ms with {s['n_adapters']} distinct adapters (+{s['itl_n_pct']} %), at {s['c_adapters']} in flight." + first)
+    if "ad_triton_itl_n_pct" in s or "ad_vllm_itl_n_pct" in s:
+        parts = []
+        for srv, name in (("triton", "Triton"), ("vllm", "vLLM's OpenAI server")):
+            k = f"ad_{srv}_"
+            if k + "itl_n_pct" in s:
+                parts.append(f"{name}: {s[k + 'tput_1']} tokens/s with one adapter (−{s[k + 'tput_1_pct']} %) and {s[k + 'tput_n']} "
+                             f"with {s[k + 'n']} (−{s[k + 'tput_n_pct']} %), against {s[k + 'base_tput']} without an adapter; mean "
+                             f"inter-token latency {s[k + 'itl_base']} → {s[k + 'itl_1']} → {s[k + 'itl_n']} ms")
+        k = "ad_vllm_" if "ad_vllm_c" in s else "ad_triton_"
+        text = (f"With adapters in the batch every decoding step is slower, through Triton and vLLM's server alike, at "
+                f"{s[k + 'c']} requests in flight. " + "; ".join(parts) + ". Enabling LoRA alone costs base-model "
+                f"requests about {s[k + 'enable_cost']} % ({s[k + 'base_tput']} vs {s[k + 'plain_tput']} tokens/s).")
+        if "first_wave_old" in s:
+            text += (f" An untimed wave of requests on the adapters precedes the points ({s.get('warmup_a1_s', '?')} s for the first "
+                     f"one on vLLM): without it, an earlier record's first wave waited {s['first_wave_old']} ms for its first "
+                     f"token instead of {s['first_wave_new']} ms and its point read {s['repeat_a1_first']} instead of "
+                     f"{s['repeat_a1_last']} tokens/s with one adapter.")
+        out["adapters_answer"] = text
     else:
         out["adapters_answer"] = "Adapters in flight: not measured yet."
+    if "nvml_power_hi" in s:
+        out["gpu_answer"] = (
+            f"NVML, sampled every 0.25 s during each point (Triton's own GPU metrics read 0 on this machine): while the "
+            f"study's client drives Triton, the GPU is busy {s['nvml_util_lo']}–{s['nvml_util_hi']} % of the time at every "
+            f"concurrency (NVML's utilisation counts time with any kernel running, not how full the GPU is), and the power "
+            f"says how full: {s['nvml_power_lo']} W on average at {s['nvml_power_c_lo']} request in flight, "
+            f"{s['nvml_power_hi']} W at {s['nvml_power_c_hi']}, peaking at {s['nvml_max_triton']} W (Triton) and "
+            f"{s['nvml_max_vllm']} W (vLLM's server); NVIDIA specifies up to 700 W for the H200 SXM.")
+    else:
+        out["gpu_answer"] = "GPU utilisation and power while serving: not measured yet."
+    if "repeat_max_pct" in s:
+        out["repeat_answer"] = (
+            f"Each server was measured twice, on two lent machines in two sessions ({s['repeat_runs']}): the {s['repeat_n']} "
+            f"base-model points repeat within {s['repeat_max_pct']} % in throughput; the page shows the later records.")
+    else:
+        out["repeat_answer"] = ""
     if "vllm_tools_tput" in s:
         out["tools_answer"] = (
             f"Against vLLM's server, genai-perf and vllm bench serve agree on throughput within {s['vllm_tools_tput']} % "
