@@ -118,8 +118,8 @@ def test_a_fork_gets_no_other_models_numbers():
 def test_notebook_executes_and_glues_the_records_numbers(tmp_path):
     text, glue, nb = execute_chapter("triton_serving", tmp_path)
     assert "5,842 vs 5,063 tokens/s at 64 (1.15×)" in glue["answer"]
-    assert "22 of 32 adapter answers" in glue["lora_answer"] and "8 of the 9 distinct divergences" in glue["lora_answer"]
-    assert "lora_shrink_op.py:177" in glue["lora_answer"] and "628 W at 64" in glue["gpu_answer"]
+    assert "22 of 32 adapter answers" in glue["lora_answer"] and "8 of the 9 distinct divergences" in glue["lora_why"]
+    assert "lora_shrink_op.py:177" in glue["lora_why"] and "628 W at 64" in glue["gpu_answer"]
     assert "within 1.7 %" in glue["repeat_answer"]
     assert "Traceback" not in text
     assert thin_code(nb, 90)

@@ -58,6 +58,13 @@ def test_the_numbers_are_the_chapters_own(summary):
     tie = float(eng["sgl"].replace(",", "")) / float(eng["vllm"].replace(",", ""))
     assert ("tie" in eng["verdict"]) == (max(tie, 1 / tie) <= 1 + F.TIE_PCT / 100)
     assert by["lengths"].values["spread"].endswith("%") and by["features"].values["pc_shared"].startswith("+")
+    from llmstudy.chapters.triton_serving import statements as TS
+
+    ts, tri = TS.statements(model="llama-2-7b"), by["triton"]
+    assert {k: tri.values[k] for k in ("tt", "vt", "r", "ae", "at", "dt", "dn")} == {
+        "tt": ts["triton_tput_cmax"], "vt": ts["vllm_tput_cmax"], "r": ts["ratio_cmax"], "ae": ts["adapter_equal"],
+        "at": ts["adapter_total"], "dt": ts["div_ties"], "dn": ts["div_n"]}
+    assert f"triton_serving/{ts['lora_run']}" in tri.runs
 
 
 def test_the_findings_box_marks_every_value_and_links_chapters_and_records(summary):

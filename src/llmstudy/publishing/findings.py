@@ -216,14 +216,15 @@ def _triton() -> Finding:
     from llmstudy.chapters.triton_serving import statements as TS
 
     s = TS.statements(model="llama-2-7b")
-    ids = sorted(set(TA.bench_points(model="llama-2-7b").run_id))
+    ids = sorted(set(TA.bench_points(model="llama-2-7b").run_id) | {s["lora_run"]})
     return Finding(
         "triton", "triton_serving", "Triton or vLLM's own server?",
         "The article's Triton ensemble, run with vLLM's engine in the engine step, serves {tt} output tokens/s at {c} "
         "requests in flight against {vt} for vLLM's OpenAI server ({r}×, same engine, both measured by genai-perf); "
-        "served LoRA adapters answer like peft for {ae} of {at} greedy answers (they part at near-ties of the half-precision model, as often without an adapter).",
+        "served LoRA adapters answer like peft for {ae} of {at} greedy answers in half precision, and {dt} of the {dn} places where "
+        "they part are near-ties of peft's own logits (the base model parts as often).",
         {"tt": s["triton_tput_cmax"], "c": s["cmax"], "vt": s["vllm_tput_cmax"], "r": s["ratio_cmax"],
-         "ae": s["adapter_equal"], "at": s["adapter_total"]},
+         "ae": s["adapter_equal"], "at": s["adapter_total"], "dt": s["div_ties"], "dn": s["div_n"]},
         runs=_runs("triton_serving", ids))
 
 

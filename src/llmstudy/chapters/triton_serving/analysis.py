@@ -217,6 +217,7 @@ def served_consistency(answers: pd.DataFrame) -> dict:
 
 # --- the LoRA check across records: which record answers, peft in float32, the engine's refusal, the divergences --------
 SERVED = ("vllm-openai", "triton", "triton-stream")
+SOURCE_LABEL = {"peft": "peft", "vllm-openai": "vLLM server", "triton": "Triton", "triton-stream": "Triton, streamed"}
 
 
 def _dtype(r) -> str:
@@ -292,7 +293,10 @@ def divergences(root=None) -> pd.DataFrame:
     if d.empty:
         return d
     keys = ["adapter", "prompt_id", "diverge_at", "ref_token", "margin_at", "margin_fp32_at", "median_margin", "rank_at"]
-    g = d.groupby(keys, dropna=False).source.agg(lambda s: ", ".join(sorted(s))).reset_index()
+    def paths(s):
+        return "every path" if set(s) >= set(SERVED) else ", ".join(SOURCE_LABEL.get(x, x) for x in sorted(s))
+
+    g = d.groupby(keys, dropna=False).source.agg(paths).reset_index()
     g["near_tie"] = g.margin_at < g.median_margin / NEAR_TIE
     g["run_id"] = r.run_id
     return g.sort_values(["adapter", "prompt_id"]).reset_index(drop=True)
@@ -310,3 +314,17 @@ def self_consistency(root=None) -> tuple[int, int] | None:
         return None
     u = d.drop_duplicates(["adapter", "prompt_id"])
     return int((~u.ref_top1_ok.astype(bool)).sum()), len(u)
+
+
+def triton_own_metrics(root=None, model: str | None = None) -> pd.DataFrame:
+    """Triton's own per-model counters over the whole life of the newest bench record's Triton server without LoRA
+    (``logs/triton-metrics.txt``, read when the server stopped): requests and the mean request, queue and compute time
+    per request (:func:`llmstudy.serving.triton.server.metrics_per_request` from zero)."""
+    from llmstudy.serving.triton.server import metrics_per_request, parse_metrics
+
+    rows = []
+    for r in records(root, "bench"):
+        f = r.path / "logs" / "triton-metrics.txt"
+        if (model is None or r.manifest.get("parameters", {}).get("model") == model) and f.is_file():
+            rows = [metrics_per_request({}, parse_metrics(f.read_text())).assign(run_id=r.run_id)]
+    return rows[0] if rows else pd.DataFrame()
