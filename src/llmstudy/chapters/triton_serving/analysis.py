@@ -60,11 +60,11 @@ def repeats(root=None, model: str | None = None) -> pd.DataFrame:
     """Points measured by more than one record: the first and the last measurement's throughput and mean TTFT, and
     the last relative to the first (the run-to-run spread of one server on the same kind of GPU)."""
     allp = bench_points(root, model, latest=False)
+    order = [r.run_id for r in records(root, "bench")]  # oldest first, read once
     rows = []
     for key, g in allp.groupby(POINT):
         if g.run_id.nunique() < 2:
             continue
-        order = [r.run_id for r in records(root, "bench")]
         g = g.assign(_o=g.run_id.map(order.index)).sort_values("_o")
         a, b = g.iloc[0], g.iloc[-1]
         rows.append({**dict(zip(POINT, key)), "first_run": a.run_id, "last_run": b.run_id,
